@@ -1,0 +1,317 @@
+"""One typed run configuration: the only thing the model, the data and the trainer share.
+
+A config lives in two shapes: nested dataclasses for the code, and a plain nested dict
+(JSON-able) for study files, ``--set`` overrides and the database. ``from_dict`` is the one
+gate between them and refuses unknown keys, wrong types and out-of-range values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config key or value that cannot be accepted; the message names it."""
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    name: str = "plain_cnn"
+    # The builder's keyword arguments; studies resolve them to the builder's defaults so
+    # the stored config says exactly what was built.
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AugCfg:
+    crop_padding: int = 0  # random translation by up to this many pixels; 0 is off
+    flip: bool = False  # random horizontal flip
+    cutout: int = 0  # side of the zeroed square; 0 is off
+    jitter: float = 0.0  # brightness/contrast/saturation jitter strength; 0 is off
+    rotate: float = 0.0  # largest rotation in degrees; 0 is off
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    dataset: str = "cifar10"  # cifar10 | synthetic; where cifar10 lives is not config
+    train_subset: int | None = None  # train on this many images of a fixed shuffle
+    aug: AugCfg = field(default_factory=AugCfg)
+
+
+@dataclass(frozen=True)
+class OptimCfg:
+    name: str = "sgd"  # sgd | adam | adamw
+    lr: float = 0.05
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+
+
+@dataclass(frozen=True)
+class ScheduleCfg:
+    name: str = "cosine"  # constant | step | cosine | onecycle
+    warmup_epochs: float = 0.0  # linear warmup before constant, step and cosine
+    step_every: int = 10  # step: epochs between decays
+    gamma: float = 0.1  # step: decay factor
+    peak_at: float = 0.25  # onecycle: fraction of training at the peak learning rate
+    final_frac: float = 0.0  # cosine and onecycle: final lr as a fraction of the peak
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    optimizer: OptimCfg = field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+    loss: LossCfg = field(default_factory=LossCfg)
+    epochs: int = 20
+    batch_size: int = 128
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+
+
+CHOICES = {
+    "data.dataset": ("cifar10", "synthetic"),
+    "optimizer.name": ("sgd", "adam", "adamw"),
+    "schedule.name": ("constant", "step", "cosine", "onecycle"),
+    "precision": ("auto", "fp32", "bf16"),
+}
+
+# (lowest, highest, highest included?) for numbers that have a sensible range.
+RANGES = {
+    "epochs": (1, None),
+    "batch_size": (1, None),
+    "seed": (0, None),
+    "data.train_subset": (1, None),
+    "data.aug.crop_padding": (0, 16),
+    "data.aug.cutout": (0, 32),
+    "data.aug.jitter": (0.0, 1.0),
+    "data.aug.rotate": (0.0, 180.0),
+    "optimizer.lr": (0.0, None),
+    "optimizer.momentum": (0.0, 1.0),
+    "optimizer.weight_decay": (0.0, None),
+    "schedule.warmup_epochs": (0.0, None),
+    "schedule.step_every": (1, None),
+    "schedule.gamma": (0.0, 1.0),
+    "schedule.peak_at": (0.0, 1.0),
+    "schedule.final_frac": (0.0, 1.0),
+    "loss.label_smoothing": (0.0, 1.0),
+}
+_POSITIVE = {"optimizer.lr"}  # zero is as wrong as negative here
+
+
+# ---------------------------------------------------------------------------- dicts
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The nested, JSON-able form; model args sit beside the model's name."""
+    d = dataclasses.asdict(cfg)
+    model = d.pop("model")
+    d["model"] = {"name": model["name"], **model["args"]}
+    d["optimizer"]["betas"] = list(d["optimizer"]["betas"])
+    return d
+
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    """Build and validate a config from its nested dict form (missing keys take defaults)."""
+    d = dict(d)
+    model = dict(d.pop("model", {}) or {})
+    name = model.pop("name", ModelCfg.name)
+    if not isinstance(name, str):
+        raise ConfigError(f"model.name must be a string, got {name!r}")
+    cfg = _build(RunConfig, d, "")
+    return dataclasses.replace(cfg, model=ModelCfg(name=name, args=model))
+
+
+def _build(cls, d: dict[str, Any], prefix: str):
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a table of keys, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls) if f.name != "model"}
+    unknown = sorted(set(d) - fields)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{prefix}{unknown[0]}'; "
+            f"accepted here: {', '.join(prefix + f for f in sorted(fields))}"
+        )
+    kwargs = {}
+    for key, value in d.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = check_value(f"{prefix}{key}", value, hint)
+    return cls(**kwargs)
+
+
+def check_value(key: str, value: Any, hint: Any) -> Any:
+    """Coerce ``value`` to ``hint`` where that loses nothing, check choices and ranges."""
+    value = coerce(key, value, hint)
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if key in RANGES and value is not None:
+        lo, hi = RANGES[key]
+        if (lo is not None and value < lo) or (hi is not None and value > hi) or (
+            key in _POSITIVE and value <= 0
+        ):
+            bounds = f">{lo}" if key in _POSITIVE else f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ConfigError(f"{key} must be {bounds}, got {value!r}")
+    return value
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """Accept ``value`` as type ``hint``: ints for floats, lists for tuples, None for Optional."""
+    if hint is Any or hint is typing.Any or hint is None:
+        return value
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(key, value, option)
+            except ConfigError as e:
+                errors.append(e)
+        raise ConfigError(f"{key} must be {_type_name(hint)}, got {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be {_type_name(hint)}, got {value!r}")
+        args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} must have {len(args)} items, got {value!r}")
+            return tuple(coerce(f"{key}.{i}", v, a) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        items = [coerce(f"{key}.{i}", v, item) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif isinstance(hint, type) and isinstance(value, hint):
+        return value
+    raise ConfigError(f"{key} must be {_type_name(hint)}, got {value!r}")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(hint) if a is not type(None)]
+        opt = " or none" if type(None) in typing.get_args(hint) else ""
+        return " or ".join(names) + opt
+    if typing.get_origin(hint) in (tuple, list):
+        return "a list"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        hint, getattr(hint, "__name__", str(hint))
+    )
+
+
+# ------------------------------------------------------------------------ overrides
+
+
+def parse_value(text: str) -> Any:
+    """Read an override's value as TOML (``0.05``, ``true``, ``[3, 5]``), else as a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``"optimizer.lr=0.05"`` -> ``("optimizer.lr", 0.05)``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set takes KEY=VALUE (e.g. optimizer.lr=0.05), got {text!r}")
+    return key.strip(), parse_value(value.strip())
+
+
+def set_key(d: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """A copy of nested dict ``d`` with dotted ``key`` set; an integer part indexes a list."""
+    d = json.loads(json.dumps(d))
+    parts = key.split(".")
+    node: Any = d
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                where = ".".join(parts[:i])
+                raise ConfigError(f"{where} has {len(node)} items; '{key}' is out of range")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise ConfigError(f"unknown config key '{key}': {'.'.join(parts[:i])} is a value, not a table")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}
+            node = node[part]
+    return d
+
+
+def get_key(d: dict[str, Any], key: str) -> Any:
+    node: Any = d
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"kernel_size": [3, 5]}}`` -> ``{"model.kernel_size.0": 3, ...}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, (list, tuple)):
+            out.update(flatten({str(i): x for i, x in enumerate(v)}, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge of nested dicts; values in ``update`` win."""
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+# ------------------------------------------------------------------------- identity
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """Identity of what changes the result, seed excluded: the seed is its own axis.
+
+    Devices, worker counts and data paths never enter a RunConfig, so they cannot enter it.
+    """
+    d = to_dict(cfg)
+    d.pop("seed")
+    canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -1,0 +1,81 @@
+import pytest
+
+from ablate.config import (
+    ConfigError,
+    RunConfig,
+    config_hash,
+    flatten,
+    from_dict,
+    parse_assignment,
+    set_key,
+    to_dict,
+)
+
+
+def test_round_trip_through_dict():
+    cfg = from_dict({"epochs": 3, "optimizer": {"lr": 0.1}, "model": {"name": "plain_cnn", "depth": 4}})
+    assert cfg.epochs == 3 and cfg.optimizer.lr == 0.1 and cfg.model.args == {"depth": 4}
+    assert from_dict(to_dict(cfg)) == cfg
+
+
+def test_defaults_fill_missing_keys():
+    assert from_dict({}) == RunConfig()
+
+
+@pytest.mark.parametrize(
+    "d, fragment",
+    [
+        ({"optimzer": {}}, "unknown config key 'optimzer'"),
+        ({"optimizer": {"lrr": 1}}, "unknown config key 'optimizer.lrr'"),
+        ({"epochs": "ten"}, "epochs must be an integer"),
+        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"optimizer": {"lr": -0.1}}, "optimizer.lr must be >0"),
+        ({"optimizer": {"name": "lion"}}, "optimizer.name must be one of sgd, adam, adamw"),
+        ({"data": {"aug": {"flip": 1}}}, "data.aug.flip must be true or false"),
+        ({"loss": {"label_smoothing": 1.5}}, "loss.label_smoothing must be in [0.0, 1.0]"),
+    ],
+)
+def test_bad_values_are_refused_by_name(d, fragment):
+    with pytest.raises(ConfigError, match=None) as e:
+        from_dict(d)
+    assert fragment in str(e.value)
+
+
+def test_ints_are_accepted_for_floats_but_not_the_reverse():
+    assert from_dict({"optimizer": {"lr": 1}}).optimizer.lr == 1.0
+    with pytest.raises(ConfigError):
+        from_dict({"epochs": 2.5})
+
+
+def test_hash_ignores_seed_and_sees_everything_else():
+    a = from_dict({"seed": 0})
+    assert config_hash(a) == config_hash(from_dict({"seed": 7}))
+    assert config_hash(a) != config_hash(from_dict({"optimizer": {"lr": 0.01}}))
+    assert config_hash(a) != config_hash(from_dict({"model": {"depth": 5}}))
+
+
+def test_hash_is_independent_of_key_order():
+    a = from_dict({"optimizer": {"lr": 0.1, "name": "adam"}, "epochs": 2})
+    b = from_dict({"epochs": 2, "optimizer": {"name": "adam", "lr": 0.1}})
+    assert config_hash(a) == config_hash(b)
+
+
+def test_assignments_parse_toml_values():
+    assert parse_assignment("optimizer.lr=0.05") == ("optimizer.lr", 0.05)
+    assert parse_assignment("data.aug.flip=true") == ("data.aug.flip", True)
+    assert parse_assignment("model.kernel_size=[3, 5]") == ("model.kernel_size", [3, 5])
+    assert parse_assignment("model.activation=gelu") == ("model.activation", "gelu")
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_assignment("epochs")
+
+
+def test_set_key_indexes_lists_and_copies():
+    d = {"model": {"kernel_size": [3, 3]}}
+    out = set_key(d, "model.kernel_size.1", 7)
+    assert out["model"]["kernel_size"] == [3, 7] and d["model"]["kernel_size"] == [3, 3]
+    with pytest.raises(ConfigError, match="out of range"):
+        set_key(d, "model.kernel_size.2", 7)
+
+
+def test_flatten_uses_dotted_keys():
+    assert flatten({"a": {"b": 1, "c": [2, 3]}}) == {"a.b": 1, "a.c.0": 2, "a.c.1": 3}
