@@ -1,0 +1,82 @@
+"""The database schema, after Optuna's: runs with a state, a heartbeat and UTC times;
+metrics in long format keyed (run, step, name); a single-row schema version."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+SCHEMA_VERSION = 1
+
+STATUSES = ("pending", "running", "complete", "failed", "diverged")
+
+
+def utcnow() -> datetime:
+    # Stored naive, always UTC: SQLite keeps no zone, and one convention beats two.
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class VersionRow(Base):
+    __tablename__ = "schema_version"
+    __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, default=1)
+    version: Mapped[int]
+
+
+class StudyRow(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    description: Mapped[str] = mapped_column(sa.Text, default="")
+    spec_json: Mapped[str] = mapped_column(sa.Text)  # the study file as loaded: axes, seeds, figures
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    runs: Mapped[list[RunRow]] = relationship(back_populates="study")
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    # One row per grid point and seed: running a study again adds only what is missing.
+    __table_args__ = (sa.UniqueConstraint("study_id", "config_hash", "seed"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id"), index=True)
+    config_hash: Mapped[str] = mapped_column(sa.String(64))
+    seed: Mapped[int]
+    config_json: Mapped[str] = mapped_column(sa.Text)
+    label: Mapped[str] = mapped_column(sa.String(500), default="")
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending", index=True)
+    device: Mapped[str | None] = mapped_column(sa.String(64))
+    host: Mapped[str | None] = mapped_column(sa.String(255))
+    pid: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    wall_s: Mapped[float | None]
+    epochs_done: Mapped[int] = mapped_column(default=0)
+    test_acc: Mapped[float | None]
+    test_loss: Mapped[float | None]
+    train_acc: Mapped[float | None]
+    train_loss: Mapped[float | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    torch_version: Mapped[str | None] = mapped_column(sa.String(64))
+    ablate_version: Mapped[str | None] = mapped_column(sa.String(64))
+
+    study: Mapped[StudyRow] = relationship(back_populates="runs")
+
+
+class MetricRow(Base):
+    __tablename__ = "metrics"
+
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(primary_key=True)  # the epoch, 1-based
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[float | None]  # NaN and infinities arrive as NULL on SQLite
