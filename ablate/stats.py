@@ -1,0 +1,59 @@
+"""Mean and confidence interval over seeds: the one summary every figure shows.
+
+Studies run a handful of seeds per grid point, so the interval uses Student's t rather
+than the normal approximation, which would be too narrow for n of 2 to 5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as _scipy_stats
+
+SUMMARY_COLUMNS = ["mean", "ci_low", "ci_high", "n"]
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float, int]:
+    """Mean of ``values`` with a two-sided Student-t confidence interval.
+
+    Returns ``(mean, low, high, n)`` where ``n`` counts the values that are not NaN
+    (unfinished runs carry NaN and must not pull the mean). One value has no spread to
+    estimate, so its interval is ``(nan, nan)``; no values give ``(nan, nan, nan, 0)``.
+
+    Example:
+        >>> mean_ci([1.0, 2.0, 3.0])  # 2 +- t(0.975, 2) * 1 / sqrt(3)
+        (2.0, -0.484..., 4.484..., 3)
+    """
+    x = np.asarray(values, dtype=float).ravel()
+    x = x[~np.isnan(x)]
+    n = int(x.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(x.mean())
+    if n == 1:
+        return mean, math.nan, math.nan, 1
+    sem = float(x.std(ddof=1)) / math.sqrt(n)
+    half = float(_scipy_stats.t.ppf((1.0 + level) / 2.0, n - 1)) * sem
+    return mean, mean - half, mean + half, n
+
+
+def summarize(frame: pd.DataFrame, by: list[str], value: str = "test_acc") -> pd.DataFrame:
+    """One row per group of ``by``: the ``by`` columns, then mean, ci_low, ci_high, n.
+
+    Rows are sorted by ``by``. A group whose values are all NaN is kept with n == 0, so
+    a grid point that only produced unfinished runs still shows up as missing.
+    """
+    by = list(by)
+    if frame.empty:
+        return pd.DataFrame(columns=by + SUMMARY_COLUMNS)
+    # dropna=False: a config key that is unset for some runs is still a group of its own.
+    grouped = frame.groupby(by, sort=True, dropna=False)[value]
+    rows = [
+        (*(key if isinstance(key, tuple) else (key,)), *mean_ci(group.to_numpy()))
+        for key, group in grouped
+    ]
+    out = pd.DataFrame(rows, columns=by + SUMMARY_COLUMNS)
+    out["n"] = out["n"].astype(int)
+    return out.sort_values(by, kind="stable").reset_index(drop=True)

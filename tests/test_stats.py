@@ -1,0 +1,76 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ablate.stats import mean_ci, summarize
+
+T_975_2 = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of freedom (tables)
+T_975_1 = 12.706204736174705
+
+
+def test_mean_ci_matches_hand_computation():
+    mean, low, high, n = mean_ci([1.0, 2.0, 3.0])
+    half = T_975_2 * 1.0 / math.sqrt(3)  # sample sd of 1,2,3 is 1
+    assert (mean, n) == (2.0, 3)
+    assert low == pytest.approx(2.0 - half)
+    assert high == pytest.approx(2.0 + half)
+
+
+def test_mean_ci_level_narrows_interval():
+    _, low95, high95, _ = mean_ci([1.0, 2.0, 3.0])
+    _, low90, high90, _ = mean_ci([1.0, 2.0, 3.0], level=0.90)
+    assert low95 < low90 < 2.0 < high90 < high95
+
+
+def test_mean_ci_single_value_has_no_interval():
+    mean, low, high, n = mean_ci([0.7])
+    assert (mean, n) == (0.7, 1)
+    assert math.isnan(low) and math.isnan(high)
+
+
+def test_mean_ci_empty():
+    mean, low, high, n = mean_ci([])
+    assert n == 0
+    assert all(math.isnan(v) for v in (mean, low, high))
+
+
+def test_mean_ci_drops_nans():
+    assert mean_ci([1.0, np.nan, 2.0, 3.0]) == pytest.approx(mean_ci([1.0, 2.0, 3.0]))
+    assert mean_ci([np.nan, np.nan])[3] == 0
+    mean, low, _, n = mean_ci(pd.Series([0.5, np.nan]))
+    assert (mean, n) == (0.5, 1) and math.isnan(low)
+
+
+def test_summarize_groups_counts_and_sorts():
+    frame = pd.DataFrame(
+        {
+            "depth": [3, 1, 1, 3, 3, 2],
+            "act": ["relu", "relu", "relu", "relu", "gelu", "relu"],
+            "test_acc": [0.6, 0.5, 0.7, 0.8, 0.9, np.nan],
+        }
+    )
+    out = summarize(frame, ["depth", "act"])
+    assert list(out.columns) == ["depth", "act", "mean", "ci_low", "ci_high", "n"]
+    groups = list(zip(out["depth"], out["act"]))
+    assert groups == [(1, "relu"), (2, "relu"), (3, "gelu"), (3, "relu")]
+    assert list(out["n"]) == [2, 0, 1, 2]
+    assert out["mean"].iloc[0] == pytest.approx(0.6)
+    assert math.isnan(out["mean"].iloc[1])  # a group of unfinished runs stays, as missing
+    # two values 0.6 +- 0.1: sd = 0.1 * sqrt(2), sem = 0.1
+    assert out["ci_high"].iloc[3] == pytest.approx(0.7 + T_975_1 * 0.1)
+
+
+def test_summarize_single_key_and_other_value():
+    frame = pd.DataFrame({"lr": [0.1, 0.01, 0.1], "train_acc": [0.2, 0.4, 0.6]})
+    out = summarize(frame, ["lr"], value="train_acc")
+    assert list(out["lr"]) == [0.01, 0.1]
+    assert list(out["mean"]) == pytest.approx([0.4, 0.4])
+    assert list(out["n"]) == [1, 2]
+
+
+def test_summarize_empty_frame():
+    out = summarize(pd.DataFrame({"depth": [], "test_acc": []}), ["depth"])
+    assert out.empty
+    assert list(out.columns) == ["depth", "mean", "ci_low", "ci_high", "n"]
