@@ -1,0 +1,226 @@
+"""Studies: a base config, axes whose product is the grid, seeds, and the figures they feed.
+
+A study is a TOML file, read as data and never executed::
+
+    description = "Accuracy against the number of conv layers"
+    figures = [4]
+    seeds = 1
+
+    [base]
+    epochs = 20
+    model = { name = "plain_cnn", kernel_size = 3 }
+
+    [axes]
+    "model.depth" = [1, 2, 3, 4, 5, 6, 7, 8]
+
+Built-in studies ship in the package; files in ``./studies/`` (or any path) work too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import itertools
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from ablate.config import (
+    ConfigError,
+    RunConfig,
+    config_hash,
+    from_dict,
+    get_key,
+    set_key,
+    to_dict,
+)
+from ablate.models import create_model, resolve_args
+
+LOCAL_DIR = Path("studies")
+_TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes"}
+
+
+class StudyError(ConfigError):
+    pass
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    description: str
+    base: dict[str, Any]  # nested config dict; missing keys take RunConfig defaults
+    axes: dict[str, list[Any]]  # dotted config key -> values, in file order
+    seeds: int
+    figures: tuple[int, ...]
+    path: Path | None = None
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for values in self.axes.values():
+            n *= len(values)
+        return n
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    config: RunConfig  # seed included
+    config_hash: str  # seed excluded: (hash, seed) names a run
+    axes: dict[str, Any]  # this point's value on each axis
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in self.axes.items()) or "base"
+
+
+# ------------------------------------------------------------------------- finding
+
+
+def _builtin_files() -> dict[str, Path]:
+    root = importlib.resources.files("ablate.builtin_studies")
+    return {Path(p.name).stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
+
+
+def _local_files() -> dict[str, Path]:
+    if not LOCAL_DIR.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(LOCAL_DIR.glob("*.toml"))}
+
+
+def study_files() -> dict[str, Path]:
+    """Name -> file, built-in first, then ``./studies/`` (a local file of the same name wins)."""
+    return dict(sorted({**_builtin_files(), **_local_files()}.items()))
+
+
+def list_studies() -> list[Study]:
+    return [load(path) for path in study_files().values()]
+
+
+def load(name_or_path: str | Path) -> Study:
+    """A study by name (built-in or ``./studies/NAME.toml``) or by the path of its file."""
+    files = study_files()
+    text = str(name_or_path)
+    if text in files:
+        return parse_file(files[text])
+    path = Path(text)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise StudyError(f"study file '{path}' does not exist")
+        return parse_file(path)
+    raise StudyError(f"unknown study '{text}'; known studies: {', '.join(files)} (or give the path of a .toml file)")
+
+
+def parse_file(path: Path) -> Study:
+    return parse(path.read_text(), path)
+
+
+def parse(text: str, path: Path | None = None) -> Study:
+    where = str(path) if path else "<study>"
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise StudyError(f"{where}: invalid TOML: {e}") from None
+    try:
+        return _from_doc(doc, path)
+    except ConfigError as e:
+        raise StudyError(f"{where}{_line_of(text, str(e))}: {e}") from None
+
+
+def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown study key '{unknown[0]}'; accepted: {', '.join(sorted(_TOP_KEYS))}")
+    axes = doc.get("axes", {})
+    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+        raise ConfigError("[axes] maps each dotted config key to a non-empty list of values")
+    seeds = doc.get("seeds", 1)
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"seeds must be a positive integer, got {seeds!r}")
+    figures = doc.get("figures", [])
+    if not isinstance(figures, list) or not all(isinstance(f, int) for f in figures):
+        raise ConfigError(f"figures must be a list of figure numbers, got {figures!r}")
+    study = Study(
+        name=str(doc.get("name") or (path.stem if path else "study")),
+        description=str(doc.get("description", "")),
+        base=doc.get("base", {}),
+        axes=axes,
+        seeds=seeds,
+        figures=tuple(figures),
+        path=path,
+    )
+    expand(study, seeds=1)  # every point must be a valid config, checked at load time
+    return study
+
+
+def _line_of(text: str, message: str) -> str:
+    """`` (line N)`` for the first line naming the key an error message quotes, if any."""
+    m = re.search(r"'([\w.]+)'", message)
+    if not m:
+        return ""
+    leaf = m.group(1).split(".")[-1]
+    for i, line in enumerate(text.splitlines(), 1):
+        if re.search(rf"\b{re.escape(leaf)}\b", line):
+            return f" (line {i})"
+    return ""
+
+
+# ------------------------------------------------------------------------ the grid
+
+
+def expand(
+    study: Study,
+    overrides: Iterable[tuple[str, Any]] = (),
+    seeds: int | None = None,
+) -> list[GridPoint]:
+    """Every (axis values, seed) point of ``study``, validated, with ``--set`` overrides applied.
+
+    Overrides apply to the base; a key that is an axis is refused rather than silently
+    collapsing the grid.
+    """
+    base = to_dict(from_dict(study.base))  # defaults filled in, base validated
+    for key, value in overrides:
+        if key in study.axes:
+            raise ConfigError(f"'{key}' is an axis of study '{study.name}'; edit its values in the study file")
+        base = _set_checked(base, key, value)
+    keys = list(study.axes)
+    points = []
+    for values in itertools.product(*study.axes.values()):
+        d = base
+        for key, value in zip(keys, values):
+            d = _set_checked(d, key, value)
+        cfg = _resolve(d)
+        digest = config_hash(cfg)
+        for seed in range(seeds if seeds is not None else study.seeds):
+            points.append(GridPoint(dataclasses.replace(cfg, seed=seed), digest, dict(zip(keys, values))))
+    return points
+
+
+def _set_checked(d: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    head = key.split(".")[0]
+    if head not in d:
+        raise ConfigError(f"unknown config key '{key}'; top-level keys: {', '.join(sorted(d))}")
+    if head != "model":
+        try:
+            get_key(d, key)
+        except (KeyError, IndexError, TypeError):
+            raise ConfigError(f"unknown config key '{key}'") from None
+    return set_key(d, key, value)
+
+
+def _resolve(d: dict[str, Any]) -> RunConfig:
+    """Validate the dict, fill in the model's own defaults, and build it once on the meta
+    device so a bad combination of arguments fails here rather than inside a worker."""
+    cfg = from_dict(d)
+    args = resolve_args(cfg.model.name, cfg.model.args)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, args=args))
+    with torch.device("meta"):
+        create_model(cfg.model.name, **args)
+    return cfg

@@ -1,0 +1,1 @@
+"""Study files shipped with ablate (data, read with tomllib; nothing here runs)."""
