@@ -1,0 +1,121 @@
+"""Augmentation of whole uint8 batches as tensor ops on the batch's own device.
+
+No PIL, no DataLoader, no per-image Python: every random choice is one tensor drawn
+from the caller's generator, so a batch costs a handful of kernels and the same seed
+gives the same batch. Order: crop, flip, jitter, rotate, cutout.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+from ablate.config import AugCfg
+from ablate.data import MEAN, STD
+
+# ITU-R 601 luma weights, as torchvision's rgb_to_grayscale uses.
+_GRAY = (0.299, 0.587, 0.114)
+
+
+def augment(x: torch.Tensor, aug: AugCfg, generator: torch.Generator) -> torch.Tensor:
+    """A randomly augmented copy of uint8 [B, 3, H, W] ``x`` (``x`` itself if all is off)."""
+    if x.dtype != torch.uint8 or x.dim() != 4:
+        raise TypeError(f"augment takes uint8 [B, C, H, W], got {x.dtype} {list(x.shape)}")
+    if aug.crop_padding > 0:
+        x = _crop(x, aug.crop_padding, generator)
+    if aug.flip:
+        x = _flip(x, generator)
+    if aug.jitter > 0 or aug.rotate > 0:
+        # Both steps in float, rounded once, so small changes are not lost to rounding twice.
+        xf = x.float()
+        if aug.jitter > 0:
+            xf = _jitter(xf, aug.jitter, generator)
+        if aug.rotate > 0:
+            xf = _rotate(xf, aug.rotate, generator)
+        x = xf.round_().clamp_(0, 255).to(torch.uint8)
+    if aug.cutout > 0:
+        x = _cutout(x, aug.cutout, generator)
+    return x
+
+
+def normalize(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> (x / 255 - MEAN) / STD in ``dtype``."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"normalize takes uint8 images, got {x.dtype}")
+    scale, shift = _norm_constants(x.device)
+    # Computed in float32 whatever ``dtype``: bf16 has too few bits for x / 255 itself.
+    return x.float().mul_(scale).add_(shift).to(dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: a fresh host-to-device copy every batch would stall the GPU.
+    mean = torch.tensor(MEAN, device=device).view(3, 1, 1)
+    std = torch.tensor(STD, device=device).view(3, 1, 1)
+    return 1 / (255 * std), -mean / std
+
+
+def _uniform(shape: tuple[int, ...], lo: float, hi: float, x: torch.Tensor,
+             g: torch.Generator) -> torch.Tensor:
+    return torch.rand(shape, generator=g, device=x.device) * (hi - lo) + lo
+
+
+def _crop(x: torch.Tensor, p: int, g: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``p``, then take an H x W window at a random offset per image."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (p, p, p, p))
+    dy = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=x.device)
+    dx = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=x.device)
+    rows = dy + torch.arange(h, device=x.device)  # [b, h]
+    cols = dx + torch.arange(w, device=x.device)  # [b, w]
+    # One gather over flattened pixels: each image reads its own window.
+    index = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).reshape(b, 1, h * w)
+    out = padded.reshape(b, c, -1).gather(2, index.expand(b, c, h * w))
+    return out.reshape(b, c, h, w)
+
+
+def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    coin = torch.rand(x.shape[0], generator=g, device=x.device) < 0.5
+    return torch.where(coin.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+def _gray(xf: torch.Tensor) -> torch.Tensor:
+    r, gr, b = xf.unbind(1)
+    return (_GRAY[0] * r + _GRAY[1] * gr + _GRAY[2] * b).unsqueeze(1)
+
+
+def _jitter(xf: torch.Tensor, j: float, g: torch.Generator) -> torch.Tensor:
+    """Brightness, contrast, saturation, each by a factor in [1 - j, 1 + j], as torchvision's
+    ColorJitter does them (in a fixed order), clamping to [0, 255] after each."""
+    bright, contrast, sat = _uniform((3, xf.shape[0], 1, 1, 1), 1 - j, 1 + j, xf, g)
+    xf = (xf * bright).clamp_(0, 255)
+    mean = _gray(xf).mean((1, 2, 3), keepdim=True)
+    xf = (mean + contrast * (xf - mean)).clamp_(0, 255)
+    gray = _gray(xf)
+    return (gray + sat * (xf - gray)).clamp_(0, 255)
+
+
+def _rotate(xf: torch.Tensor, degrees: float, g: torch.Generator) -> torch.Tensor:
+    """Rotate each image about its centre by an angle in [-degrees, degrees]; corners that
+    come from outside the image are black. Assumes square images: affine_grid's [-1, 1]
+    coordinates would otherwise stretch the rotation."""
+    angle = torch.deg2rad(_uniform((xf.shape[0],), -degrees, degrees, xf, g))
+    cos, sin, zero = angle.cos(), angle.sin(), torch.zeros_like(angle)
+    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(xf.shape), align_corners=False)
+    return F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _cutout(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+    """Zero a size x size square centred anywhere in the image, clipped at the border
+    (DeVries & Taylor 2017), so some images lose less than a full square."""
+    b, _, h, w = x.shape
+    top = torch.randint(0, h, (b, 1), generator=g, device=x.device) - size // 2
+    left = torch.randint(0, w, (b, 1), generator=g, device=x.device) - size // 2
+    rows = torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device)
+    in_rows = (rows >= top) & (rows < top + size)  # [b, h]
+    in_cols = (cols >= left) & (cols < left + size)  # [b, w]
+    return x.masked_fill(in_rows[:, None, :, None] & in_cols[:, None, None, :], 0)
