@@ -41,7 +41,6 @@ class AugCfg:
 @dataclass(frozen=True)
 class DataCfg:
     dataset: str = "cifar10"  # cifar10 | synthetic; where cifar10 lives is not config
-    train_subset: int | None = None  # train on this many images of a fixed shuffle
     aug: AugCfg = field(default_factory=AugCfg)
 
 
@@ -78,6 +77,7 @@ class RunConfig:
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
     loss: LossCfg = field(default_factory=LossCfg)
     epochs: int = 20
+    train_subset: int | None = None  # train on this many images of a fixed shuffle; None: all
     batch_size: int = 128
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
@@ -95,7 +95,7 @@ RANGES = {
     "epochs": (1, None),
     "batch_size": (1, None),
     "seed": (0, None),
-    "data.train_subset": (1, None),
+    "train_subset": (1, None),
     "data.aug.crop_padding": (0, 16),
     "data.aug.cutout": (0, 32),
     "data.aug.jitter": (0.0, 1.0),

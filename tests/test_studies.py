@@ -47,7 +47,7 @@ def test_overrides_apply_to_every_point_and_change_the_hash():
     ("optimizer.lr", "fast", "optimizer.lr must be a number"),
     ("model.depth", 3, "is an axis"),
     ("model.widht", 3, "model.widht"),
-    ("train_subset", 10, "unknown config key 'train_subset'"),
+    ("data.train_subset", 10, "unknown config key 'data.train_subset'"),
 ])
 def test_bad_overrides_are_refused(key, value, fragment):
     with pytest.raises(ConfigError) as e:
@@ -56,8 +56,8 @@ def test_bad_overrides_are_refused(key, value, fragment):
 
 
 def test_data_train_subset_override():
-    points = expand(load("depth"), [("data.train_subset", 500)])
-    assert all(p.config.data.train_subset == 500 for p in points)
+    points = expand(load("depth"), [("train_subset", 500)])
+    assert all(p.config.train_subset == 500 for p in points)
 
 
 def test_study_file_by_path_and_local_directory(tmp_path):

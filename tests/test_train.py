@@ -1,0 +1,88 @@
+import math
+
+import pytest
+import torch
+
+from ablate.config import from_dict
+from ablate.data import synthetic
+from ablate.optim import lr_factor
+from ablate.config import ScheduleCfg
+from ablate.train import train
+
+TINY = {
+    "epochs": 2,
+    "batch_size": 64,
+    "data": {"dataset": "synthetic", "aug": {"crop_padding": 2, "flip": True}},
+    "model": {"name": "plain_cnn", "depth": 2, "width": 8},
+    "optimizer": {"lr": 0.05},
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(n_train=512, n_test=256)
+
+
+def test_learns_and_reports_every_epoch(data):
+    seen = []
+    result = train(from_dict(TINY), data, "cpu", on_epoch=lambda e, m: seen.append((e, m)))
+    assert result.status == "complete" and result.epochs_done == 2
+    assert [e for e, _ in seen] == [1, 2]
+    for _, m in seen:
+        assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time", "images_per_s"} <= set(m)
+    assert seen[-1][1]["test_acc"] > 0.2  # ten classes: chance is 0.1
+    assert result.metrics == seen[-1][1]
+
+
+def test_same_seed_same_numbers_on_cpu(data):
+    a = train(from_dict(TINY), data, "cpu").metrics
+    b = train(from_dict(TINY), data, "cpu").metrics
+    keys = ("train_loss", "train_acc", "test_loss", "test_acc")
+    assert [a[k] for k in keys] == [b[k] for k in keys]
+    c = train(from_dict({**TINY, "seed": 1}), data, "cpu").metrics
+    assert a["train_loss"] != c["train_loss"]
+
+
+def test_a_non_finite_loss_ends_the_run_as_diverged(data):
+    cfg = from_dict({**TINY, "epochs": 3, "optimizer": {"lr": 1e12, "weight_decay": 0.0, "momentum": 0.0},
+                     "model": {"name": "plain_cnn", "depth": 2, "width": 8, "batchnorm": False}})
+    epochs = []
+    result = train(cfg, data, "cpu", on_epoch=lambda e, m: epochs.append(e))
+    assert result.status == "diverged"
+    assert epochs[-1] == result.epochs_done and result.epochs_done < 3
+    assert not math.isfinite(result.metrics["train_loss"])
+
+
+def test_should_stop_returns_early(data):
+    calls = []
+    result = train(from_dict(TINY), data, "cpu", should_stop=lambda: calls.append(1) or len(calls) >= 3)
+    assert result.status == "stopped" and result.epochs_done == 0 and len(calls) == 3
+
+
+def test_train_subset_shrinks_the_epoch(data):
+    steps = []
+    cfg = from_dict({**TINY, "epochs": 1, "batch_size": 32, "train_subset": 64})
+    result = train(cfg, data, "cpu", on_epoch=lambda e, m: steps.append(m))
+    assert result.metrics["images_per_s"] > 0
+    assert result.status == "complete"
+
+
+@pytest.mark.parametrize("name", ["constant", "step", "cosine", "onecycle"])
+def test_schedules_start_and_end_where_they_should(name):
+    cfg = ScheduleCfg(name=name, step_every=1, gamma=0.5, final_frac=0.0)
+    total, per_epoch = 100, 10
+    factors = [lr_factor(cfg, s, total, per_epoch) for s in range(total)]
+    assert all(0 <= f <= 1 for f in factors)
+    if name == "constant":
+        assert set(factors) == {1.0}
+    if name == "step":
+        assert factors[0] == 1.0 and factors[10] == 0.5 and factors[25] == 0.25
+    if name == "cosine":
+        assert factors[0] == 1.0 and factors[-1] < 0.01
+    if name == "onecycle":
+        assert max(factors) == pytest.approx(1.0) and factors.index(max(factors)) == 25 and factors[-1] < 0.05
+
+
+def test_warmup_ramps_up_linearly():
+    cfg = ScheduleCfg(name="cosine", warmup_epochs=1)
+    assert [lr_factor(cfg, s, 100, 10) for s in range(3)] == pytest.approx([0.1, 0.2, 0.3])
