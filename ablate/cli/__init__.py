@@ -1,0 +1,24 @@
+"""The ``ablate`` command line: thin wrappers over the Python functions in ``ablate.*``."""
+
+from __future__ import annotations
+
+import typer
+
+from ablate.cli import catalog, report, run, status
+
+app = typer.Typer(
+    name="ablate",
+    help="CNN ablation studies on CIFAR-10: run a study's grid, record every run, draw every figure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(run.app, name="run")
+app.command("status")(status.status)
+app.command("report")(report.report)
+app.command("studies")(catalog.studies)
+app.command("models")(catalog.models)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,45 @@
+"""What every command shares: the user-error boundary and the common options."""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Annotated, Any, Iterator, Optional
+
+import typer
+
+from ablate.config import ConfigError
+from ablate.store import StoreError
+
+# Errors that mean "the input is wrong" (a bad key or value, study, data path, figure number
+# or database): one line, exit code 2, nothing written.
+USER_ERRORS = (ConfigError, StoreError)
+
+DbOption = Annotated[
+    Optional[str],
+    typer.Option("--db", envvar="ABLATE_DB", help="Database: a SQLAlchemy URL or a file path [default: sqlite:///results.db]."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+
+
+def fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except USER_ERRORS as e:
+        fail(str(e))
+
+
+def print_json(obj: Any) -> None:
+    def default(o):
+        if isinstance(o, datetime):
+            return o.isoformat() + "Z"  # stored as naive UTC
+        raise TypeError(type(o).__name__)
+
+    typer.echo(json.dumps(obj, indent=2, default=default))

@@ -1,0 +1,123 @@
+"""``ablate run STUDY``: each study is a subcommand, so ``ablate run depth --help`` shows its grid.
+
+STUDY is the name of a built-in study, of a file in ``./studies/``, or the path of a study file.
+"""
+
+# No `from __future__ import annotations`: Typer evaluates the option annotations, whose
+# help texts are f-strings over each study's own defaults.
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from ablate.cli.common import DbOption, fail, user_errors
+from ablate.store import Store
+
+# ablate.studies and ablate.run import torch (seconds); they load when a study is named, so
+# that `ablate status` and `ablate report` start at once.
+
+
+def _help(study) -> str:
+    axes = "\n\n".join(f"  {k} = {v}" for k, v in study.axes.items()) or "  (no axes: a single point)"
+    return (
+        f"{study.description}\n\n"
+        f"Axes ({study.size} grid points x {study.seeds} seed(s) by default):\n\n{axes}\n\n"
+        f"Feeds figure(s): {', '.join(map(str, study.figures)) or 'none'}. "
+        f"File: {study.path}"
+    )
+
+
+def study_command(name: str, study):
+    app = typer.Typer()
+
+    @app.command(name=name, help=_help(study), short_help=study.description)
+    def command(
+        seeds: Annotated[Optional[int], typer.Option(help=f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}].")] = None,
+        epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, overriding the study's.")] = None,
+        set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in dotted form, e.g. optimizer.lr=0.05; repeatable.")] = None,
+        data: Annotated[Optional[str], typer.Option(help="CIFAR-10 source: a directory (python batches or train/ and test/ image folders), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10).")] = None,
+        db: DbOption = None,
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")] = "auto",
+        dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points and which are done; train nothing.")] = False,
+    ) -> None:
+        from ablate.cli.live import reporter_for
+        from ablate.run import dry_run, execute, plan
+
+        with user_errors():
+            p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device)
+            store = Store.open(db, create=not dry_run_)
+        try:
+            if dry_run_:
+                return _print_dry_run(dry_run(store, p))
+            summary = execute(store, p, reporter_for())
+        finally:
+            store.close()
+        done = sum(summary.counts.values())
+        typer.echo(
+            f"{summary.study}: {done} trained ({_counts(summary.counts)}), "
+            f"{summary.skipped} already done, {summary.left_failed} failed before (not retried)"
+        )
+        if summary.interrupted:
+            raise typer.Exit(130)
+        if summary.failed:
+            raise typer.Exit(1)
+
+    return typer.main.get_command(app)
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"
+
+
+def _print_dry_run(rows: list[dict]) -> None:
+    table = Table("point", "seed", "config hash", "status")
+    for r in rows:
+        table.add_row(r["label"], str(r["seed"]), r["config_hash"], r["status"])
+    Console().print(table)
+    done = sum(r["status"] in ("complete", "diverged") for r in rows)
+    typer.echo(f"{len(rows)} points, {done} done, {len(rows) - done} to train")
+
+
+def _broken_command(name: str, message: str):
+    """Stands in for a study file that does not load: listed, and refusing with the reason."""
+    app = typer.Typer()
+
+    @app.command(name=name, help=f"(invalid study: {message})", short_help="(invalid study file)",
+                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def command(ctx: typer.Context) -> None:
+        fail(message)
+
+    return typer.main.get_command(app)
+
+
+class StudyGroup(TyperGroup):
+    """Subcommands made from study files, found afresh on every call."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        from ablate.studies import study_files
+
+        return list(study_files())
+
+    def get_command(self, ctx: typer.Context, name: str):
+        from ablate.studies import StudyError, load, study_files
+
+        try:
+            return study_command(name, load(name))
+        except StudyError as e:
+            if name in study_files():
+                return _broken_command(name, str(e))
+            fail(str(e))
+
+    def resolve_command(self, ctx, args):
+        # Click would report an unknown name as "No such command"; ours names the studies.
+        return args[0], self.get_command(ctx, args[0]), args[1:]
+
+
+app = typer.Typer(
+    cls=StudyGroup,
+    no_args_is_help=True,
+    help="Train a study's grid points (those not done yet) and record them in the database.\n\n"
+    "Example: ablate run depth --seeds 3 --epochs 20 --set optimizer.lr=0.05",
+)

@@ -1,0 +1,50 @@
+"""``ablate status``: per study, points complete / running / pending / failed / diverged."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ablate.cli.common import DbOption, JsonOption, print_json, user_errors
+from ablate.status import study_status
+from ablate.store import Store
+
+COLUMNS = ("complete", "running", "pending", "failed", "diverged", "stale")
+
+
+def status(
+    study: Annotated[Optional[str], typer.Argument(help="Only this study.")] = None,
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Show what ran, what runs and what failed, per study.
+
+    Example: ablate status depth --json
+    """
+    with user_errors():
+        store = Store.open(db, create=False)
+    try:
+        found = study_status(store, study)
+    finally:
+        store.close()
+    if json_:
+        return print_json({"studies": found})
+    if not found:
+        typer.echo(f"no runs{' of ' + study if study else ''} in {store.url}")
+        return
+    table = Table("study", *COLUMNS, "best acc", "updated (UTC)")
+    for s in found:
+        best = f"{s['best_test_acc']:.4f}" if s["best_test_acc"] is not None else "-"
+        last = s["last_update"].strftime("%m-%d %H:%M") if s["last_update"] else "-"
+        table.add_row(s["name"], *(str(s["counts"][c]) for c in COLUMNS), best, last)
+    console = Console()
+    console.print(table)
+    for s in found:
+        for r in s["runs"]:
+            if r["status"] in ("failed", "stale"):
+                console.print(f"{s['name']} run {r['id']} ({r['label']}, seed {r['seed']}) {r['status']}: "
+                              f"{r['error'] or 'no heartbeat; the next ablate run re-queues it'}",
+                              markup=False, highlight=False)

@@ -1,0 +1,103 @@
+"""ablate's trainer against a bare PyTorch loop of the same model and augmentation.
+
+Both train the kernel study's 2-conv CNN for one epoch on the same images, alternating
+A, B, A, B so that machine noise falls on both; the ratio of medians is the overhead of
+the trainer (callbacks, schedule, metric accumulation, evaluation excluded from both).
+
+    python bench/bench_trainer.py [--data DIR] [--n 10000] [--repeats 5] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ablate.augment import augment, normalize
+from ablate.config import AugCfg, from_dict
+from ablate.data import load, subset, synthetic
+from ablate.models import create_model
+from ablate.train import train
+
+MODEL = {"name": "plain_cnn", "depth": 2, "channels": [64, 128], "kernel_size": [3, 3]}
+AUG = AugCfg(crop_padding=4, flip=True)
+BATCH = 128
+
+
+def bare_epoch(data, device: torch.device, seed: int) -> float:
+    """The textbook loop: shuffle, augment, forward, backward, step. Seconds."""
+    torch.manual_seed(seed)
+    model = create_model(MODEL["name"], **{k: v for k, v in MODEL.items() if k != "name"}).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    n = len(data.train_y)
+    _sync(device)
+    t0 = time.perf_counter()
+    model.train()
+    perm = torch.randperm(n, device=device, generator=gen)
+    for i in range(n // BATCH):
+        idx = perm[i * BATCH : (i + 1) * BATCH]
+        x = normalize(augment(data.train_x[idx], AUG, gen))
+        loss = loss_fn(model(x), data.train_y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def ablate_epoch(data, device: torch.device, seed: int) -> float:
+    """One epoch through ablate.train; its own epoch_time excludes the evaluation."""
+    cfg = from_dict({
+        "epochs": 1, "batch_size": BATCH, "seed": seed, "precision": "fp32", "model": MODEL,
+        "data": {"aug": {"crop_padding": AUG.crop_padding, "flip": AUG.flip}},
+        "optimizer": {"name": "sgd", "lr": 0.05, "nesterov": True}, "schedule": {"name": "cosine"},
+    })
+    return train(cfg, data, device).metrics["epoch_time"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", help="CIFAR-10 directory; default: synthetic images")
+    ap.add_argument("--n", type=int, default=10_000, help="training images per epoch")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", default="bench/out/trainer.json")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    data = subset(load(args.data) if args.data else synthetic(n_train=args.n, n_test=1000), args.n).to(device)
+
+    bare_epoch(data, device, 0)  # warm-up: allocator, kernels, caches
+    ablate_epoch(data, device, 0)
+    bare, ours = [], []
+    for r in range(args.repeats):
+        bare.append(bare_epoch(data, device, r))
+        ours.append(ablate_epoch(data, device, r))
+    result = {
+        "device": str(device), "torch": torch.__version__, "images": len(data.train_y),
+        "bare_s": statistics.median(bare), "ablate_s": statistics.median(ours),
+        "ratio_ablate_over_bare": statistics.median(ours) / statistics.median(bare),
+        "bare_all": bare, "ablate_all": ours,
+    }
+    print(f"{'loop':<8}{'median epoch s':>16}{'images/s':>12}")
+    for name, key in (("bare", "bare_s"), ("ablate", "ablate_s")):
+        print(f"{name:<8}{result[key]:>16.3f}{result['images'] / result[key]:>12.0f}")
+    print(f"ablate / bare = {result['ratio_ablate_over_bare']:.3f}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
