@@ -27,7 +27,7 @@ import ablate
 from ablate import data as datasets
 from ablate.config import ConfigError, from_dict
 from ablate.store import HEARTBEAT_S
-from ablate.train import train
+from ablate.train import Hooks, train
 
 
 
@@ -103,11 +103,11 @@ def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, s
             if name not in cache:
                 raw = (preloaded or {}).get(name) or datasets.load("synthetic" if name == "synthetic" else data_source)
                 cache[name] = raw.to(device)
-            result = train(
-                cfg, cache[name], device,
-                on_epoch=lambda epoch, m, rid=task.run_id: events.put(("epoch", wid, rid, epoch, m)),
+            hooks = Hooks(
+                epoch=lambda epoch, m, rid=task.run_id: events.put(("epoch", wid, rid, epoch, m)),
                 should_stop=stop.is_set,
             )
+            result = train(cfg, cache[name], device, hooks)
             events.put(("done", wid, task.run_id, result.status, result.metrics, result.wall_s, _versions()))
         except Exception as e:  # one point's failure is a result; the study goes on
             events.put(("failed", wid, task.run_id, _error_text(e)))

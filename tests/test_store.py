@@ -109,3 +109,14 @@ def test_a_foreign_sqlite_database_is_refused(tmp_path):
 def test_sqlite_runs_in_wal_mode(store, tmp_path):
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_artifacts_round_trip_and_go_with_a_release(store):
+    sid = store.sync_study("s", "", {})
+    store.add_runs(sid, _runs(1))
+    run = store.claim(sid, "cpu", "h", 1)
+    store.put_artifact(run.run_id, "kernels", b"\x00\x01\x02\x03", "uint8", [2, 2])
+    store.put_artifact(run.run_id, "kernels", b"\x04\x05\x06\x07", "uint8", [2, 2])  # replaces
+    assert store.artifacts([run.run_id]) == [(run.run_id, "kernels", b"\x04\x05\x06\x07", "uint8", [2, 2])]
+    store.release(run.run_id)
+    assert store.artifacts([run.run_id]) == []

@@ -7,7 +7,7 @@ from ablate.config import from_dict
 from ablate.data import synthetic
 from ablate.optim import lr_factor
 from ablate.config import ScheduleCfg
-from ablate.train import train
+from ablate.train import Hooks, train
 
 TINY = {
     "epochs": 2,
@@ -25,7 +25,7 @@ def data():
 
 def test_learns_and_reports_every_epoch(data):
     seen = []
-    result = train(from_dict(TINY), data, "cpu", on_epoch=lambda e, m: seen.append((e, m)))
+    result = train(from_dict(TINY), data, "cpu", Hooks(epoch=lambda e, m: seen.append((e, m))))
     assert result.status == "complete" and result.epochs_done == 2
     assert [e for e, _ in seen] == [1, 2]
     for _, m in seen:
@@ -47,7 +47,7 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(data):
     cfg = from_dict({**TINY, "epochs": 3, "optimizer": {"lr": 1e12, "weight_decay": 0.0, "momentum": 0.0},
                      "model": {"name": "plain_cnn", "depth": 2, "width": 8, "batchnorm": False}})
     epochs = []
-    result = train(cfg, data, "cpu", on_epoch=lambda e, m: epochs.append(e))
+    result = train(cfg, data, "cpu", Hooks(epoch=lambda e, m: epochs.append(e)))
     assert result.status == "diverged"
     assert epochs[-1] == result.epochs_done and result.epochs_done < 3
     assert not math.isfinite(result.metrics["train_loss"])
@@ -55,16 +55,15 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(data):
 
 def test_should_stop_returns_early(data):
     calls = []
-    result = train(from_dict(TINY), data, "cpu", should_stop=lambda: calls.append(1) or len(calls) >= 3)
+    result = train(from_dict(TINY), data, "cpu", Hooks(should_stop=lambda: calls.append(1) or len(calls) >= 3))
     assert result.status == "stopped" and result.epochs_done == 0 and len(calls) == 3
 
 
 def test_train_subset_shrinks_the_epoch(data):
-    steps = []
     cfg = from_dict({**TINY, "epochs": 1, "batch_size": 32, "train_subset": 64})
-    result = train(cfg, data, "cpu", on_epoch=lambda e, m: steps.append(m))
-    assert result.metrics["images_per_s"] > 0
-    assert result.status == "complete"
+    seen = []
+    result = train(cfg, data, "cpu", Hooks(should_stop=lambda: seen.append(1) and False))
+    assert result.status == "complete" and len(seen) == 64 // 32
 
 
 @pytest.mark.parametrize("name", ["constant", "step", "cosine", "onecycle"])
@@ -86,3 +85,16 @@ def test_schedules_start_and_end_where_they_should(name):
 def test_warmup_ramps_up_linearly():
     cfg = ScheduleCfg(name="cosine", warmup_epochs=1)
     assert [lr_factor(cfg, s, 100, 10) for s in range(3)] == pytest.approx([0.1, 0.2, 0.3])
+
+
+def test_a_resumed_run_ends_as_an_uninterrupted_one(data):
+    cfg = from_dict({**TINY, "epochs": 3, "model": {**TINY["model"], "dropout": 0.3}})
+    whole = train(cfg, data, "cpu")
+    states = []
+    train(from_dict({**TINY, "epochs": 3, "model": {**TINY["model"], "dropout": 0.3}}), data, "cpu",
+          Hooks(checkpoint=states.append, should_stop=lambda: len(states) == 1))
+    assert [s["epoch"] for s in states] == [1]
+    resumed = train(cfg, data, "cpu", resume=states[0])
+    assert resumed.status == "complete" and resumed.epochs_done == 3
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        assert resumed.metrics[key] == whole.metrics[key]

@@ -12,6 +12,8 @@ from ablate.models.registry import (
     resolve_args,
 )
 from ablate.models import plain_cnn  # noqa: F401  (registers its builders)
+from ablate.models import resnet  # noqa: F401
+from ablate.models import densenet  # noqa: F401
 
 __all__ = [
     "UnknownModel",

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ablate.store.schema import (
     SCHEMA_VERSION,
+    ArtifactRow,
     Base,
     MetricRow,
     RunRow,
@@ -224,6 +225,14 @@ class Store:
                 sa.update(RunRow).where(RunRow.id == run_id).values(epochs_done=epoch, heartbeat_at=utcnow())
             )
 
+    def record_metrics(self, run_id: int, step: int, values: dict[str, float]) -> None:
+        """Scalars at any step (probes log by training step), leaving the run's progress alone."""
+        with self.session() as s:
+            s.execute(sa.delete(MetricRow).where(
+                MetricRow.run_id == run_id, MetricRow.step == step, MetricRow.name.in_(list(values))
+            ))
+            s.add_all(MetricRow(run_id=run_id, step=step, name=k, value=_finite(v)) for k, v in values.items())
+
     def heartbeat(self, run_id: int) -> None:
         with self.session() as s:
             s.execute(sa.update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=utcnow()))
@@ -249,10 +258,15 @@ class Store:
                 )
             )
 
+    def put_artifact(self, run_id: int, name: str, data: bytes, dtype: str, shape: list[int]) -> None:
+        with self.session() as s:
+            s.merge(ArtifactRow(run_id=run_id, name=name, dtype=dtype, shape=json.dumps(list(shape)), data=data))
+
     def release(self, run_id: int) -> None:
         """Put an interrupted run back in the queue, dropping its partial metrics."""
         with self.session() as s:
             s.execute(sa.delete(MetricRow).where(MetricRow.run_id == run_id))
+            s.execute(sa.delete(ArtifactRow).where(ArtifactRow.run_id == run_id))
             s.execute(
                 sa.update(RunRow).where(RunRow.id == run_id).values(
                     status="pending", epochs_done=0, device=None, host=None, pid=None,
@@ -309,8 +323,20 @@ class Store:
                 q = q.where(MetricRow.name.in_(list(names)))
             return [tuple(r) for r in s.execute(q.order_by(MetricRow.run_id, MetricRow.step, MetricRow.name))]
 
+    def artifacts(self, run_ids: Iterable[int], name: str | None = None) -> list[tuple[int, str, bytes, str, list[int]]]:
+        """(run_id, name, raw bytes, dtype, shape) of the given runs' stored arrays."""
+        with self.session() as s:
+            q = sa.select(ArtifactRow).where(ArtifactRow.run_id.in_(list(run_ids)))
+            if name is not None:
+                q = q.where(ArtifactRow.name == name)
+            return [_artifact_tuple(r) for r in s.scalars(q.order_by(ArtifactRow.run_id, ArtifactRow.name))]
+
 
 def _finite(v: float | None) -> float | None:
     if v is None or v != v or v in (float("inf"), float("-inf")):
         return None
     return float(v)
+
+
+def _artifact_tuple(row: ArtifactRow) -> tuple[int, str, bytes, str, list[int]]:
+    return row.run_id, row.name, row.data, row.dtype, json.loads(row.shape)

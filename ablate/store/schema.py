@@ -80,3 +80,15 @@ class MetricRow(Base):
     step: Mapped[int] = mapped_column(primary_key=True)  # the epoch, 1-based
     name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     value: Mapped[float | None]  # NaN and infinities arrive as NULL on SQLite
+
+
+class ArtifactRow(Base):
+    """Small arrays a figure needs after the model is gone (first-layer kernels, say)."""
+
+    __tablename__ = "artifacts"
+
+    run_id: Mapped[int] = mapped_column(sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    dtype: Mapped[str] = mapped_column(sa.String(16))  # numpy dtype name, e.g. float32
+    shape: Mapped[str] = mapped_column(sa.String(200))  # JSON list
+    data: Mapped[bytes] = mapped_column(sa.LargeBinary)  # C-order raw bytes
