@@ -42,16 +42,21 @@ class AugCfg:
 class DataCfg:
     dataset: str = "cifar10"  # cifar10 | synthetic; where cifar10 lives is not config
     aug: AugCfg = field(default_factory=AugCfg)
+    # device: the data set on the training device, whole batches augmented there.
+    # pil: a DataLoader with per-sample PIL transforms, the usual way; kept to measure against.
+    pipeline: str = "device"
 
 
 @dataclass(frozen=True)
 class OptimCfg:
-    name: str = "sgd"  # sgd | adam | adamw
+    name: str = "sgd"  # sgd | adam | adamw | adadelta | ranger | ranger21
     lr: float = 0.05
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     weight_decay: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw, ranger, ranger21
+    # Leave biases and batch-norm parameters out of weight decay (the report's "MyAdaDelta").
+    decay_weights_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,28 @@ class ScheduleCfg:
 
 
 @dataclass(frozen=True)
+class SwitchCfg:
+    """A second phase with its own optimizer and schedule: the report's "mixed optimizer"
+    (Adam with warmup and cosine, then SGD with cosine). ``at_epoch`` 0 is no switch."""
+
+    at_epoch: int = 0  # the last epoch of the first phase
+    optimizer: OptimCfg = field(default_factory=OptimCfg)
+    schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+
+
+@dataclass(frozen=True)
 class LossCfg:
     label_smoothing: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProbeCfg:
+    """Opt-in measurements of training itself; off by default, and free when off."""
+
+    grad_norm_every: int = 0  # steps between relative gradient norms of every conv layer
+    landscape_every: int = 0  # steps between losses along the gradient (Santurkar et al.)
+    landscape_steps: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)  # multiples of the current lr
+    kernels: bool = False  # keep the first conv layer's weights at the end
 
 
 @dataclass(frozen=True)
@@ -75,7 +100,9 @@ class RunConfig:
     data: DataCfg = field(default_factory=DataCfg)
     optimizer: OptimCfg = field(default_factory=OptimCfg)
     schedule: ScheduleCfg = field(default_factory=ScheduleCfg)
+    switch: SwitchCfg = field(default_factory=SwitchCfg)
     loss: LossCfg = field(default_factory=LossCfg)
+    probes: ProbeCfg = field(default_factory=ProbeCfg)
     epochs: int = 20
     train_subset: int | None = None  # train on this many images of a fixed shuffle; None: all
     batch_size: int = 128
@@ -83,10 +110,15 @@ class RunConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
 
 
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "ranger", "ranger21")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
 CHOICES = {
     "data.dataset": ("cifar10", "synthetic"),
-    "optimizer.name": ("sgd", "adam", "adamw"),
-    "schedule.name": ("constant", "step", "cosine", "onecycle"),
+    "data.pipeline": ("device", "pil"),
+    "optimizer.name": OPTIMIZERS,
+    "schedule.name": SCHEDULES,
+    "switch.optimizer.name": OPTIMIZERS,
+    "switch.schedule.name": SCHEDULES,
     "precision": ("auto", "fp32", "bf16"),
 }
 
@@ -109,8 +141,13 @@ RANGES = {
     "schedule.peak_at": (0.0, 1.0),
     "schedule.final_frac": (0.0, 1.0),
     "loss.label_smoothing": (0.0, 1.0),
+    "switch.at_epoch": (0, None),
+    "probes.grad_norm_every": (0, None),
+    "probes.landscape_every": (0, None),
 }
-_POSITIVE = {"optimizer.lr"}  # zero is as wrong as negative here
+# The second phase's optimizer and schedule obey the first's ranges.
+RANGES.update({f"switch.{k}": v for k, v in list(RANGES.items()) if k.startswith(("optimizer.", "schedule."))})
+_POSITIVE = {"optimizer.lr", "switch.optimizer.lr"}  # zero is as wrong as negative here
 
 
 # ---------------------------------------------------------------------------- dicts
@@ -121,8 +158,7 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     model = d.pop("model")
     d["model"] = {"name": model["name"], **model["args"]}
-    d["optimizer"]["betas"] = list(d["optimizer"]["betas"])
-    return d
+    return json.loads(json.dumps(d))  # tuples become lists, as they would in JSON
 
 
 def from_dict(d: dict[str, Any]) -> RunConfig:
@@ -133,6 +169,8 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     if not isinstance(name, str):
         raise ConfigError(f"model.name must be a string, got {name!r}")
     cfg = _build(RunConfig, d, "")
+    if cfg.switch.at_epoch >= cfg.epochs:
+        raise ConfigError(f"switch.at_epoch must be below epochs ({cfg.epochs}), got {cfg.switch.at_epoch}")
     return dataclasses.replace(cfg, model=ModelCfg(name=name, args=model))
 
 

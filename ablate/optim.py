@@ -1,4 +1,7 @@
-"""Optimizers and learning-rate schedules, built from their config pieces."""
+"""Optimizers and learning-rate schedules, built from their config pieces.
+
+Ranger (RAdam + Lookahead) and Ranger21 come from pytorch-optimizer, not from here.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +13,39 @@ from torch import nn
 from ablate.config import OptimCfg, ScheduleCfg
 
 
-def build_optimizer(cfg: OptimCfg, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+def param_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
+    """One group, or with ``decay_weights_only`` two: biases and norm scales (1-D tensors)
+    take no weight decay, which would only pull them towards zero for nothing."""
+    if not cfg.decay_weights_only:
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.ndim > 1]},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(cfg: OptimCfg, model: nn.Module, total_steps: int) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
             weight_decay=cfg.weight_decay,
         )
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "adadelta":
+        return torch.optim.Adadelta(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    import pytorch_optimizer  # only the runs that ask for it pay its import
+
+    if cfg.name == "ranger":
+        return pytorch_optimizer.Ranger(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.name == "ranger21":
+        return pytorch_optimizer.Ranger21(
+            groups, num_iterations=total_steps, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay
+        )
     raise ValueError(f"unknown optimizer {cfg.name!r}")  # config validation keeps this unreachable
 
 
@@ -46,8 +71,13 @@ def lr_factor(cfg: ScheduleCfg, step: int, total: int, steps_per_epoch: int) -> 
 
 
 def build_schedule(cfg: ScheduleCfg, optimizer, epochs: int, steps_per_epoch: int):
-    """A per-step schedule: call ``step()`` after every optimizer step."""
+    """A per-step schedule: call ``step()`` after every optimizer step.
+
+    Ranger21 runs its own warmup and warm-down, so it gets a constant factor rather than
+    a second schedule multiplied onto its own.
+    """
     total = epochs * steps_per_epoch
+    own_schedule = type(optimizer).__name__ == "Ranger21"
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(cfg, step, total, steps_per_epoch)
+        optimizer, lambda step: 1.0 if own_schedule else lr_factor(cfg, step, total, steps_per_epoch)
     )

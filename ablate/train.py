@@ -22,6 +22,7 @@ from ablate.config import RunConfig
 from ablate.data import Dataset, subset
 from ablate.models import create_model
 from ablate.optim import build_optimizer, build_schedule
+from ablate.probes import first_kernels, loss_along_gradient, relative_grad_norms
 
 EVAL_BATCH = 1024
 
@@ -63,22 +64,38 @@ class _Run:
 
     def __init__(self, cfg: RunConfig, data: Dataset, device: torch.device):
         torch.manual_seed(cfg.seed)
+        self.cfg = cfg
         self.model = create_model(cfg.model.name, num_classes=len(data.classes), **cfg.model.args).to(device)
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.batch = min(cfg.batch_size, len(data.train_y))
         self.steps = len(data.train_y) // self.batch  # a ragged last batch would give BN a tiny, noisy one
-        self.optimizer = build_optimizer(cfg.optimizer, self.model)
-        self.schedule = build_schedule(cfg.schedule, self.optimizer, cfg.epochs, self.steps)
+        self.params = sum(p.numel() for p in self.model.parameters())
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(cfg.seed)
         self.epoch = 0
-        self.wall_s = 0.0  # training time of earlier attempts, carried across resumes
+        self.phase = 0
+        self.start_phase(1)
+
+    def start_phase(self, phase: int) -> None:
+        """Phase 1 is the config's optimizer and schedule; phase 2 its ``switch``."""
+        cfg, switch = self.cfg, self.cfg.switch
+        if phase == 1:
+            optim, sched, epochs = cfg.optimizer, cfg.schedule, switch.at_epoch or cfg.epochs
+        else:
+            optim, sched, epochs = switch.optimizer, switch.schedule, cfg.epochs - switch.at_epoch
+        self.phase = phase
+        self.optimizer = build_optimizer(optim, self.model, epochs * self.steps)
+        self.schedule = build_schedule(sched, self.optimizer, epochs, self.steps)
+
+    def phase_of(self, epoch: int) -> int:
+        return 2 if self.cfg.switch.at_epoch and epoch > self.cfg.switch.at_epoch else 1
 
     def state(self, metrics: dict[str, float], wall_s: float) -> dict[str, Any]:
         """A snapshot (copies, not views of live tensors), safe to keep while training goes on."""
         return copy.deepcopy({
             "epoch": self.epoch,
+            "phase": self.phase,
             "metrics": metrics,
             "wall_s": wall_s,
             "model": self.model.state_dict(),
@@ -89,16 +106,32 @@ class _Run:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         })
 
-    def restore(self, state: dict[str, Any]) -> dict[str, float]:
+    def restore(self, state: dict[str, Any]) -> tuple[dict[str, float], float]:
         self.model.load_state_dict(state["model"])
+        if state["phase"] != self.phase:
+            self.start_phase(state["phase"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self.gen.set_state(state["generator"])
         torch.set_rng_state(state["cpu_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        self.epoch, self.wall_s = state["epoch"], state["wall_s"]
-        return dict(state["metrics"])
+        self.epoch = state["epoch"]
+        return dict(state["metrics"]), state["wall_s"]
+
+
+def _device_batches(data: Dataset, aug, run: _Run):
+    """Shuffle on the device, augment whole batches there: no workers, no host copies."""
+    perm = torch.randperm(len(data.train_y), device=data.train_y.device, generator=run.gen)
+    for i in range(run.steps):
+        idx = perm[i * run.batch : (i + 1) * run.batch]
+        x = normalize(augment(data.train_x[idx], aug, run.gen))
+        yield x.contiguous(memory_format=run.memory_format), data.train_y[idx]
+
+
+def _pil_batches(loader, device: torch.device, run: _Run):
+    for x, y in loader:
+        yield x.to(device, non_blocking=True).contiguous(memory_format=run.memory_format), y.to(device)
 
 
 def train(
@@ -119,42 +152,56 @@ def train(
     start = time.perf_counter()
     data = subset(data, cfg.train_subset).to(device)
     run = _Run(cfg, data, device)
-    metrics = run.restore(resume) if resume else {}
+    metrics, earlier_s = run.restore(resume) if resume else ({}, 0.0)
     amp = autocast_dtype(cfg.precision, device)
+    autocast = lambda: _autocast(device, amp)  # noqa: E731
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
-    model, optimizer, schedule, gen, batch = run.model, run.optimizer, run.schedule, run.gen, run.batch
-    n = len(data.train_y)
+    probes = cfg.probes
+    grad_every, land_every = (probes.grad_norm_every, probes.landscape_every) if hooks.probe else (0, 0)
+    loader = None
+    if cfg.data.pipeline == "pil":
+        from ablate.pil_pipeline import pil_loader  # torchvision's transforms: only for this baseline
+
+        loader = pil_loader(data.train_x, data.train_y, cfg.data.aug, run.batch, cfg.seed)
+    model = run.model
 
     def elapsed() -> float:
-        return run.wall_s + time.perf_counter() - start
+        return earlier_s + time.perf_counter() - start
 
     for epoch in range(run.epoch + 1, cfg.epochs + 1):
+        if run.phase_of(epoch) != run.phase:
+            run.start_phase(run.phase_of(epoch))
+        optimizer, schedule = run.optimizer, run.schedule
         model.train()
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        perm = torch.randperm(n, device=device, generator=gen)
-        for i in range(run.steps):
-            idx = perm[i * batch : (i + 1) * batch]
-            x = normalize(augment(data.train_x[idx], cfg.data.aug, gen)).contiguous(memory_format=run.memory_format)
-            y = data.train_y[idx]
-            with _autocast(device, amp):
+        batches = _device_batches(data, cfg.data.aug, run) if loader is None else _pil_batches(loader, device, run)
+        for i, (x, y) in enumerate(batches):
+            with autocast():
                 out = model(x)
                 loss = loss_fn(out, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            step = (epoch - 1) * run.steps + i + 1
+            if grad_every and step % grad_every == 0:
+                hooks.probe(step, relative_grad_norms(model))
+            if land_every and step % land_every == 0:
+                step_lr = optimizer.param_groups[0]["lr"]
+                hooks.probe(step, loss_along_gradient(model, loss_fn, x, y, step_lr, probes.landscape_steps, autocast))
             optimizer.step()
             schedule.step()
             # Accumulate on the device: a .item() per step would stall the GPU queue.
-            loss_sum += loss.detach().float() * len(idx)
+            loss_sum += loss.detach().float() * len(y)
             correct += (out.argmax(1) == y).sum()
             if hooks.should_stop is not None and hooks.should_stop():
                 return RunResult("stopped", epoch - 1, metrics, elapsed())
-        seen = run.steps * batch
+        seen = run.steps * run.batch
         train_loss = loss_sum.item() / seen  # one sync per epoch
         train_time = time.perf_counter() - t0
         metrics = {
+            "params": run.params,
             "train_loss": train_loss,
             "train_acc": correct.item() / seen,
             "lr": lr,
@@ -173,6 +220,8 @@ def train(
             hooks.checkpoint(run.state(metrics, elapsed()))
         if hooks.epoch:
             hooks.epoch(epoch, metrics)
+    if probes.kernels and hooks.artifact:
+        hooks.artifact("kernels.conv1", first_kernels(model))
     return RunResult("complete", cfg.epochs, metrics, elapsed())
 
 

@@ -98,3 +98,49 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(data):
     assert resumed.status == "complete" and resumed.epochs_done == 3
     for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
         assert resumed.metrics[key] == whole.metrics[key]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "adadelta", "ranger", "ranger21"])
+def test_every_optimizer_trains(name, data):
+    lr = {"sgd": 0.05, "adadelta": 1.0}.get(name, 1e-3)
+    cfg = from_dict({**TINY, "epochs": 1, "train_subset": 256, "optimizer": {"name": name, "lr": lr}})
+    result = train(cfg, data, "cpu")
+    assert result.status == "complete" and math.isfinite(result.metrics["train_loss"])
+
+
+def test_decay_weights_only_spares_biases_and_norms():
+    from ablate.config import OptimCfg
+    from ablate.models import create_model
+    from ablate.optim import build_optimizer
+
+    model = create_model("plain_cnn", depth=2, width=4)
+    opt = build_optimizer(OptimCfg(name="adadelta", lr=1.0, weight_decay=0.01, decay_weights_only=True), model, 10)
+    decayed, spared = opt.param_groups
+    assert decayed["weight_decay"] == 0.01 and spared["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in spared["params"])
+    assert len(decayed["params"]) + len(spared["params"]) == len(list(model.parameters()))
+
+
+def test_switch_changes_optimizer_and_resumes_across_it(data):
+    d = {**TINY, "epochs": 3, "optimizer": {"name": "adam", "lr": 1e-3},
+         "switch": {"at_epoch": 1, "optimizer": {"name": "sgd", "lr": 0.01}, "schedule": {"name": "cosine"}}}
+    lrs, states = [], []
+    whole = train(from_dict(d), data, "cpu", Hooks(epoch=lambda e, m: lrs.append(m["lr"]), checkpoint=states.append))
+    assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(0.01)  # each phase starts at its own lr
+    assert [s["phase"] for s in states] == [1, 2]
+    resumed = train(from_dict(d), data, "cpu", resume=states[0])
+    assert resumed.metrics["test_loss"] == whole.metrics["test_loss"]
+
+
+def test_switch_must_fall_inside_the_run():
+    from ablate.config import ConfigError
+
+    with pytest.raises(ConfigError, match="switch.at_epoch must be below epochs"):
+        from_dict({**TINY, "switch": {"at_epoch": 2}})
+
+
+def test_the_pil_pipeline_trains_the_same_model(data):
+    cfg = from_dict({**TINY, "epochs": 1, "train_subset": 256,
+                     "data": {"dataset": "synthetic", "pipeline": "pil", "aug": {"crop_padding": 2, "flip": True, "cutout": 4}}})
+    result = train(cfg, data, "cpu")
+    assert result.status == "complete" and result.metrics["test_acc"] > 0
