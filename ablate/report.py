@@ -11,7 +11,7 @@ import pandas as pd
 
 from ablate import figures, stats
 from ablate.config import ConfigError
-from ablate.results import metrics_frame, runs_frame
+from ablate.results import artifacts_map, metrics_frame, runs_frame
 from ablate.store import Store
 
 DONE = ("complete", "diverged")
@@ -55,8 +55,8 @@ def draw_figures(store: Store, out: Path, numbers: list[int] | None = None) -> l
         runs = runs[runs["status"].isin(DONE)]
         if runs.empty:
             continue
-        metrics = metrics_frame(store, runs["run_id"].tolist())
-        fig, plotted = spec.draw(runs, metrics)
+        ids = runs["run_id"].tolist()
+        fig, plotted = spec.draw(runs, metrics_frame(store, ids), artifacts_map(store, ids))
         entry.png, entry.csv = out / f"figure-{n:02d}.png", out / f"figure-{n:02d}.csv"
         figures.save(fig, entry.png)
         plotted.to_csv(entry.csv, index=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 from ablate.config import flatten
@@ -40,6 +41,14 @@ def runs_frame(store: Store, study: str | None = None) -> pd.DataFrame:
 
 def metrics_frame(store: Store, run_ids: Iterable[int], names: Iterable[str] | None = None) -> pd.DataFrame:
     return pd.DataFrame(store.metrics(run_ids, names), columns=METRIC_COLUMNS)
+
+
+def artifacts_map(store: Store, run_ids: Iterable[int]) -> dict[int, dict[str, np.ndarray]]:
+    """run_id -> name -> array, for the small arrays runs keep (first-layer kernels, say)."""
+    out: dict[int, dict[str, np.ndarray]] = {}
+    for run_id, name, data, dtype, shape in store.artifacts(run_ids):
+        out.setdefault(run_id, {})[name] = np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+    return out
 
 
 def runs(db: str | Store | None = None, study: str | None = None) -> pd.DataFrame:

@@ -62,7 +62,7 @@ def plan(
 
 def _study_spec(study: Study) -> dict[str, Any]:
     return {"base": study.base, "axes": study.axes, "seeds": study.seeds, "figures": list(study.figures),
-            "path": str(study.path) if study.path else None}
+            "reported": study.reported, "path": str(study.path) if study.path else None}
 
 
 def existing(store: Store, plan_: Plan) -> dict[tuple[str, int], dict[str, Any]]:

@@ -35,13 +35,14 @@ from ablate.config import (
     config_hash,
     from_dict,
     get_key,
+    merge,
     set_key,
     to_dict,
 )
 from ablate.models import create_model, resolve_args
 
 LOCAL_DIR = Path("studies")
-_TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes"}
+_TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes", "reported"}
 
 
 class StudyError(ConfigError):
@@ -57,6 +58,7 @@ class Study:
     seeds: int
     figures: tuple[int, ...]
     path: Path | None = None
+    reported: dict[str, Any] | None = None  # a recipe's result in the report: acc, epochs, layers, params, note
 
     @property
     def size(self) -> int:
@@ -78,7 +80,13 @@ class GridPoint:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in self.axes.items()) or "base"
+        return " ".join(f"{k.split('.', 1)[-1]}={_short(v)}" for k, v in self.axes.items()) or "base"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}={_short(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 # ------------------------------------------------------------------------- finding
@@ -155,6 +163,7 @@ def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
         seeds=seeds,
         figures=tuple(figures),
         path=path,
+        reported=doc.get("reported"),
     )
     expand(study, seeds=1)  # every point must be a valid config, checked at load time
     return study
@@ -204,14 +213,21 @@ def expand(
 
 
 def _set_checked(d: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """Set a dotted key. A table value (an axis of whole optimizers, say) is merged into the
+    table there, unless it names a different ``name``: a different model or optimizer
+    starts from its own defaults rather than inheriting arguments meant for another."""
     head = key.split(".")[0]
     if head not in d:
         raise ConfigError(f"unknown config key '{key}'; top-level keys: {', '.join(sorted(d))}")
-    if head != "model":
+    current = None
+    if head != "model" or isinstance(value, dict):
         try:
-            get_key(d, key)
+            current = get_key(d, key)
         except (KeyError, IndexError, TypeError):
             raise ConfigError(f"unknown config key '{key}'") from None
+    if isinstance(value, dict) and isinstance(current, dict):
+        renamed = "name" in value and value["name"] != current.get("name")
+        value = dict(value) if renamed else merge(current, value)
     return set_key(d, key, value)
 
 

@@ -3,7 +3,10 @@ import pytest
 from ablate.config import ConfigError
 from ablate.studies import StudyError, expand, list_studies, load, parse, study_files
 
-BUILTIN = ["activation", "channels", "depth", "dropout", "kernel", "smoke"]
+BUILTIN = [
+    "activation", "augmentation", "batchnorm", "best", "channels", "densenet", "depth", "dropout", "fast",
+    "kernel", "loss", "optimizer", "ranger", "resblock", "smoke", "speed",
+]
 
 
 def test_builtin_studies_ship_with_the_package():
@@ -16,7 +19,8 @@ def test_every_study_loads_and_expands(name):
     points = expand(study)
     assert len(points) == study.size * study.seeds
     assert len({(p.config_hash, p.seed) for p in points}) == len(points)
-    assert study.description and study.figures
+    assert study.description
+    assert study.figures or study.reported or name in ("loss", "speed")  # recipes feed the results table
 
 
 def test_grid_is_the_product_of_the_axes_times_seeds():
@@ -82,3 +86,24 @@ def test_invalid_study_files_name_path_and_line(tmp_path):
 def test_unknown_study_lists_the_known_ones():
     with pytest.raises(StudyError, match="unknown study 'nope'; known studies: .*depth"):
         load("nope")
+
+
+def test_table_valued_axes_merge_or_replace(tmp_path):
+    text = (
+        'description = "d"\nfigures = []\n[base]\nepochs = 1\n'
+        'optimizer = { name = "sgd", lr = 0.1, weight_decay = 0.001 }\n'
+        'model = { name = "plain_cnn", depth = 2 }\n'
+        '[axes]\n'
+        'optimizer = [{ lr = 0.2 }, { name = "adam", lr = 0.001 }]\n'
+        'model = [{ width = 8 }, { name = "resnet" }]\n'
+    )
+    study = parse(text, tmp_path / "t.toml")
+    points = expand(study)
+    by = {(p.config.optimizer.name, p.config.model.name): p for p in points}
+    sgd = by[("sgd", "plain_cnn")].config
+    assert sgd.optimizer.lr == 0.2 and sgd.optimizer.weight_decay == 0.001  # merged into the base
+    assert sgd.model.args["depth"] == 2 and sgd.model.args["width"] == 8
+    adam = by[("adam", "resnet")].config
+    assert adam.optimizer.weight_decay == 5e-4  # a new name starts from the defaults
+    assert "depth" in adam.model.args and adam.model.args != sgd.model.args
+    assert by[("adam", "resnet")].label == "optimizer={name=adam,lr=0.001} model={name=resnet}"
