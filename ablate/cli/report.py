@@ -29,7 +29,9 @@ def report(
     finally:
         store.close()
     for e in entries:
-        if e.png is None:
+        if e.problem:
+            typer.echo(f"figure {e.number:2d}: not drawn: {e.problem}")
+        elif e.png is None:
             typer.echo(f"figure {e.number:2d}: no runs of study '{e.study}' yet; fill it with: {e.command}")
         else:
             typer.echo(f"figure {e.number:2d}: {e.png}")

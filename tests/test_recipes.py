@@ -1,0 +1,37 @@
+"""Each recipe runs on the CPU for a handful of steps, through the real study file."""
+
+import pytest
+
+from ablate.data import synthetic
+from ablate.models import count_params, create_model
+from ablate.studies import expand, load
+from ablate.train import train
+
+RECIPES = ["fast", "best", "ranger", "densenet"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(n_train=64, n_test=32)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipe_runs_a_few_steps_on_cpu(name, data):
+    study = load(name)
+    assert study.reported and study.size == 1
+    overrides = [("epochs", 2), ("batch_size", 16), ("train_subset", 32), ("data.dataset", "synthetic")]
+    if study.base.get("switch"):
+        overrides.append(("switch.at_epoch", 1))  # both phases, one epoch each
+    (point,) = expand(study, overrides)
+    result = train(point.config, data, "cpu")
+    assert result.status in ("complete", "diverged") and result.epochs_done >= 1
+
+
+@pytest.mark.parametrize("name, params", [("fast", 6_573_130), ("best", None)])
+def test_recipe_models_are_the_reports(name, params):
+    (point,) = expand(load(name))
+    model = create_model(point.config.model.name, **point.config.model.args)
+    if params:
+        assert count_params(model) == params
+    else:
+        assert point.config.model.args["block"] == "preact" and point.config.model.args["activation"] == "mish"
