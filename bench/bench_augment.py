@@ -19,55 +19,18 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
-from torchvision import transforms
 
 from ablate.augment import augment, normalize
 from ablate.config import AugCfg
-from ablate.data import MEAN, STD, load, synthetic
+from ablate.data import load, synthetic
+from ablate.pil_pipeline import PilImages
 
 BATCH = 512
 PAD, CUTOUT = 4, 8
 AUG = AugCfg(crop_padding=PAD, flip=True, cutout=CUTOUT)
 OUT = Path(__file__).resolve().parent / "out" / "augment.json"
-
-
-class Cutout:
-    """Zero a size x size square centred anywhere, clipped at the border: ablate's cutout."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        h, w = img.shape[-2:]
-        cy, cx = (int(v) for v in torch.randint(0, h, (2,)))  # torch: seeded per worker
-        top, left = cy - self.size // 2, cx - self.size // 2
-        img[:, max(top, 0):max(top + self.size, 0), max(left, 0):max(left + self.size, 0)] = 0
-        return img
-
-
-class PilImages(torch.utils.data.Dataset):
-    """The textbook CIFAR pipeline: one PIL image per item, transformed on its own."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x = x.permute(0, 2, 3, 1).contiguous().numpy()  # HWC for PIL
-        self.y = y.numpy()
-        self.transform = transforms.Compose([
-            transforms.RandomCrop(32, padding=PAD),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(MEAN, STD),
-            Cutout(CUTOUT),
-        ])
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
 
 
 def _sync(device: torch.device) -> None:
@@ -111,7 +74,7 @@ def main() -> None:
     device = torch.device(args.device)
     ds = load(args.data) if args.data else synthetic(n_train=args.n, n_test=10)
     x, y = ds.train_x[: args.n], ds.train_y[: args.n]
-    images = PilImages(x, y)
+    images = PilImages(x, y, AUG)  # the same pipeline the `speed` study trains with
     xd, yd = x.to(device), y.to(device)
     ablate_pass(xd[:BATCH], yd[:BATCH], device, 0)  # warm-up: kernels, allocator
 
