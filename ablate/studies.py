@@ -93,8 +93,11 @@ def _short(value: Any) -> str:
 
 
 def _builtin_files() -> dict[str, Path]:
-    root = importlib.resources.files("ablate.builtin_studies")
-    return {Path(p.name).stem: Path(str(p)) for p in root.iterdir() if p.name.endswith(".toml")}
+    try:
+        root = Path(str(importlib.resources.files("ablate.builtin_studies")))
+    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not installed
+        root = Path(__file__).resolve().parent.parent / "studies"
+    return {p.stem: p for p in root.glob("*.toml")}
 
 
 def _local_files() -> dict[str, Path]:
