@@ -1,10 +1,13 @@
 """The report's figures, each drawn from a study's runs and nothing else.
 
 A figure is a function registered with ``@figure(number, study, caption)``. It gets the
-study's ``runs`` (one row per run, config keys as dotted columns) and its long ``metrics``
-frame, and returns the matplotlib figure plus the exact numbers it plotted, which become
-``figure-NN.csv`` next to the image. The registry filters the runs to results and sets
-the title, so a figure function only chooses what to plot.
+study's ``runs`` (one row per run, config keys as dotted columns), its long ``metrics``
+frame (per-epoch metrics with step = epoch, probes with step = training step) and its
+``artifacts`` (run_id -> name -> array, e.g. the first-layer kernels), and returns the
+matplotlib figure plus the exact numbers it plotted, which become ``figure-NN.csv`` next
+to the image. The registry filters the runs (and their metrics and artifacts) to results
+and sets the title, so a figure function only chooses what to plot. A figure that lacks
+what it needs (a run, a probe, an artifact) raises ``ValueError`` saying what is missing.
 
 This is the only module that imports matplotlib; it knows nothing of the database.
 Figures are built as plain ``Figure`` objects, never through pyplot: pyplot keeps every
@@ -18,14 +21,14 @@ import functools
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from ablate.stats import summarize
 
@@ -67,7 +70,36 @@ LABELS = {
     "model.kernel_size.1": "second-layer kernel size",
     "model.channels.0": "first-layer channels",
     "model.channels.1": "second-layer channels",
+    "model.batchnorm": "batch norm",
+    "model.block": "residual block",
+    "optimizer.name": "optimizer",
 }
+
+# The report's names for the residual block orders (section 4.8) and the optimizers.
+BLOCKS = {
+    "original": "Original",
+    "bn_after_add": "BN after addition",
+    "act_before_add": "ReLU before addition",
+    "act_preact": "ReLU-only pre-activation",
+    "preact": "Full pre-activation",
+}
+OPTIMIZERS = {
+    "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adadelta": "AdaDelta",
+    "ranger": "Ranger", "ranger21": "Ranger21",
+}
+
+# What the trainer's probes store (see ablate.probes): metric name prefixes and the
+# artifact holding the first conv layer's weights, [out, in, k, k].
+RELGRAD = "relgrad.conv"  # + the conv layer's 1-based index in module order
+LANDSCAPE = "landscape.x"  # + the multiple of the current lr, formatted with :g
+KERNELS = "kernels.conv1"
+
+# Rolling-mean windows, in recorded points, for the probe curves. Probes are per-batch
+# and noisy; the CSV keeps the raw values beside the smoothed ones that are drawn.
+SMOOTH_RELGRAD = 5  # every probes.grad_norm_every steps: ~400 points in 20 epochs
+SMOOTH_LANDSCAPE = 9  # every probes.landscape_every steps: fewer, noisier points
+KERNEL_COLUMNS = 8  # kernels per row of the Figure 2 grid
+
 
 def _percent() -> PercentFormatter:
     """Accuracy ticks in percent, for data kept as fractions.
@@ -79,22 +111,27 @@ def _percent() -> PercentFormatter:
     return PercentFormatter(xmax=1.0, decimals=0)
 
 
+Artifacts = Mapping[int, Mapping[str, np.ndarray]]  # run_id -> name -> array
+
+
 @dataclass(frozen=True)
 class FigureSpec:
     number: int
     study: str  # the study whose runs feed it
     caption: str  # the report's caption, verbatim
-    draw: Callable[[pd.DataFrame, pd.DataFrame], tuple[Figure, pd.DataFrame]]
+    draw: Callable[..., tuple[Figure, pd.DataFrame]]  # (runs, metrics, artifacts=None)
 
 
 FIGURES: dict[int, FigureSpec] = {}
 
 
 def figure(number: int, study: str, caption: str):
-    """Register ``draw(runs, metrics) -> (Figure, frame)`` as figure ``number`` of ``study``.
+    """Register ``draw(runs, metrics, artifacts) -> (Figure, frame)`` as figure ``number``.
 
-    The registered ``FigureSpec.draw`` first keeps only result runs (and their metrics),
-    sorted by run_id, then calls ``draw`` under the pinned rcParams and titles the figure.
+    The registered ``FigureSpec.draw`` first keeps only result runs (and their metrics and
+    artifacts), sorted by run_id, then calls ``draw`` under the pinned rcParams and titles
+    the figure. A ``ValueError`` from ``draw`` (something the figure needs is missing)
+    comes out prefixed with the figure number and study.
     """
 
     def register(draw):
@@ -103,15 +140,22 @@ def figure(number: int, study: str, caption: str):
         title = textwrap.fill(f"Figure {number}: {caption}", TITLE_WIDTH)
 
         @functools.wraps(draw)
-        def run(runs: pd.DataFrame, metrics: pd.DataFrame) -> tuple[Figure, pd.DataFrame]:
+        def run(
+            runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts | None = None
+        ) -> tuple[Figure, pd.DataFrame]:
             results = results_only(runs)
             if results.empty:
                 raise ValueError(
                     f"figure {number}: study {study!r} has no complete or diverged runs yet"
                 )
-            kept = metrics[metrics["run_id"].isin(results["run_id"])]
+            ids = set(results["run_id"].tolist())
+            kept = metrics[metrics["run_id"].isin(ids)]
+            kept_artifacts = {rid: a for rid, a in (artifacts or {}).items() if rid in ids}
             with matplotlib.rc_context(RC):
-                fig, frame = draw(results, kept)
+                try:
+                    fig, frame = draw(results, kept, kept_artifacts)
+                except ValueError as error:
+                    raise ValueError(f"figure {number} (study {study!r}): {error}") from error
                 fig.suptitle(title)
             return fig, frame.reset_index(drop=True)
 
@@ -165,6 +209,11 @@ def _tick(value) -> str:
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
+
+
+def _on(value) -> bool:
+    """Whether a config value switches something on: set, and not 0 or False."""
+    return bool(pd.notna(value) and value != 0)
 
 
 def _require(runs: pd.DataFrame, *columns: str) -> None:
@@ -260,6 +309,170 @@ def accuracy_heatmap(fig: Figure, ax: Axes, summary: pd.DataFrame, rows: str, co
     fig.colorbar(image, ax=ax, label="mean test accuracy", format=_percent())
 
 
+# ------------------------------------------------------- helpers: runs, probes, artifacts
+
+
+def runs_with(runs: pd.DataFrame, column: str, value) -> pd.DataFrame:
+    """The runs whose ``column`` equals ``value``; a ValueError naming it when there are none."""
+    _require(runs, column)
+    chosen = runs[runs[column] == value]
+    if chosen.empty:
+        have = ", ".join(_tick(v) for v in pd.unique(runs[column]))
+        raise ValueError(f"needs a finished run with {column} == {_tick(value)} (finished: {have})")
+    return chosen
+
+
+def preferred_run(runs: pd.DataFrame, *preferences: tuple[str, object]) -> pd.Series:
+    """The first run (in run_id order) after narrowing by each ``(column, value)`` in turn,
+    skipping a preference that no run meets."""
+    for column, value in preferences:
+        if column in runs.columns and (runs[column] == value).any():
+            runs = runs[runs[column] == value]
+    return runs.iloc[0]
+
+
+def probe_rows(metrics: pd.DataFrame, runs: pd.DataFrame, prefix: str, how: str) -> pd.DataFrame:
+    """The probe metrics named ``prefix...`` of ``runs``; a ValueError saying how to get them."""
+    rows = metrics[metrics["run_id"].isin(runs["run_id"]) & metrics["name"].str.startswith(prefix)]
+    if rows.empty:
+        ids = ", ".join(str(i) for i in runs["run_id"])
+        raise ValueError(f"run(s) {ids} recorded no {prefix}* metrics ({how})")
+    return rows
+
+
+def kernels_of(artifacts: Artifacts, run_id: int) -> np.ndarray:
+    """Run ``run_id``'s first-layer weights, [out, in=3, k, k], as float64."""
+    weights = artifacts.get(int(run_id), {}).get(KERNELS)
+    if weights is None:
+        raise ValueError(f"run {run_id} has no {KERNELS!r} artifact (the study needs probes.kernels = true)")
+    if weights.ndim != 4 or weights.shape[1] != 3:
+        raise ValueError(f"run {run_id}: {KERNELS!r} has shape {weights.shape}, not [out, 3, k, k]")
+    return weights.astype(np.float64)
+
+
+def smooth(values: pd.Series, window: int) -> pd.Series:
+    """Centred rolling mean over ``window`` points; the ends average what they have."""
+    return values.rolling(window, center=True, min_periods=1).mean()
+
+
+def probe_lines(ax: Axes, frame: pd.DataFrame, series: str, name: Callable[[object], str]) -> None:
+    """One line per ``series`` value: ``smoothed`` against ``step``, raw ``value`` faint beneath."""
+    for key, part in frame.groupby(series, sort=True):
+        (raw,) = ax.plot(part["step"], part["value"], linewidth=0.6, alpha=0.25)
+        ax.plot(part["step"], part["smoothed"], color=raw.get_color(), label=name(key))
+    ax.set_xlabel("training step")
+
+
+def relgrad_figure(runs: pd.DataFrame, metrics: pd.DataFrame, column: str, value):
+    """Figures 5 and 7: relative gradient norm of every conv layer of the runs where
+    ``column == value``, mean over seeds, log scale."""
+    chosen = runs_with(runs, column, value)
+    rows = probe_rows(metrics, chosen, RELGRAD, "the study needs probes.grad_norm_every > 0")
+    rows = rows.assign(layer=rows["name"].str.removeprefix(RELGRAD).astype(int))
+    frame = rows.groupby(["layer", "step"], as_index=False).agg(
+        value=("value", "mean"), n=("run_id", "nunique"))
+    frame["smoothed"] = frame.groupby("layer")["value"].transform(smooth, SMOOTH_RELGRAD)
+    fig, ax = new_axes()
+    probe_lines(ax, frame, "layer", lambda layer: f"conv{layer}")
+    ax.set_yscale("log")
+    ax.set_ylabel("relative gradient norm  ‖∇W‖ / ‖W‖")
+    ax.legend(title="layer", ncols=2 if frame["layer"].nunique() > 5 else 1)
+    seeds = f"mean of {len(chosen)} runs" if len(chosen) > 1 else f"run {chosen['run_id'].iloc[0]}"
+    described = [f"{label(c)}: {_tick(chosen[c].iloc[0])}" for c in ("model.depth", "model.batchnorm")
+                 if c in chosen.columns and chosen[c].nunique(dropna=False) == 1]
+    ax.set_title(", ".join(described + [seeds]), fontsize="medium")
+    return fig, frame[["layer", "step", "value", "smoothed", "n"]]
+
+
+def history_lines(ax: Axes, summary: pd.DataFrame) -> None:
+    """Mean against epoch, one line per ``label`` in ``summary`` order, 95% CI band where n > 1."""
+    for name, part in summary.groupby("label", sort=False):
+        (line,) = ax.plot(part["epoch"], part["mean"], label=name)
+        ci = (part["n"] > 1).to_numpy()
+        if ci.any():
+            ax.fill_between(part["epoch"], part["ci_low"], part["ci_high"], where=ci,
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def convergence_history(runs: pd.DataFrame, metrics: pd.DataFrame, column: str,
+                        labels: pd.Series) -> tuple[Figure, pd.DataFrame]:
+    """Test accuracy and train loss per epoch, one line per run ``labels`` value (grouped
+    with ``column``), mean over seeds with a 95% CI band; groups in the study's order."""
+    keyed = runs[["run_id", column]].assign(label=labels.to_numpy())
+    names = {"test_acc": "test accuracy", "train_loss": "train loss"}
+    long = metrics[metrics["name"].isin(names)].merge(keyed, on="run_id")
+    if long.empty:
+        raise ValueError("no per-epoch test_acc or train_loss metrics in the finished runs")
+    long = long.rename(columns={"name": "metric", "step": "epoch"})
+    summary = summarize(long, [column, "label", "metric", "epoch"], value="value")
+    rank = {v: i for i, v in enumerate(pd.unique(keyed["label"]))}
+    order = np.lexsort((summary["epoch"], summary["metric"].map(list(names).index),
+                        summary["label"].map(rank)))
+    summary = summary.iloc[order].reset_index(drop=True)
+
+    fig = Figure(figsize=(10.0, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, (metric, name) in zip(axes, names.items()):
+        history_lines(ax, summary[summary["metric"] == metric])
+        ax.set_title(name, fontsize="medium")
+        ax.set_ylabel(name)
+    axes[0].yaxis.set_major_formatter(_percent())
+    handles, texts = axes[0].get_legend_handles_labels()
+    fig.legend(handles, texts, loc="outside lower center", ncols=min(len(texts), 3),
+               title=label(column))
+    return fig, summary
+
+
+def kernel_mosaic(weights: np.ndarray, columns: int = KERNEL_COLUMNS, gap: int = 1) -> np.ndarray:
+    """One RGB image of every kernel in ``weights`` [out, 3, k, k], ``columns`` to a row,
+    each min-max scaled on its own to [0, 1], on a white background with ``gap`` pixels
+    between kernels."""
+    out, _, k, _ = weights.shape
+    cols = min(columns, out)
+    rows = -(-out // cols)
+    cell = k + gap
+    mosaic = np.ones((rows * cell - gap, cols * cell - gap, 3))
+    for i, w in enumerate(weights):
+        lo, hi = w.min(), w.max()
+        scaled = (w - lo) / (hi - lo) if hi > lo else np.full_like(w, 0.5)
+        r, c = divmod(i, cols)
+        mosaic[r * cell:r * cell + k, c * cell:c * cell + k] = scaled.transpose(1, 2, 0)
+    return mosaic
+
+
+def cutout_pair(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Runs with cutout and without, and what the comparison holds fixed.
+
+    Where possible the two sides share every other augmentation setting, crop+flip
+    preferred (the report's comparison); otherwise every run with cutout against every
+    run without.
+    """
+    _require(runs, "data.aug.cutout")
+    cut = runs["data.aug.cutout"].fillna(0).astype(float) > 0
+    if cut.all() or not cut.any():
+        raise ValueError(
+            "needs finished runs both with cutout (data.aug.cutout > 0) and without; "
+            f"all {len(runs)} are {'with' if cut.all() else 'without'}")
+    others = sorted(c for c in runs.columns if c.startswith("data.aug.") and c != "data.aug.cutout")
+    key = runs[others].astype(str).agg("|".join, axis=1) if others else pd.Series("", runs.index)
+    paired = [k for k in pd.unique(key) if cut[key == k].any() and not cut[key == k].all()]
+    if not paired:
+        return runs[cut], runs[~cut], "every run with cutout against every run without"
+
+    def crop_flip(k) -> bool:
+        row = runs[key == k].iloc[0]
+        return _on(row.get("data.aug.crop_padding")) and _on(row.get("data.aug.flip"))
+
+    same = key == ([k for k in paired if crop_flip(k)] or paired)[0]
+    row = runs[same].iloc[0]
+    fixed = [f"{c.removeprefix('data.aug.')} {_tick(row[c])}" for c in others
+             if _on(row[c])]
+    sizes = "/".join(_tick(v) for v in sorted(runs.loc[same & cut, "data.aug.cutout"].unique()))
+    return runs[same & cut], runs[same & ~cut], f"{', '.join(fixed) or 'no other augmentation'}; cutout {sizes} or none"
+
+
 # ---------------------------------------------------------------------------- figures
 
 
@@ -272,7 +485,7 @@ def _heatmap_figure(runs: pd.DataFrame, rows: str, cols: str) -> tuple[Figure, p
 
 
 @figure(0, "smoke", "Smoke study: test accuracy by depth and activation (synthetic data)")
-def smoke(runs: pd.DataFrame, metrics: pd.DataFrame):
+def smoke(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     _require(runs, "model.depth", "model.activation")
     summary = summarize(runs, ["model.activation", "model.depth"])
     summary = _in_order_of_appearance(summary, runs, "model.activation")
@@ -283,17 +496,38 @@ def smoke(runs: pd.DataFrame, metrics: pd.DataFrame):
 
 
 @figure(1, "kernel", "Accuracy of Different Kernel Size Combinations with a 2-ConvLayer CNN")
-def kernel(runs: pd.DataFrame, metrics: pd.DataFrame):
+def kernel(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     return _heatmap_figure(runs, "model.kernel_size.0", "model.kernel_size.1")
 
 
+@figure(2, "kernel", "Kernel Visualization")
+def kernel_images(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
+    # The report shows the 7x7 kernels: those of the 7x7 + 7x7 net where it ran.
+    run = preferred_run(runs_with(runs, "model.kernel_size.0", 7), ("model.kernel_size.1", 7), ("seed", 0))
+    weights = kernels_of(artifacts, run["run_id"])
+    flat = weights.reshape(len(weights), -1)
+    frame = pd.DataFrame({
+        "run_id": run["run_id"], "kernel": np.arange(len(weights)), "min": flat.min(axis=1),
+        "max": flat.max(axis=1), "norm": np.linalg.norm(flat, axis=1),
+    })
+    mosaic = kernel_mosaic(weights)
+    width = 5.2
+    fig, ax = new_axes(figsize=(width, width * mosaic.shape[0] / mosaic.shape[1] + 1.0))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    sizes = "x".join(_tick(run[c]) for c in ("model.kernel_size.0", "model.kernel_size.1") if c in run)
+    ax.set_title(f"run {run['run_id']} (kernel sizes {sizes}, seed {_tick(run.get('seed'))}): "
+                 f"{len(weights)} first-layer kernels, each scaled to its own range", fontsize="small")
+    return fig, frame
+
+
 @figure(3, "channels", "Accuracy of Different Channel Combinations with a 2-ConvLayer CNN")
-def channels(runs: pd.DataFrame, metrics: pd.DataFrame):
+def channels(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     return _heatmap_figure(runs, "model.channels.0", "model.channels.1")
 
 
 @figure(4, "depth", "Accuracy of Different Depth")
-def depth(runs: pd.DataFrame, metrics: pd.DataFrame):
+def depth(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     # Train accuracy beside test accuracy separates the report's two explanations for
     # the drop after 3 layers: overfitting (train keeps rising) from optimisation
     # trouble (train falls too).
@@ -311,8 +545,14 @@ def depth(runs: pd.DataFrame, metrics: pd.DataFrame):
     return fig, summary
 
 
+@figure(5, "depth", "Relative Gradient Norm of Different Layers")
+def depth_relgrad(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
+    # The 5-layer net without batch norm, where the report saw the unbalanced updates.
+    return relgrad_figure(runs, metrics, "model.depth", 5)
+
+
 @figure(6, "activation", "Accuracy of different activation on a 3-ConvLayer CNN")
-def activation(runs: pd.DataFrame, metrics: pd.DataFrame):
+def activation(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     _require(runs, "model.activation")
     summary = summarize(runs, ["model.activation"])
     summary = _in_order_of_appearance(summary, runs, "model.activation")
@@ -322,11 +562,103 @@ def activation(runs: pd.DataFrame, metrics: pd.DataFrame):
     return fig, summary
 
 
+@figure(7, "batchnorm", "Relative Gradient Norm with BN")
+def batchnorm_relgrad(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
+    return relgrad_figure(runs, metrics, "model.batchnorm", True)
+
+
+@figure(8, "batchnorm", "Comparison of Loss Landscape")
+def landscape(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
+    # At each probed step, the spread of the batch loss over the step sizes tried along the
+    # gradient (Santurkar et al.): a narrow band is a smooth, predictable landscape.
+    _require(runs, "model.batchnorm")
+    rows = probe_rows(metrics, runs, LANDSCAPE, "the study needs probes.landscape_every > 0")
+    rows = rows[np.isfinite(rows["value"])]  # a step size that blew the loss up has no range
+    per_run = rows.groupby(["run_id", "step"])["value"].agg(low="min", high="max").reset_index()
+    per_run = per_run.merge(runs[["run_id", "model.batchnorm"]], on="run_id")
+    frame = per_run.groupby(["model.batchnorm", "step"], as_index=False).agg(
+        low=("low", "mean"), high=("high", "mean"), n=("run_id", "nunique"))
+    for edge in ("low", "high"):
+        frame[f"{edge}_smoothed"] = frame.groupby("model.batchnorm")[edge].transform(smooth, SMOOTH_LANDSCAPE)
+
+    fig, ax = new_axes()
+    for bn, part in frame.groupby("model.batchnorm", sort=True):
+        name = {True: "with BN", False: "without BN"}.get(bn, f"batch norm {_tick(bn)}")
+        band = ax.fill_between(part["step"], part["low_smoothed"], part["high_smoothed"],
+                               alpha=0.35, linewidth=0, label=name)
+        for edge in ("low_smoothed", "high_smoothed"):
+            ax.plot(part["step"], part[edge], color=band.get_facecolor()[0], alpha=1.0, linewidth=0.8)
+    # Without batch norm the long steps can overshoot by orders of magnitude.
+    low, high = frame["low_smoothed"].min(), frame["high_smoothed"].max()
+    if low > 0 and high / low > 20:
+        ax.set_yscale("log")
+    multiples = sorted(rows["name"].unique(), key=lambda n: float(n.removeprefix(LANDSCAPE)))
+    steps = ", ".join(n.removeprefix(LANDSCAPE) for n in multiples)
+    ax.set_title(f"batch loss at w - m·lr·∇L, min to max over m in {{{steps}}};\n"
+                 f"rolling mean over {SMOOTH_LANDSCAPE} probes", fontsize="medium")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss along the gradient")
+    ax.legend()
+    return fig, frame
+
+
 @figure(9, "dropout", "Accuracy when Different Dropout is Assigned to FCLayer")
-def dropout(runs: pd.DataFrame, metrics: pd.DataFrame):
+def dropout(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     _require(runs, "model.dropout")
     summary = summarize(runs, ["model.dropout"])
     fig, ax = new_axes()
     accuracy_lines(ax, summary, "model.dropout")
     ax.set_ylabel("test accuracy")
     return fig, summary
+
+
+@figure(10, "resblock", "Convergence History with Different ResBlocks")
+def resblock(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
+    _require(runs, "model.block")
+    labels = runs["model.block"].map(lambda b: BLOCKS.get(b, _tick(b)))
+    return convergence_history(runs, metrics, "model.block", labels)
+
+
+@figure(11, "optimizer", "Convergence History with Different Optimizers")
+def optimizer(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
+    _require(runs, "optimizer.name")
+
+    def name(row) -> str:
+        if not _on(row.get("optimizer.decay_weights_only")):
+            return OPTIMIZERS.get(row["optimizer.name"], _tick(row["optimizer.name"]))
+        if row["optimizer.name"] == "adadelta":
+            return "MyAdaDelta (no decay on biases)"  # the report's own AdaDelta
+        return f"{OPTIMIZERS.get(row['optimizer.name'], row['optimizer.name'])} (no decay on biases)"
+
+    return convergence_history(runs, metrics, "optimizer.name", runs.apply(name, axis=1))
+
+
+@figure(12, "augmentation", "Magnitude of Layer 1 Kernel Weight, Using Cutout or Not")
+def cutout_kernels(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
+    # L2 norm of each first-layer kernel (over its input channels and k x k taps), sorted:
+    # the report's finding is that cutout enlarges them.
+    with_cutout, without, compared = cutout_pair(runs)
+    parts = []
+    for setting, chosen in (("without Cutout", without), ("with Cutout", with_cutout)):
+        for run_id in chosen["run_id"]:
+            weights = kernels_of(artifacts, run_id)
+            norms = np.linalg.norm(weights.reshape(len(weights), -1), axis=1)
+            parts.append(pd.DataFrame({"setting": setting, "run_id": run_id,
+                                       "kernel": np.arange(len(norms)), "norm": norms}))
+    frame = pd.concat(parts, ignore_index=True)
+    # 1 = the run's largest kernel; several seeds of a setting average rank by rank.
+    frame["rank"] = frame.groupby("run_id")["norm"].rank(ascending=False, method="first").astype(int)
+
+    fig, ax = new_axes()
+    width = 0.42
+    for shift, (setting, part) in zip((-width / 2, width / 2), frame.groupby("setting", sort=False)):
+        bars = part.groupby("rank")["norm"].mean()
+        runs_of = part["run_id"].nunique()
+        ax.bar(bars.index + shift, bars.to_numpy(), width=width, alpha=0.85,
+               label=setting if runs_of == 1 else f"{setting} (mean of {runs_of} runs)")
+    ax.set_xlabel("first-layer kernels, largest first")
+    ax.set_ylabel("L2 norm of kernel weights")
+    ax.set_title(compared, fontsize="medium")
+    ax.grid(axis="x", visible=False)
+    ax.legend()
+    return fig, frame[["setting", "run_id", "kernel", "rank", "norm"]]

@@ -116,7 +116,7 @@ def test_a_failing_point_exits_1_and_the_others_complete(tmp_path, monkeypatch):
 def test_studies_and_models_listings():
     studies = json.loads(invoke("studies", "--json").output)
     depth = next(s for s in studies if s["name"] == "depth")
-    assert depth["axes"] == {"model.depth": list(range(1, 9))} and depth["points"] == 8 and depth["figures"] == [4]
+    assert depth["axes"] == {"model.depth": list(range(1, 9))} and depth["points"] == 8 and depth["figures"] == [4, 5]
     assert "kernel" in invoke("studies").output
     models = json.loads(invoke("models", "--json").output)
     assert {"name", "params"} <= set(models[0]) and "plain_cnn" in [m["name"] for m in models]
