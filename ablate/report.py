@@ -170,11 +170,16 @@ def _md(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _cell(value: Any) -> str:
+    # pandas turns an integer axis into floats once any column is missing; show 3, not 3.0
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def _table_md(table: pd.DataFrame) -> str:
     by = [c for c in table.columns if c not in ("mean", "ci_low", "ci_high", "n", "epoch_s")]
     head = [b.split(".", 1)[-1] for b in by] + ["test acc (mean)", "95% CI", "n seeds", "epoch (s)"]
     rows = [
-        [str(r[b]) for b in by]
+        [_cell(r[b]) for b in by]
         + [_pct(r["mean"]), _ci(r["ci_low"], r["ci_high"]), str(int(r["n"])),
            "-" if pd.isna(r["epoch_s"]) else f"{r['epoch_s']:.1f}"]
         for _, r in table.iterrows()
@@ -206,6 +211,7 @@ def render_readme(entries: list[Entry], extra, results: pd.DataFrame, db_url: st
     ]
     if not results.empty:
         parts += ["", "## Results", "", _results_md(results)]
+    tabled: set[str] = set()  # a study feeding several figures gets its table once
     for e in entries:
         parts += ["", f"## Figure {e.number}: {e.caption}", ""]
         if e.problem:
@@ -215,8 +221,9 @@ def render_readme(entries: list[Entry], extra, results: pd.DataFrame, db_url: st
             parts.append(f"No finished runs of study `{e.study}` yet: `{e.command}` fills this figure.")
             continue
         parts += [f"![Figure {e.number}]({e.png.name})", "", f"Study `{e.study}`; numbers: [{e.csv.name}]({e.csv.name})."]
-        if e.table is not None:
+        if e.table is not None and e.study not in tabled:
             parts += ["", _table_md(e.table)]
+            tabled.add(e.study)
     for name, description, table in extra:
         parts += ["", f"## Study `{name}`", "", description, "", _table_md(table)]
     return "\n".join(parts) + "\n"
