@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from ablate import data as datasets
 from ablate.config import ConfigError, parse_assignment, to_dict
-from ablate.scheduler import QuietReporter, Reporter, Runner, parse_devices
+from ablate.scheduler import QuietReporter, Reporter, Runner, checkpoint_path, parse_devices, remove_checkpoint
 from ablate.store import STALE_AFTER_S, NewRun, Store
 from ablate.studies import GridPoint, Study, expand, load
 
@@ -30,6 +32,14 @@ class RunSummary:
     left_failed: int  # failed earlier and not retried
     counts: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
+    stale: list[dict[str, Any]] = field(default_factory=list)  # runs of dead runners re-queued: id, label, reason
+    retried: int = 0  # failed runs re-queued by --retry-failed
+    elsewhere: int = 0  # points another live runner is training now
+    errors: list[str] = field(default_factory=list)  # not a point's result: workers given up
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.errors
 
     @property
     def failed(self) -> int:
@@ -75,26 +85,79 @@ def existing(store: Store, plan_: Plan) -> dict[tuple[str, int], dict[str, Any]]
     }
 
 
-def execute(store: Store, plan_: Plan, reporter: Reporter | None = None) -> RunSummary:
-    """Record the plan's points, then train those not done yet."""
+def execute(
+    store: Store,
+    plan_: Plan,
+    reporter: Reporter | None = None,
+    *,
+    retry_failed: bool = False,
+    keep_checkpoints: bool = False,
+    checkpoints: str | Path | None = None,
+    processes: bool | None = None,
+) -> RunSummary:
+    """Record the plan's points, then train those not done yet.
+
+    Runs of this study whose runner is gone are re-queued first, and resume from their
+    checkpoints; with ``retry_failed``, so are the plan's failed points (from scratch).
+    ``checkpoints`` is the folder for them (default: beside the database).
+    """
+    reporter = reporter or QuietReporter()
     study = plan_.study
+    # The data first, while nothing is written: a corrupted batch file leaves the database
+    # as it was. Skipped when every point is settled, so a finished study costs no load.
+    before = existing(store, plan_)
+    unsettled = len(before) < len(plan_.points) or any(
+        r["status"] in ("pending", "running") or (retry_failed and r["status"] == "failed") for r in before.values()
+    )
+    folder = Path(checkpoints) if checkpoints is not None else store.checkpoint_dir
+    if unsettled:
+        _check_writable(folder)
+    preloaded = _preload(plan_) if unsettled else {}
     study_id = store.sync_study(study.name, study.description, _study_spec(study))
-    store.requeue_stale(study_id, STALE_AFTER_S)
+    stale = store.requeue_stale(study_id, STALE_AFTER_S)
+    for r in stale:
+        reporter.message(f"re-queued run {r['id']} ({r['label']}): {r['reason']}")
     store.add_runs(study_id, (
         NewRun(p.config_hash, p.seed, to_dict(p.config), p.label) for p in plan_.points
     ))
     runs = existing(store, plan_)
+    retried = 0
+    if retry_failed:
+        retried = store.retry_failed(study_id, {r["id"] for r in runs.values() if r["status"] == "failed"})
+        runs = existing(store, plan_)
+    if not keep_checkpoints:
+        _sweep_checkpoints(folder, runs.values())
     skipped = sum(r["status"] in DONE for r in runs.values())
     failed = sum(r["status"] == "failed" for r in runs.values())
     todo = {r["id"] for r in runs.values() if r["status"] == "pending"}
-    summary = RunSummary(study.name, len(plan_.points), skipped, failed)
+    summary = RunSummary(study.name, len(plan_.points), skipped, failed, stale=stale, retried=retried,
+                         elsewhere=sum(r["status"] == "running" for r in runs.values()))
     if not todo:
         return summary
-    preloaded = _preload(plan_)
-    runner = Runner(store, study_id, plan_.devices, plan_.data_source, reporter or QuietReporter(), preloaded)
+    runner = Runner(store, study_id, plan_.devices, plan_.data_source, reporter, preloaded,
+                    checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes)
     outcome = runner.run(todo, len(todo), skipped)
-    summary.counts, summary.interrupted = outcome.counts, outcome.interrupted
+    summary.counts, summary.interrupted, summary.errors = outcome.counts, outcome.interrupted, outcome.errors
     return summary
+
+
+def _check_writable(folder: Path) -> None:
+    """The checkpoint folder, or the nearest existing folder above it, must be writable."""
+    here = folder
+    while not here.exists() and here != here.parent:
+        here = here.parent
+    if not here.is_dir() or not os.access(here, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write checkpoints into '{folder}': '{here}' is "
+                          f"{'not a folder' if not here.is_dir() else 'read-only'}; give --checkpoints a writable folder")
+
+
+def _sweep_checkpoints(folder: Path, runs) -> None:
+    """Checkpoints of finished runs whose runner died before it could remove them."""
+    if not folder.is_dir():
+        return
+    for r in runs:
+        if r["status"] in (*DONE, "failed"):
+            remove_checkpoint(checkpoint_path(folder, r["id"]))
 
 
 def _preload(plan_: Plan) -> dict[str, datasets.Dataset]:
@@ -103,11 +166,16 @@ def _preload(plan_: Plan) -> dict[str, datasets.Dataset]:
     return {n: datasets.load("synthetic" if n == "synthetic" else plan_.data_source) for n in names}
 
 
+EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes")
+
+
 def run_study(study: str, db: str | None = None, reporter: Reporter | None = None, **options) -> RunSummary:
+    """``plan`` with the options it takes, then ``execute`` with those it takes."""
+    run_options = {k: options.pop(k) for k in EXECUTE_OPTIONS if k in options}
     plan_ = plan(study, **options)
     store = Store.open(db)
     try:
-        return execute(store, plan_, reporter)
+        return execute(store, plan_, reporter, **run_options)
     finally:
         store.close()
 

@@ -1,15 +1,30 @@
 """Runs a study's pending points over the devices it is given.
 
 One worker per device slot trains points through the shared trainer; the main process is
-the only writer of the database. Workers send events (epoch metrics, heartbeats, results)
-back over a queue, so a worker never holds a database connection.
+the only writer of the database. Workers send events (epochs, probes, artifacts, notes,
+heartbeats, results) back, so a worker never holds a database connection. Events are
+tuples ``(kind, worker, run_id, *payload)`` of plain, picklable values.
 
 With one CPU device the worker is a thread (no process start-up, same code path); with
-CUDA devices, one spawned process per device.
+CUDA devices, one spawned process per device, each with pipes of its own: a worker killed
+mid-message damages only its own pipes. A dead worker is restarted and its point resumed.
+
+Crash safety, in short:
+
+- a point is claimed in a transaction before it trains (``Store.claim``), and every later
+  write names the claim, so a point taken over by another runner is never written twice;
+- the worker beats every ``HEARTBEAT_S`` from its own thread, and the run records host and
+  pid, so the next ``ablate run`` or ``ablate status`` knows a run whose runner is gone;
+- after every epoch but the last the worker writes a checkpoint (model, optimizer,
+  schedule, RNG states) atomically beside the database; a re-queued point resumes from it
+  and ends, on the CPU, with the numbers of a run that never stopped;
+- Ctrl-C sets a flag (no exception can cut a write in half): the first stops the workers
+  after their current step, the second stops at once; unfinished points go back to pending.
 """
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
 import queue
@@ -18,9 +33,13 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import numpy as np
 import torch
 
 import ablate
@@ -29,6 +48,8 @@ from ablate.config import ConfigError, from_dict
 from ablate.store import HEARTBEAT_S
 from ablate.train import Hooks, train
 
+MAX_WORKER_DEATHS = 3  # a device slot whose worker dies this often in a row is given up
+TEST_PAUSE_ENV = "ABLATE_TEST_PAUSE"
 
 
 class DeviceError(ConfigError):
@@ -57,18 +78,106 @@ def parse_devices(spec: str | None) -> list[str]:
     return devices
 
 
+def _test_pause(stage: str, epoch: int | None = None) -> None:
+    """Sleep where ``ABLATE_TEST_PAUSE`` says, so the reliability tests can kill a runner at
+    a chosen moment: ``stage=seconds`` or ``stage@epoch=seconds``, comma-separated. Stages:
+    ``checkpoint`` (halfway through writing a checkpoint file), ``finish`` (a point's last
+    epoch recorded, the point not yet marked done), ``between`` (a point done, the next not
+    yet claimed). Unset, as it always is outside the tests, it costs one dict lookup."""
+    spec = os.environ.get(TEST_PAUSE_ENV)
+    if not spec:
+        return
+    for item in spec.split(","):
+        where, _, seconds = item.partition("=")
+        name, _, at = where.strip().partition("@")
+        if name == stage and (not at or (epoch is not None and int(at) == epoch)):
+            time.sleep(float(seconds))
+
+
+# ------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_path(directory: str | Path, run_id: int) -> Path:
+    return Path(directory) / f"run-{run_id}.pt"
+
+
+def remove_checkpoint(path: Path) -> None:
+    """The checkpoint and any temporary file an interrupted write left beside it."""
+    for p in (path, *path.parent.glob(f"{path.name}.*.tmp")):
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a temporary file beside it, flushed to disk, renamed over the old
+    one. A crash at any point leaves the previous checkpoint or the new one, never half."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getbuffer()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data[: len(data) // 2])
+            f.flush()
+            _test_pause("checkpoint", state.get("epoch"))
+            f.write(data[len(data) // 2 :])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself survive the machine going away
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def load_checkpoint(path: Path, task: Task) -> tuple[dict[str, Any] | None, str | None]:
+    """The state to resume ``task`` from, or None with the reason it starts from scratch.
+
+    Loads tensors and plain containers only (``weights_only``): a checkpoint file never
+    runs code. One that is unreadable or made for another run is ignored, not fatal."""
+    if not path.exists():
+        return None, None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        meta = state["meta"]
+        if (meta["run_id"], meta["config_hash"], meta["seed"]) != (task.run_id, task.config_hash, task.seed):
+            return None, f"checkpoint {path} was made for another run; starting from scratch"
+        if not isinstance(state["epoch"], int) or state["epoch"] < 1:
+            raise ValueError(f"epoch {state['epoch']!r}")
+        return state, None
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, train from scratch
+        return None, f"checkpoint {path} is unreadable ({_first_line(e)}); starting from scratch"
+
+
 # ---------------------------------------------------------------------- the worker
 
 
 @dataclass(frozen=True)
 class Task:
     run_id: int
+    token: int  # the claim's number: the store refuses writes of a claim that was superseded
     config: dict[str, Any]
     label: str
+    config_hash: str = ""
+    seed: int = 0
+    checkpoint: str | None = None  # this run's checkpoint file; None: no checkpoints
 
 
 def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "ablate": ablate.__version__}
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _error_text(e: BaseException) -> str:
@@ -78,41 +187,200 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}{where}"
 
 
-def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, stop, preloaded=None) -> None:
-    """Train tasks from ``tasks`` until a None arrives, reporting on ``events``."""
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
+
+
+def _free_device_memory(device: str) -> None:
+    if torch.device(device).type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, stop, cancel,
+                preloaded: dict[str, datasets.Dataset] | None = None, watch_parent: bool = False) -> None:
+    """Train tasks from ``tasks`` until a None arrives, reporting on ``events``.
+
+    ``stop`` (shared, set by Ctrl-C) stops every run after its current step; ``cancel``
+    holds the id of a run this worker must give up (another runner took it over). A
+    process worker (``watch_parent``) exits when the runner that started it is gone.
+    """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    parent = mp.parent_process() if watch_parent else None
     cache: dict[str, datasets.Dataset] = {}
     current: list[int | None] = [None]
+    done = threading.Event()
 
-    def beat():
-        while not stop.is_set() or current[0] is not None:
-            time.sleep(HEARTBEAT_S)
-            if current[0] is not None:
-                events.put(("beat", wid, current[0]))
+    def beat() -> None:
+        # Its own thread, so a run beats inside a long epoch and while its data loads.
+        last = time.monotonic()
+        while not done.wait(min(1.0, HEARTBEAT_S)):
+            if parent is not None and not parent.is_alive():
+                os._exit(3)  # orphaned: the runner was killed, and nobody reads our events
+            run_id = current[0]
+            if run_id is not None and time.monotonic() - last >= HEARTBEAT_S:
+                events.put(("beat", wid, run_id))
+                last = time.monotonic()
 
-    threading.Thread(target=beat, daemon=True).start()
+    def dataset(name: str) -> datasets.Dataset:
+        if name not in cache:
+            raw = (preloaded or {}).get(name) or datasets.load("synthetic" if name == "synthetic" else data_source)
+            cache[name] = raw.to(device)
+        return cache[name]
+
+    threading.Thread(target=beat, daemon=True, name=f"ablate-beat-{wid}").start()
+    try:
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            current[0] = task.run_id
+            try:
+                should_stop = lambda rid=task.run_id: bool(stop.value) or cancel.value == rid  # noqa: E731
+                _run_task(wid, device, task, dataset, events, should_stop)
+            except Exception as e:  # one point's failure is a result; the study goes on
+                events.put(("failed", wid, task.run_id, _error_text(e)))
+            finally:
+                current[0] = None
+    finally:
+        done.set()
+
+
+def _run_task(wid: int, device: str, task: Task, dataset: Callable[[str], datasets.Dataset], events,
+              should_stop: Callable[[], bool]) -> None:
+    rid = task.run_id
+    cfg = from_dict(task.config)
+    data = dataset(cfg.data.dataset)
+    path = Path(task.checkpoint) if task.checkpoint else None
+    state, why = None, None
+    if path is not None:
+        for tmp in path.parent.glob(f"{path.name}.*.tmp"):  # left by a write that was cut short
+            tmp.unlink(missing_ok=True)
+        state, why = load_checkpoint(path, task)
+    if why:
+        events.put(("note", wid, rid, why))
+    halved = False
+    if state is not None and state["meta"].get("batch_size") != cfg.batch_size:
+        if state["meta"].get("batch_size") == cfg.batch_size // 2:  # an earlier attempt ran out of memory
+            cfg, halved = replace(cfg, batch_size=cfg.batch_size // 2), True
+        else:
+            state = None
+            events.put(("note", wid, rid, f"checkpoint {path} has another batch size; starting from scratch"))
+    history: list[tuple[int, dict[str, float]]] = []
+    if state is not None:
+        history = [(int(e), dict(m)) for e, m in state["meta"]["history"]] + [(state["epoch"], dict(state["metrics"]))]
+    events.put(("resumed", wid, rid, state["epoch"] if state else 0, history))
+
     while True:
-        task = tasks.get()
-        if task is None:
-            return
-        current[0] = task.run_id
+        progressed = [False]
+        retry_note = None
         try:
-            cfg = from_dict(task.config)
-            name = cfg.data.dataset
-            if name not in cache:
-                raw = (preloaded or {}).get(name) or datasets.load("synthetic" if name == "synthetic" else data_source)
-                cache[name] = raw.to(device)
-            hooks = Hooks(
-                epoch=lambda epoch, m, rid=task.run_id: events.put(("epoch", wid, rid, epoch, m)),
-                should_stop=stop.is_set,
-            )
-            result = train(cfg, cache[name], device, hooks)
-            events.put(("done", wid, task.run_id, result.status, result.metrics, result.wall_s, _versions()))
-        except Exception as e:  # one point's failure is a result; the study goes on
-            events.put(("failed", wid, task.run_id, _error_text(e)))
-        finally:
-            current[0] = None
+            result = _attempt(wid, device, task, cfg, data, state, history, path, events, should_stop, progressed)
+            break
+        except Exception as e:
+            if _is_oom(e) and not halved and cfg.batch_size > 1:
+                half = cfg.batch_size // 2
+                retry_note = (f"out of memory at batch size {cfg.batch_size} ({_first_line(e)}); "
+                              f"retried from scratch at batch size {half}")
+                cfg, halved = replace(cfg, batch_size=half), True
+            elif state is not None and not progressed[0] and not _is_oom(e):
+                retry_note = f"cannot resume from checkpoint {path} ({_first_line(e)}); starting from scratch"
+            else:
+                raise
+        # Outside the except block: the traceback, and the tensors its frames hold, are gone.
+        _free_device_memory(device)
+        events.put(("note", wid, rid, retry_note))
+        if path is not None:
+            remove_checkpoint(path)
+        state, history = None, []
+        events.put(("resumed", wid, rid, 0, []))
+    events.put(("done", wid, rid, result.status, result.metrics, result.wall_s, _versions()))
+
+
+def _attempt(wid, device, task, cfg, data, state, history, path, events, should_stop, progressed):
+    rid = task.run_id
+    seen = list(history)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        progressed[0] = True
+        seen.append((epoch, dict(metrics)))
+        events.put(("epoch", wid, rid, epoch, dict(metrics)))
+
+    def on_checkpoint(snapshot: dict[str, Any]) -> None:
+        progressed[0] = True
+        # The epoch this snapshot ends is reported right after it, so `seen` stops one short.
+        snapshot["meta"] = {
+            "run_id": rid, "config_hash": task.config_hash, "seed": task.seed,
+            "batch_size": cfg.batch_size, "history": [[e, m] for e, m in seen],
+        }
+        try:
+            save_checkpoint(path, snapshot)
+        except OSError as e:
+            events.put(("message", wid, rid, f"cannot write checkpoint {path} ({_first_line(e)}); "
+                                              "the run goes on, but cannot resume from this epoch"))
+
+    def on_probe(step: int, values: dict[str, float]) -> None:
+        progressed[0] = True
+        events.put(("probe", wid, rid, int(step), {k: float(v) for k, v in values.items()}))
+
+    def on_artifact(name: str, array: np.ndarray) -> None:
+        array = np.ascontiguousarray(array)
+        events.put(("artifact", wid, rid, name, array.tobytes(), str(array.dtype), list(array.shape)))
+
+    hooks = Hooks(epoch=on_epoch, probe=on_probe, artifact=on_artifact,
+                  checkpoint=on_checkpoint if path is not None else None, should_stop=should_stop)
+    return train(cfg, data, device, hooks, resume=state)
+
+
+class _PipeEvents:
+    """A process worker's side of its event pipe: two threads (training, beat) send on it."""
+
+    def __init__(self, conn):
+        self.conn, self.lock = conn, threading.Lock()
+
+    def put(self, event: tuple) -> None:
+        with self.lock:
+            self.conn.send(event)
+
+
+class _PipeTasks:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def get(self):
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):  # the runner is gone
+            return None
+
+
+def _process_main(wid, device, data_source, task_conn, event_conn, stop, cancel) -> None:
+    worker_loop(wid, device, data_source, _PipeTasks(task_conn), _PipeEvents(event_conn), stop, cancel,
+                watch_parent=True)
+
+
+def _forward(conn, events: queue.Queue) -> None:
+    """Main-process thread: one process worker's events into the common queue, until EOF."""
+    try:
+        while True:
+            events.put(conn.recv())
+    except (EOFError, OSError):
+        pass
+    finally:
+        conn.close()
+
+
+class _TaskPipe:
+    def __init__(self, conn):
+        self.conn = conn
+
+    def put(self, task) -> None:
+        try:
+            self.conn.send(task)
+        except OSError:  # the worker died; the liveness check re-queues the task
+            pass
 
 
 # ------------------------------------------------------------------- the main loop
@@ -130,115 +398,286 @@ class Reporter(Protocol):
 class Outcome:
     counts: dict[str, int] = field(default_factory=dict)  # status -> runs this invocation ended
     interrupted: bool = False
+    errors: list[str] = field(default_factory=list)  # trouble that is no point's result (workers given up)
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
+
+
+@dataclass
+class _Slot:
+    wid: int
+    device: str
+    handle: threading.Thread | Any  # a thread or a spawned process
+    inbox: Any  # .put(task | None)
+    cancel: Any  # shared int: the id of a run to give up
+    forwarder: threading.Thread | None = None
+    deaths: int = 0  # in a row, without a finished point between
+    retired: bool = False
+
+
+@contextmanager
+def _sigint_ignored():
+    """A spawned child inherits an ignored SIGINT, so Ctrl-C cannot kill it while it starts."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Runner:
     """Drives the workers for one study; ``store`` is the only database handle."""
 
     def __init__(self, store, study_id: int, devices: list[str], data_source: str | None,
-                 reporter: Reporter, preloaded: dict[str, datasets.Dataset] | None = None):
+                 reporter: Reporter, preloaded: dict[str, datasets.Dataset] | None = None, *,
+                 checkpoint_dir: str | Path | None = None, keep_checkpoints: bool = False,
+                 processes: bool | None = None):
         self.store, self.study_id, self.devices = store, study_id, devices
         self.data_source, self.reporter, self.preloaded = data_source, reporter, preloaded
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.keep_checkpoints = keep_checkpoints
+        # Threads for one CPU device; processes otherwise (or when asked, as tests do).
+        self.processes = (devices != ["cpu"]) if processes is None else processes
         self.host, self.pid = socket.gethostname(), os.getpid()
+        self._ctx = mp.get_context("spawn")
+        self._events: queue.Queue = queue.Queue()
+        self._stop = self._ctx.RawValue("b", 0)
+        self._interrupts = 0
+        self._slots: list[_Slot] = []
+        self._lost: set[int] = set()  # runs another runner took over: their word is ignored
+        self._deaths: Counter[int] = Counter()  # run id -> workers that died training it
+
+    # ----------------------------------------------------------------- workers
+
+    def _start(self, wid: int, device: str) -> _Slot:
+        cancel = self._ctx.RawValue("q", 0)
+        if not self.processes:
+            inbox: queue.Queue = queue.Queue()
+            args = (wid, device, self.data_source, inbox, self._events, self._stop, cancel, self.preloaded)
+            t = threading.Thread(target=worker_loop, args=args, daemon=True, name=f"ablate-worker-{wid}")
+            t.start()
+            return _Slot(wid, device, t, inbox, cancel)
+        task_r, task_w = self._ctx.Pipe(duplex=False)
+        event_r, event_w = self._ctx.Pipe(duplex=False)
+        p = self._ctx.Process(target=_process_main, daemon=True, name=f"ablate-worker-{wid}",
+                              args=(wid, device, self.data_source, task_r, event_w, self._stop, cancel))
+        with _sigint_ignored():
+            p.start()
+        task_r.close()  # the child has its own copies; ours would keep EOF from arriving
+        event_w.close()
+        fwd = threading.Thread(target=_forward, args=(event_r, self._events), daemon=True,
+                               name=f"ablate-forward-{wid}")
+        fwd.start()
+        return _Slot(wid, device, p, _TaskPipe(task_w), cancel, fwd)
+
+    def _shutdown(self) -> None:
+        for slot in self._slots:
+            slot.inbox.put(None)
+        for slot in self._slots:
+            if isinstance(slot.handle, threading.Thread):
+                continue  # a daemon thread stops at its next step, or with the process
+            slot.handle.join(timeout=5)
+            if slot.handle.is_alive():
+                slot.handle.terminate()
+                slot.handle.join(timeout=5)
+
+    def _install_sigint(self):
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_sigint(signum, frame):  # only flags: no exception lands in the middle of a write
+            self._interrupts += 1
+            self._stop.value = 1  # the workers see it after their current step
+
+        return signal.signal(signal.SIGINT, on_sigint)
+
+    # ---------------------------------------------------------------- the loop
 
     def run(self, run_ids: set[int], total: int, skipped: int) -> Outcome:
         outcome = Outcome()
-        threaded = self.devices == ["cpu"]
-        ctx = mp.get_context("spawn")
-        events = queue.Queue() if threaded else ctx.Queue()
-        stop = threading.Event() if threaded else ctx.Event()
-        inboxes, workers = [], []
-        for wid, device in enumerate(self.devices):
-            inbox = queue.Queue() if threaded else ctx.Queue()
-            args = (wid, device, self.data_source, inbox, events, stop)
-            if threaded:
-                w = threading.Thread(target=worker_loop, args=(*args, self.preloaded), daemon=True)
-            else:
-                w = ctx.Process(target=worker_loop, args=args, daemon=True)
-            w.start()
-            inboxes.append(inbox)
-            workers.append(w)
-        self.reporter.started(total, skipped, self.devices)
         busy: dict[int, Task] = {}
-        interrupts = 0
-        while True:
-            try:
-                if not stop.is_set():
-                    self._dispatch(run_ids, busy, inboxes)
+        previous = self._install_sigint()
+        try:
+            self._slots = [self._start(wid, device) for wid, device in enumerate(self.devices)]
+            self.reporter.started(total, skipped, self.devices)
+            last_check = time.monotonic()
+            told = False
+            while self._interrupts < 2:
+                if self._interrupts == 1 and not told:
+                    self._stop.value, outcome.interrupted, told = 1, True, True
+                    self.reporter.message("stopping after the current step; Ctrl-C again to stop at once")
+                if not self._stop.value:
+                    self._dispatch(run_ids, busy)
+                    if not busy and any(not s.retired and not s.handle.is_alive() for s in self._slots):
+                        self._check_workers(busy, outcome)  # an idle worker died: restart it first
+                        self._dispatch(run_ids, busy)
                 if not busy:
                     break
-                self._handle(events.get(timeout=1.0), busy, outcome)
-            except queue.Empty:
-                self._check_alive(workers, busy, outcome)
-            except KeyboardInterrupt:
-                interrupts += 1
-                stop.set()
+                try:
+                    self._handle(self._events.get(timeout=0.25), busy, outcome)
+                except queue.Empty:
+                    pass
+                if time.monotonic() - last_check >= 1.0:
+                    self._check_workers(busy, outcome)
+                    last_check = time.monotonic()
+            if self._interrupts:
                 outcome.interrupted = True
-                if interrupts == 1 and busy:
-                    self.reporter.message("stopping after the current step; Ctrl-C again to stop at once")
-                    continue
-                break
-        for run_id in [t.run_id for t in busy.values()]:
-            self.store.release(run_id)  # interrupted points go back to pending
-        for inbox in inboxes:
-            inbox.put(None)
-        for w in workers:
-            if isinstance(w, threading.Thread):
-                continue  # a daemon thread stops at its next step or with the process
-            w.join(timeout=5)
-            if w.is_alive():
-                w.terminate()
+            if self._interrupts >= 2:
+                self.reporter.message(f"stopped at once; {len(busy)} unfinished point(s) go back to pending")
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            self._stop.value = 1
+            for task in busy.values():  # interrupted points go back to pending, to resume
+                if task.run_id not in self._lost:
+                    self._quietly(self.store.release, task.run_id, task.token)
+            self._shutdown()
         return outcome
 
-    def _dispatch(self, run_ids: set[int], busy: dict[int, Task], inboxes) -> None:
-        for wid, device in enumerate(self.devices):
-            if wid in busy:
+    def _quietly(self, fn, *args, **kwargs) -> None:
+        """For the clean-up after an error: what fails here must not hide that error."""
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            self.reporter.message(f"could not put a run back in the queue ({_first_line(e)}); "
+                                  "the next ablate run finds it stale and re-queues it")
+
+    def _dispatch(self, run_ids: set[int], busy: dict[int, Task]) -> None:
+        for slot in self._slots:
+            if slot.retired or slot.wid in busy or not slot.handle.is_alive():
                 continue
-            claim = self.store.claim(self.study_id, device, self.host, self.pid, only=run_ids)
+            claim = self.store.claim(self.study_id, slot.device, self.host, self.pid, only=run_ids)
             if claim is None:
                 return
-            task = Task(claim.run_id, claim.config, claim.label)
-            busy[wid] = task
-            inboxes[wid].put(task)
-            self.reporter.claimed(wid, claim.label, claim.config.get("epochs", 0))
+            path = checkpoint_path(self.checkpoint_dir, claim.run_id) if self.checkpoint_dir else None
+            task = Task(claim.run_id, claim.token, claim.config, claim.label, claim.config_hash, claim.seed,
+                        str(path) if path else None)
+            busy[slot.wid] = task
+            slot.cancel.value = 0
+            slot.inbox.put(task)
+            self.reporter.claimed(slot.wid, claim.label, claim.config.get("epochs", 0))
 
     def _handle(self, event: tuple, busy: dict[int, Task], outcome: Outcome) -> None:
         kind, wid, run_id, *rest = event
+        task = busy.get(wid)
+        if task is None or task.run_id != run_id:
+            return  # late word of a point this runner already gave back
+        if kind in ("done", "failed"):
+            busy.pop(wid)
+            self._slots[wid].deaths = 0
+            if run_id not in self._lost:
+                self._end(wid, task, kind, rest, outcome)
+            return
+        if run_id in self._lost:
+            return
+        store, token = self.store, task.token
+        ok = True
         if kind == "beat":
-            self.store.heartbeat(run_id)
+            ok = store.heartbeat(run_id, token)
+        elif kind == "resumed":
+            epoch, history = rest
+            ok = store.resume(run_id, epoch, history, token)
+            if epoch and ok:
+                self.reporter.message(f"{task.label}: resuming from epoch {epoch}")
+                self.reporter.epoch(wid, epoch, history[-1][1])
         elif kind == "epoch":
             epoch, metrics = rest
-            self.store.record_epoch(run_id, epoch, metrics)
+            ok = store.record_epoch(run_id, epoch, metrics, token)
             self.reporter.epoch(wid, epoch, metrics)
-        elif kind == "done":
-            status, metrics, wall_s, versions = rest
-            task = busy.pop(wid)
-            if status == "stopped":
-                self.store.release(run_id)
-                return
-            self.store.finish(run_id, status, metrics, wall_s, versions=versions)
+        elif kind == "probe":
+            step, values = rest
+            ok = store.record_metrics(run_id, step, values, token)
+        elif kind == "artifact":
+            name, data, dtype, shape = rest
+            ok = store.put_artifact(run_id, name, data, dtype, shape, token)
+        elif kind == "note":
+            (note,) = rest
+            ok = store.add_note(run_id, note, token)
+            self.reporter.message(f"{task.label}: {note}")
+        elif kind == "message":
+            self.reporter.message(f"{task.label}: {rest[0]}")
+        if not ok:
+            self._lose(wid, task)
+
+    def _lose(self, wid: int, task: Task) -> None:
+        """Another runner re-queued this point (it found ours silent) and may train it now:
+        give it up; the claim check has kept and keeps our writes out."""
+        self._lost.add(task.run_id)
+        self._slots[wid].cancel.value = task.run_id
+        self.reporter.message(f"{task.label}: taken over by another runner; giving it up")
+
+    def _end(self, wid: int, task: Task, kind: str, rest: list, outcome: Outcome) -> None:
+        run_id, token = task.run_id, task.token
+        if kind == "failed":
+            (error,) = rest
+            if self.store.finish(run_id, "failed", error=error, versions=_versions(), token=token):
+                self._drop_checkpoint(run_id)
+                outcome.add("failed")
+                self.reporter.finished(wid, task.label, "failed", error)
+            return
+        status, metrics, wall_s, versions = rest
+        if status == "stopped":
+            self.store.release(run_id, token)  # keeps its checkpoint: the next run resumes it
+            return
+        _test_pause("finish")
+        if self.store.finish(run_id, status, metrics, wall_s, versions=versions, token=token):
+            self._drop_checkpoint(run_id)
             outcome.add(status)
             acc = metrics.get("test_acc")
             self.reporter.finished(wid, task.label, status, f"test acc {acc:.4f}" if acc is not None else "")
-        elif kind == "failed":
-            (error,) = rest
-            task = busy.pop(wid)
-            self.store.finish(run_id, "failed", error=error, versions=_versions())
-            outcome.add("failed")
-            self.reporter.finished(wid, task.label, "failed", error)
+        _test_pause("between")
 
-    def _check_alive(self, workers, busy: dict[int, Task], outcome: Outcome) -> None:
-        """A worker process that died (killed, segfault) fails its point instead of hanging."""
-        for wid, w in enumerate(workers):
-            if wid in busy and not w.is_alive():
-                task = busy.pop(wid)
-                code = getattr(w, "exitcode", None)
-                self.store.finish(task.run_id, "failed", error=f"worker process died (exit code {code})")
-                outcome.add("failed")
-                self.reporter.finished(wid, task.label, "failed", "worker process died")
+    def _drop_checkpoint(self, run_id: int) -> None:
+        if self.checkpoint_dir is not None and not self.keep_checkpoints:
+            remove_checkpoint(checkpoint_path(self.checkpoint_dir, run_id))
+
+    def _check_workers(self, busy: dict[int, Task], outcome: Outcome) -> None:
+        """A worker that died (killed, out of host memory, a segfault) is restarted, and its
+        point re-queued to resume from its checkpoint; a point that kills two workers fails."""
+        for i, slot in enumerate(self._slots):
+            if slot.retired or slot.handle.is_alive():
+                continue
+            if slot.forwarder is not None:  # what it said before it died comes first
+                slot.forwarder.join(timeout=5)
+                self._drain(busy, outcome)
+            code = getattr(slot.handle, "exitcode", None)
+            what = f"worker {slot.wid} ({slot.device}) died" + (f" (exit code {code})" if code is not None else "")
+            task = busy.pop(slot.wid, None)
+            if task is not None and task.run_id not in self._lost:
+                self._deaths[task.run_id] += 1
+                if self._deaths[task.run_id] >= 2:
+                    error = f"{what}; the second worker to die training this point"
+                    if self.store.finish(task.run_id, "failed", error=error, versions=_versions(), token=task.token):
+                        self._drop_checkpoint(task.run_id)
+                        outcome.add("failed")
+                        self.reporter.finished(slot.wid, task.label, "failed", error)
+                else:
+                    self.store.release(task.run_id, task.token, note=f"attempt {task.token}: {what}; re-queued")
+                    self.reporter.message(f"{what} while training {task.label}; the point resumes from its checkpoint")
+            slot.deaths += 1
+            if slot.deaths >= MAX_WORKER_DEATHS:
+                slot.retired = True
+                error = f"{what}, {slot.deaths} times in a row; {slot.device} is given up"
+                outcome.errors.append(error)
+                self.reporter.message(error)
+                continue
+            self.reporter.message(f"{what}; starting a new one")
+            new = self._start(slot.wid, slot.device)
+            new.deaths = slot.deaths
+            self._slots[i] = new
+
+    def _drain(self, busy: dict[int, Task], outcome: Outcome) -> None:
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(event, busy, outcome)
 
 
 class QuietReporter:

@@ -1,33 +1,34 @@
-"""``ablate status`` as a Python function: per study, what ran, what runs, what failed."""
+"""``ablate status`` as a Python function: per study, what ran, what runs, what failed.
+
+It only reads, and in WAL mode a reader never blocks the runners writing beside it.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from ablate.store import STALE_AFTER_S, STATUSES, Store
+from ablate.store import STATUSES, Store, stale_reason, this_host
 from ablate.store.schema import utcnow
 
 RUN_FIELDS = (
     "id", "status", "seed", "config_hash", "label", "config", "test_acc", "epochs_done",
-    "device", "host", "started_at", "ended_at", "heartbeat_at", "wall_s", "error",
+    "device", "host", "pid", "started_at", "ended_at", "heartbeat_at", "wall_s", "error",
+    "attempts", "notes", "stale_reason",
 )
 
 
-def _shown_status(run: dict[str, Any], now) -> str:
-    """A running run whose heartbeat stopped is shown as stale: its runner is gone."""
-    beat = run["heartbeat_at"]
-    if run["status"] == "running" and beat is not None and now - beat > timedelta(seconds=STALE_AFTER_S):
-        return "stale"
-    return run["status"]
-
-
 def study_status(store: Store, study: str | None = None) -> list[dict[str, Any]]:
-    """One entry per study: counts by status, the best test accuracy, the last update, the runs."""
-    now = utcnow()
+    """One entry per study: counts by status, the best test accuracy, the last update, the runs.
+
+    A running run whose runner is gone (its process on this host no longer exists, or it
+    stopped beating) is shown as ``stale``, with the reason; the next ``ablate run`` of its
+    study re-queues it, to resume from its checkpoint.
+    """
+    now, host = utcnow(), this_host()
     by_study: dict[str, list[dict[str, Any]]] = {s["name"]: [] for s in store.studies()}
     for run in store.runs(study):
-        run = {**run, "status": _shown_status(run, now)}
+        reason = stale_reason(run, now, host)
+        run = {**run, "status": "stale" if reason else run["status"], "stale_reason": reason}
         by_study.setdefault(run["study"], []).append({k: run[k] for k in RUN_FIELDS})
     out = []
     for name, runs in by_study.items():

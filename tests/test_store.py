@@ -1,3 +1,4 @@
+import os
 import sqlite3
 
 import pytest
@@ -40,26 +41,123 @@ def test_epochs_results_and_release(store):
     store.add_runs(sid, _runs(1))
     run = store.claim(sid, "cpu", "h", 1)
     store.record_epoch(run.run_id, 1, {"test_acc": 0.5, "train_loss": float("nan")})
-    store.record_epoch(run.run_id, 1, {"test_acc": 0.6})  # a rewritten epoch replaces the old one
-    assert store.metrics([run.run_id]) == [(1, 1, "test_acc", 0.6)]
+    store.record_epoch(run.run_id, 1, {"test_acc": 0.6, "train_loss": 2.0})  # a rewritten epoch replaces the old one
+    assert store.metrics([run.run_id]) == [(1, 1, "test_acc", 0.6), (1, 1, "train_loss", 2.0)]
     assert store.runs("s")[0]["epochs_done"] == 1
-    store.release(run.run_id)
+    # Released (Ctrl-C, a dead runner), a run keeps what its checkpoint will cover...
+    assert store.release(run.run_id, run.token)
     r = store.runs("s")[0]
-    assert r["status"] == "pending" and r["epochs_done"] == 0 and store.metrics([run.run_id]) == []
+    assert r["status"] == "pending" and r["epochs_done"] == 1 and len(store.metrics([run.run_id])) == 2
+    # ...and its next claim says where it resumes from: from scratch drops everything.
     run = store.claim(sid, "cpu", "h", 1)
+    assert (run.token, run.epochs_done) == (2, 1)
+    assert store.resume(run.run_id, 0, [], run.token) and store.metrics([run.run_id]) == []
     store.finish(run.run_id, "complete", {"test_acc": 0.7, "train_loss": float("inf")}, wall_s=2.0,
-                 versions={"torch": "x", "ablate": "y"})
+                 versions={"torch": "x", "ablate": "y"}, token=run.token)
     r = store.runs("s")[0]
     assert (r["status"], r["test_acc"], r["train_loss"], r["torch_version"]) == ("complete", 0.7, None, "x")
+    assert r["attempts"] == 2
+
+
+def test_resume_keeps_the_epochs_the_checkpoint_covers_and_drops_the_rest(store):
+    sid = store.sync_study("s", "", {})
+    store.add_runs(sid, _runs(1))
+    run = store.claim(sid, "cpu", "h", 1)
+    for epoch in (1, 2, 3):  # the database ran one epoch ahead of the checkpoint (epoch 2)
+        store.record_epoch(run.run_id, epoch, {"test_acc": epoch / 10, "train_loss": 1.0 / epoch}, run.token)
+    store.record_metrics(run.run_id, 7, {"grad_norm": 0.5}, run.token)  # a probe, by training step
+    store.release(run.run_id, run.token)
+    run = store.claim(sid, "cpu", "h", 1)
+    history = [(1, {"test_acc": 0.1, "train_loss": 1.0}), (2, {"test_acc": 0.2, "train_loss": 0.5})]
+    assert store.resume(run.run_id, 2, history, run.token)
+    assert store.runs("s")[0]["epochs_done"] == 2
+    rows = store.metrics([run.run_id])
+    assert {(step, name) for _, step, name, _ in rows} == {
+        (1, "test_acc"), (1, "train_loss"), (2, "test_acc"), (2, "train_loss"), (7, "grad_norm"),
+    }
+
+
+def test_a_superseded_claim_writes_nothing(store):
+    """A runner declared stale while it still lives must not overwrite the new owner's run."""
+    sid = store.sync_study("s", "", {})
+    store.add_runs(sid, _runs(1))
+    old = store.claim(sid, "cpu", "h", 1)
+    assert store.requeue_stale(sid, older_than_s=-1)
+    new = store.claim(sid, "cpu", "h", 2)
+    assert new.token == old.token + 1
+    assert not store.heartbeat(old.run_id, old.token)
+    assert not store.record_epoch(old.run_id, 1, {"test_acc": 0.9}, old.token)
+    assert not store.record_metrics(old.run_id, 1, {"x": 1.0}, old.token)
+    assert not store.put_artifact(old.run_id, "k", b"\0", "uint8", [1], old.token)
+    assert not store.add_note(old.run_id, "old", old.token)
+    assert not store.resume(old.run_id, 0, [], old.token)
+    assert not store.finish(old.run_id, "complete", {"test_acc": 0.9}, token=old.token)
+    assert not store.release(old.run_id, old.token)
+    assert store.metrics([old.run_id]) == [] and store.artifacts([old.run_id]) == []
+    r = store.runs("s")[0]
+    assert (r["status"], r["pid"], r["test_acc"]) == ("running", 2, None)
+    assert store.heartbeat(new.run_id, new.token) and store.finish(new.run_id, "complete", token=new.token)
 
 
 def test_stale_running_runs_are_requeued(store):
     sid = store.sync_study("s", "", {})
     store.add_runs(sid, _runs(1))
     store.claim(sid, "cpu", "h", 1)
-    assert store.requeue_stale(sid, older_than_s=3600) == 0
-    assert store.requeue_stale(sid, older_than_s=-1) == 1
-    assert store.runs("s")[0]["status"] == "pending"
+    assert store.requeue_stale(sid, older_than_s=3600, host="elsewhere") == []
+    (requeued,) = store.requeue_stale(sid, older_than_s=-1, host="elsewhere")
+    assert requeued["id"] == 1 and "no heartbeat" in requeued["reason"]
+    r = store.runs("s")[0]
+    assert r["status"] == "pending" and "re-queued: no heartbeat" in r["notes"]
+
+
+def test_a_dead_process_on_this_host_is_stale_at_once(store):
+    import subprocess
+    import sys
+
+    from ablate.store import this_host
+
+    sid = store.sync_study("s", "", {})
+    store.add_runs(sid, _runs(3))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(gone.stdout)
+    store.claim(sid, "cpu", this_host(), dead_pid)  # its process has exited
+    store.claim(sid, "cpu", this_host(), os.getpid())  # alive: this very process
+    store.claim(sid, "cpu", "another-machine", dead_pid)  # elsewhere a pid says nothing; it still beats
+    (requeued,) = store.requeue_stale(sid)
+    assert requeued["id"] == 1 and f"process {dead_pid}" in requeued["reason"]
+    assert [r["status"] for r in store.runs("s")] == ["pending", "running", "running"]
+
+
+def test_retry_failed_requeues_only_failed_runs(store):
+    sid = store.sync_study("s", "", {})
+    store.add_runs(sid, _runs(3))
+    for status in ("failed", "diverged", "failed"):
+        run = store.claim(sid, "cpu", "h", 1)
+        store.finish(run.run_id, status, error="boom" if status == "failed" else None, token=run.token)
+    assert store.retry_failed(sid, only={1, 2}) == 1
+    assert [r["status"] for r in store.runs("s")] == ["pending", "diverged", "failed"]
+    assert "attempt 1 failed (boom); retried" in store.runs("s")[0]["notes"]
+
+
+def test_busy_database_is_retried_not_reported(store, tmp_path, monkeypatch):
+    """Another connection holds the write lock past SQLite's busy timeout: the write waits
+    with backoff and lands once the lock is free."""
+    import sqlite3
+    import threading
+
+    import ablate.store.db as db
+
+    sid = store.sync_study("s", "", {})
+    store.add_runs(sid, _runs(1))
+    store.close()
+    monkeypatch.setattr(db, "BUSY_TIMEOUT_MS", 50)
+    store = Store.open(store.url)
+    locker = sqlite3.connect(store.url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False)
+    locker.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.6, locker.rollback).start()
+    assert store.claim(sid, "cpu", "h", 1).run_id == 1
+    assert store.busy_retries > 0
+    store.close()
 
 
 def test_reader_on_a_missing_file_creates_nothing(tmp_path):
@@ -111,7 +209,7 @@ def test_sqlite_runs_in_wal_mode(store, tmp_path):
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
-def test_artifacts_round_trip_and_go_with_a_release(store):
+def test_artifacts_round_trip_and_go_with_a_fresh_start(store):
     sid = store.sync_study("s", "", {})
     store.add_runs(sid, _runs(1))
     run = store.claim(sid, "cpu", "h", 1)
@@ -119,4 +217,34 @@ def test_artifacts_round_trip_and_go_with_a_release(store):
     store.put_artifact(run.run_id, "kernels", b"\x04\x05\x06\x07", "uint8", [2, 2])  # replaces
     assert store.artifacts([run.run_id]) == [(run.run_id, "kernels", b"\x04\x05\x06\x07", "uint8", [2, 2])]
     store.release(run.run_id)
+    assert len(store.artifacts([run.run_id])) == 1  # kept for a resume...
+    run = store.claim(sid, "cpu", "h", 1)
+    store.resume(run.run_id, 0, [], run.token)  # ...dropped when the run starts from scratch
     assert store.artifacts([run.run_id]) == []
+
+
+def test_concurrent_claimers_take_each_run_exactly_once(store):
+    import threading
+
+    sid = store.sync_study("s", "", {})
+    store.add_runs(sid, _runs(40))
+    claimed, errors = [], []
+
+    def claimer(i):
+        try:
+            mine = Store.open(store.url)
+            while (claim := mine.claim(sid, "cpu", "h", 100 + i)) is not None:
+                claimed.append(claim.run_id)
+                assert mine.heartbeat(claim.run_id, claim.token)
+                assert mine.finish(claim.run_id, "complete", token=claim.token)
+            mine.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and sorted(claimed) == list(range(1, 41))
+    assert {(r["status"], r["attempts"]) for r in store.runs("s")} == {("complete", 1)}

@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from ablate.cli.common import DbOption, user_errors
-from ablate.report import check_numbers, write_report
 from ablate.store import Store
 
 
@@ -21,6 +20,8 @@ def report(
 
     Example: ablate report --figure 4 --out reports/
     """
+    from ablate.report import check_numbers, write_report  # matplotlib and scipy: only when asked
+
     with user_errors():
         check_numbers(figure)
         store = Store.open(db, create=False)

@@ -5,6 +5,7 @@ STUDY is the name of a built-in study, of a file in ``./studies/``, or the path 
 
 # No `from __future__ import annotations`: Typer evaluates the option annotations, whose
 # help texts are f-strings over each study's own defaults.
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -41,6 +42,9 @@ def study_command(name: str, study):
         db: DbOption = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")] = "auto",
         dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points and which are done; train nothing.")] = False,
+        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
+        keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
+        checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
     ) -> None:
         from ablate.cli.live import reporter_for
         from ablate.run import dry_run, execute, plan
@@ -51,17 +55,28 @@ def study_command(name: str, study):
         try:
             if dry_run_:
                 return _print_dry_run(dry_run(store, p))
-            summary = execute(store, p, reporter_for())
+            with user_errors():  # the data is read before anything is written
+                summary = execute(store, p, reporter_for(), retry_failed=retry_failed,
+                                  keep_checkpoints=keep_checkpoints, checkpoints=checkpoints)
+        except KeyboardInterrupt:  # before training began: every write so far was a whole transaction
+            typer.echo("interrupted; unfinished points stay pending", err=True)
+            raise typer.Exit(130)
         finally:
             store.close()
         done = sum(summary.counts.values())
-        typer.echo(
-            f"{summary.study}: {done} trained ({_counts(summary.counts)}), "
-            f"{summary.skipped} already done, {summary.left_failed} failed before (not retried)"
-        )
+        line = f"{summary.study}: {done} trained ({_counts(summary.counts)}), {summary.skipped} already done"
+        if summary.retried:
+            line += f", {summary.retried} failed before and retried"
+        if summary.left_failed:
+            line += f", {summary.left_failed} failed before (not retried; --retry-failed trains them again)"
+        if summary.elsewhere:
+            line += f", {summary.elsewhere} running in another runner"
+        typer.echo(line)
+        for error in summary.errors:
+            typer.echo(f"error: {error}", err=True)
         if summary.interrupted:
             raise typer.Exit(130)
-        if summary.failed:
+        if not summary.ok:
             raise typer.Exit(1)
 
     return typer.main.get_command(app)

@@ -44,7 +44,14 @@ def status(
     console.print(table)
     for s in found:
         for r in s["runs"]:
-            if r["status"] in ("failed", "stale"):
-                console.print(f"{s['name']} run {r['id']} ({r['label']}, seed {r['seed']}) {r['status']}: "
-                              f"{r['error'] or 'no heartbeat; the next ablate run re-queues it'}",
-                              markup=False, highlight=False)
+            if r["status"] not in ("failed", "stale"):
+                continue
+            if r["status"] == "stale":
+                why = f"{r['stale_reason']}; the next 'ablate run {s['name']}' re-queues it to resume from its last checkpoint"
+            else:
+                why = f"{r['error'] or 'no message'} ('ablate run {s['name']} --retry-failed' trains it again)"
+            console.print(f"{s['name']} run {r['id']} ({r['label']}, seed {r['seed']}) {r['status']}: {why}",
+                          markup=False, highlight=False, soft_wrap=True)
+            if r["notes"]:
+                console.print(f"  notes: {'; '.join(r['notes'].splitlines())}", markup=False, highlight=False,
+                              soft_wrap=True)

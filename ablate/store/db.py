@@ -2,23 +2,35 @@
 
 Every public method is one transaction: a crash between two of them leaves the database
 consistent, and an epoch's metrics land together with the run's progress or not at all.
+
+Several runners may share one database. On SQLite every write transaction starts with
+``BEGIN IMMEDIATE``, so writers queue for the lock (WAL, a 30 s busy timeout) instead of
+failing when a read turns into a write; what SQLite still reports as busy is retried with
+backoff. Readers never block writers. On a server database (PostgreSQL) the claim is the
+same compare-and-swap. A runner's writes to a run carry its claim's number (``token``): a
+run re-queued and claimed again behind its back refuses them.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import random
+import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ablate.store import migrate
+from ablate.store.liveness import STALE_AFTER_S, stale_reason, this_host
 from ablate.store.schema import (
     SCHEMA_VERSION,
     ArtifactRow,
@@ -33,8 +45,11 @@ from ablate.store.schema import (
 DEFAULT_URL = "sqlite:///results.db"
 SQLITE_MAGIC = b"SQLite format 3\x00"
 RESULT_COLUMNS = ("test_acc", "test_loss", "train_acc", "train_loss")
-HEARTBEAT_S = 10.0  # a worker says it is alive this often, even inside a long epoch
-STALE_AFTER_S = 180.0  # a running run silent this long belongs to a runner that died
+BUSY_TIMEOUT_MS = 30_000  # SQLite waits this long for a lock before it says busy
+BUSY_GIVE_UP_S = 600.0  # then ablate retries with backoff for this long in all
+DONE = ("complete", "diverged", "failed")
+
+T = TypeVar("T")
 
 
 class StoreError(Exception):
@@ -55,6 +70,9 @@ class Claim:
     config: dict[str, Any]
     seed: int
     label: str
+    config_hash: str = ""
+    token: int = 0  # this claim's number (runs.attempts): pass it to every write of the run
+    epochs_done: int = 0  # what the database holds; the checkpoint may be one epoch ahead
 
 
 def resolve_url(url: str | None) -> str:
@@ -69,54 +87,126 @@ def _sqlite_path(url: sa.URL) -> Path | None:
     return Path(url.database)
 
 
+def default_checkpoint_dir(url: str) -> Path:
+    """Checkpoints live beside the database, not in it: ``DIR/checkpoints/NAME/`` for
+    ``DIR/NAME.db``; for a server database, ``./checkpoints/NAME/`` (``--checkpoints``
+    overrides both). One folder per database, so two databases side by side never share
+    a ``run-<id>.pt``."""
+    try:
+        parsed = sa.make_url(resolve_url(url))
+    except ArgumentError:
+        return Path("checkpoints")
+    path = _sqlite_path(parsed)
+    if path is not None:
+        return path.parent / "checkpoints" / path.stem
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", parsed.database or "memory").strip("._") or "db"
+    return Path("checkpoints") / name
+
+
 def _check_sqlite_file(path: Path, create: bool) -> bool:
     """Refuse, before SQLAlchemy touches it, a path that cannot hold our database.
 
     Returns whether the file exists. A file that is not SQLite is never opened, so it is
-    never damaged.
+    never damaged; a writer is refused where SQLite could not write its journal.
     """
+    parent = path.parent if str(path.parent) else Path(".")
     if path.exists():
         if path.is_dir():
             raise StoreError(f"database path '{path}' is a directory; give a file path or a URL")
-        with path.open("rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
+        try:
+            with path.open("rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except OSError as e:
+            raise StoreError(f"cannot read database '{path}': {e.strerror}") from None
         if head and head != SQLITE_MAGIC:
             raise StoreError(f"'{path}' is not a SQLite database; give a new file path or an ablate database")
+        if create and not os.access(path, os.W_OK):
+            raise StoreError(f"database '{path}' is read-only; give a writable file or a copy of it")
+        if create and not os.access(parent, os.W_OK):
+            raise StoreError(f"database '{path}' is in read-only directory '{parent}' (SQLite writes its "
+                             "journal beside the file); give a writable directory")
         return True
-    parent = path.parent if str(path.parent) else Path(".")
     if create:
         if not parent.is_dir():
             raise StoreError(f"cannot create database '{path}': directory '{parent}' does not exist")
         if not os.access(parent, os.W_OK):
-            raise StoreError(f"cannot create database '{path}': directory '{parent}' is not writable")
+            raise StoreError(f"cannot create database '{path}': directory '{parent}' is read-only; "
+                             "give a writable directory")
     return False
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    # pysqlite's own transaction handling would begin late and never IMMEDIATE: turn it off
+    # and say BEGIN ourselves (below).
+    dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
-    # WAL lets readers (status, report) read while a runner writes; the busy timeout makes
-    # a second writer wait for the lock instead of failing with "database is locked".
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA synchronous=NORMAL")  # in WAL: never corrupt, at most the last commits lost on power loss
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    # A writer takes the write lock when it begins, waiting for it as long as the busy
+    # timeout says. A deferred transaction that reads and then writes fails at once with
+    # "database is locked" when another writer committed in between, whatever the timeout.
+    write = conn.get_execution_options().get("ablate_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _is_busy(e: OperationalError) -> bool:
+    text = str(e.orig).lower()
+    code = getattr(e.orig, "pgcode", None) or getattr(e.orig, "sqlstate", None)
+    # SQLite: locked or busy; PostgreSQL: serialization failure, deadlock, lock timeout.
+    return "locked" in text or "busy" in text or code in ("40001", "40P01", "55P03")
+
+
+def _retrying(integrity: bool = False) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Retry a whole transaction, with backoff, while the database says busy (and, with
+    ``integrity``, when a concurrent writer inserted the same unique row first: the retry
+    then finds it). Only for methods that are one transaction, safe to run again."""
+
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def retry(self: Store, *args, **kwargs) -> T:
+            deadline = time.monotonic() + BUSY_GIVE_UP_S
+            delay = 0.02
+            while True:
+                try:
+                    return fn(self, *args, **kwargs)
+                except OperationalError as e:
+                    if not _is_busy(e) or time.monotonic() > deadline:
+                        raise
+                except IntegrityError:
+                    if not integrity or time.monotonic() > deadline:
+                        raise
+                self.busy_retries += 1
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 2.0)
+
+        return retry
+
+    return wrap
 
 
 class Store:
     def __init__(self, engine: sa.Engine, url: str):
         self.engine = engine
         self.url = url
-        self._session = sessionmaker(engine, expire_on_commit=False)
+        self.busy_retries = 0  # transactions tried again because the database was busy
+        self.path: Path | None = None  # the SQLite file, if it is one
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(engine.execution_options(ablate_write=True), expire_on_commit=False)
 
     # ------------------------------------------------------------------- opening
 
     @classmethod
     def open(cls, url: str | None = None, create: bool = True) -> Store:
-        """Open (and with ``create``, make) the database at ``url``.
+        """Open (and with ``create``, make) the database at ``url``, upgrading an older schema.
 
         With ``create=False`` a missing SQLite file is not made: the store is empty and
-        in memory, so ``status`` and ``report`` on a fresh directory write nothing.
+        in memory, so ``status`` and ``report`` on a fresh directory write nothing. A
+        database of a newer ablate is refused before anything is written to it.
         """
         url = resolve_url(url)
         try:
@@ -124,63 +214,107 @@ class Store:
         except ArgumentError:
             raise StoreError(f"cannot parse database URL '{url}'; give a file path or e.g. sqlite:///results.db") from None
         path = _sqlite_path(parsed)
+        memory = parsed.get_backend_name() == "sqlite" and path is None
         if path is not None and not _check_sqlite_file(path, create) and not create:
-            parsed = sa.make_url("sqlite://")
+            parsed, memory = sa.make_url("sqlite://"), True
         try:
             engine = sa.create_engine(parsed)
         except (ArgumentError, ImportError) as e:
             raise StoreError(f"cannot open database '{url}': {e}") from None
         if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "connect", _sqlite_connect)
+            event.listen(engine, "begin", _sqlite_begin)
         store = cls(engine, url)
-        store._prepare()
+        store.path = None if memory else path
+        try:
+            store._prepare(memory)
+        except BaseException:
+            engine.dispose()
+            raise
         return store
 
-    def _prepare(self) -> None:
+    @_retrying()
+    def _prepare(self, memory: bool) -> None:
         try:
-            with self.engine.begin() as conn:
-                tables = set(sa.inspect(conn).get_table_names())
-                if "schema_version" in tables:
-                    found = conn.execute(sa.select(VersionRow.version)).scalar()
-                    if found is not None and found > SCHEMA_VERSION:
-                        raise StoreError(
-                            f"database '{self.url}' has schema version {found}, newer than this "
-                            f"ablate's {SCHEMA_VERSION}; upgrade ablate to use it"
-                        )
-                elif tables and "runs" not in tables:
-                    raise StoreError(f"database '{self.url}' holds other tables, not an ablate database")
-                Base.metadata.create_all(conn)
-                if "schema_version" not in tables:
+            if memory:
+                with self.engine.begin() as conn:
+                    Base.metadata.create_all(conn)
                     conn.execute(sa.insert(VersionRow).values(id=1, version=SCHEMA_VERSION))
-        except (OperationalError, DatabaseError) as e:
+                return
+            found = migrate.inspect_sqlite_file(self.path) if self.path is not None else None
+            if found is None:
+                with self.engine.connect() as conn:  # a read: a refused database stays untouched
+                    found = migrate.inspect(conn)
+            self._refuse(found)
+            if self.engine.dialect.name == "sqlite":
+                self._wal()
+            if not found.current:
+                with self.engine.execution_options(ablate_write=True).begin() as conn:
+                    if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE, for a server
+                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({migrate.LOCK_ID})")
+                    found = migrate.inspect(conn)  # another runner may have upgraded it meanwhile
+                    self._refuse(found)
+                    if not found.current:
+                        migrate.upgrade(conn, found)
+        except OperationalError as e:
+            if _is_busy(e):
+                raise
             raise StoreError(f"cannot open database '{self.url}': {e.orig}") from None
+        except DatabaseError as e:
+            raise StoreError(f"cannot open database '{self.url}': {e.orig}") from None
+
+    def _refuse(self, found: migrate.Found) -> None:
+        if found.newer:
+            raise StoreError(
+                f"database '{self.url}' has schema version {found.version}, newer than this "
+                f"ablate's {SCHEMA_VERSION}; upgrade ablate to use it"
+            )
+        if not found.empty and not found.ours:
+            raise StoreError(f"database '{self.url}' holds other tables, not an ablate database")
+
+    def _wal(self) -> None:
+        # WAL lets readers (status, report) read while runners write. It is a property of
+        # the file, set once, outside any transaction.
+        raw = self.engine.raw_connection()
+        try:
+            mode = raw.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode.lower() != "wal":
+                raw.execute("PRAGMA journal_mode=WAL")
+        finally:
+            raw.close()
 
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        return default_checkpoint_dir(self.url)
+
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._session.begin() as s:
+    def session(self, write: bool = False) -> Iterator[Session]:
+        with (self._write if write else self._read).begin() as s:
             yield s
 
     # ------------------------------------------------------------------ writing
 
+    @_retrying(integrity=True)
     def sync_study(self, name: str, description: str, spec: dict[str, Any]) -> int:
         """The study's id, creating or updating its row."""
-        with self.session() as s:
+        with self.session(write=True) as s:
             row = s.scalar(sa.select(StudyRow).where(StudyRow.name == name))
             if row is None:
                 row = StudyRow(name=name, description=description, spec_json=json.dumps(spec))
                 s.add(row)
-            else:
+            elif (row.description, row.spec_json) != (description, json.dumps(spec)):
                 row.description, row.spec_json = description, json.dumps(spec)
             s.flush()
             return row.id
 
+    @_retrying(integrity=True)
     def add_runs(self, study_id: int, runs: Iterable[NewRun]) -> int:
         """Insert the runs not yet recorded as pending; return how many were new."""
         runs = list(runs)
-        with self.session() as s:
+        with self.session(write=True) as s:
             have = {
                 tuple(r)
                 for r in s.execute(sa.select(RunRow.config_hash, RunRow.seed).where(RunRow.study_id == study_id))
@@ -193,13 +327,15 @@ class Store:
                 ))
             return len(new)
 
+    @_retrying()
     def claim(self, study_id: int, device: str, host: str, pid: int, only: set[int] | None = None) -> Claim | None:
         """Mark the oldest pending run of the study running and return it, or None.
 
-        A compare-and-swap on the status: of two claimers of one row, one update matches.
+        A compare-and-swap on the status: of two claimers of one row, one update matches
+        (on SQLite the write lock serialises them; on a server the row lock does).
         """
-        while True:
-            with self.session() as s:
+        with self.session(write=True) as s:
+            while True:
                 q = sa.select(RunRow.id).where(RunRow.study_id == study_id, RunRow.status == "pending")
                 if only is not None:
                     q = q.where(RunRow.id.in_(only))
@@ -210,33 +346,86 @@ class Store:
                 done = s.execute(
                     sa.update(RunRow)
                     .where(RunRow.id == run_id, RunRow.status == "pending")
-                    .values(status="running", device=device, host=host, pid=pid,
+                    .values(status="running", device=device, host=host, pid=pid, attempts=RunRow.attempts + 1,
                             started_at=now, heartbeat_at=now, ended_at=None, error=None)
                 )
                 if done.rowcount == 1:
-                    row = s.get(RunRow, run_id)
-                    return Claim(run_id, json.loads(row.config_json), row.seed, row.label)
+                    row = s.execute(
+                        sa.select(RunRow.config_json, RunRow.seed, RunRow.label, RunRow.config_hash,
+                                  RunRow.attempts, RunRow.epochs_done).where(RunRow.id == run_id)
+                    ).one()
+                    return Claim(run_id, json.loads(row.config_json), row.seed, row.label, row.config_hash,
+                                 row.attempts, row.epochs_done)
 
-    def record_epoch(self, run_id: int, epoch: int, metrics: dict[str, float]) -> None:
-        with self.session() as s:
-            s.execute(sa.delete(MetricRow).where(MetricRow.run_id == run_id, MetricRow.step == epoch))
-            s.add_all(MetricRow(run_id=run_id, step=epoch, name=k, value=_finite(v)) for k, v in metrics.items())
-            s.execute(
-                sa.update(RunRow).where(RunRow.id == run_id).values(epochs_done=epoch, heartbeat_at=utcnow())
-            )
+    def _own(self, s: Session, run_id: int, token: int | None, **values: Any) -> bool:
+        """Touch the run (heartbeat, plus ``values``) if it is still the claim ``token``'s.
 
-    def record_metrics(self, run_id: int, step: int, values: dict[str, float]) -> None:
+        Without a token (tests, tools) any run is taken as it is."""
+        q = sa.update(RunRow).where(RunRow.id == run_id)
+        if token is not None:
+            q = q.where(RunRow.status == "running", RunRow.attempts == token)
+        return s.execute(q.values(heartbeat_at=utcnow(), **values)).rowcount == 1
+
+    @_retrying()
+    def record_epoch(self, run_id: int, epoch: int, metrics: dict[str, float], token: int | None = None) -> bool:
+        """An epoch's metrics and the run's progress, together. Writing an epoch again
+        replaces its values. False (and nothing written) if the run is no longer this claim's."""
+        with self.session(write=True) as s:
+            if not self._own(s, run_id, token, epochs_done=epoch):
+                return False
+            _put_metrics(s, run_id, epoch, metrics)
+            return True
+
+    @_retrying()
+    def record_metrics(self, run_id: int, step: int, values: dict[str, float], token: int | None = None) -> bool:
         """Scalars at any step (probes log by training step), leaving the run's progress alone."""
-        with self.session() as s:
+        with self.session(write=True) as s:
+            if not self._own(s, run_id, token):
+                return False
+            _put_metrics(s, run_id, step, values)
+            return True
+
+    @_retrying()
+    def resume(self, run_id: int, epoch: int, history: list[tuple[int, dict[str, float]]],
+               token: int | None = None) -> bool:
+        """A claimed run starts again from the end of ``epoch`` (0: from scratch).
+
+        ``history`` holds the epochs its checkpoint covers; they are written (again), and
+        the epoch metrics the checkpoint does not cover are dropped: the database may have
+        run one epoch ahead of the checkpoint, and those epochs are trained anew. Probe
+        scalars of later training steps stay until the replay overwrites them.
+        """
+        with self.session(write=True) as s:
+            if not self._own(s, run_id, token, epochs_done=epoch):
+                return False
+            if epoch == 0:
+                s.execute(sa.delete(MetricRow).where(MetricRow.run_id == run_id))
+                s.execute(sa.delete(ArtifactRow).where(ArtifactRow.run_id == run_id))
+                return True
+            names = sorted({k for _, m in history for k in m})
             s.execute(sa.delete(MetricRow).where(
-                MetricRow.run_id == run_id, MetricRow.step == step, MetricRow.name.in_(list(values))
+                MetricRow.run_id == run_id, MetricRow.step > epoch, MetricRow.name.in_(names)
             ))
-            s.add_all(MetricRow(run_id=run_id, step=step, name=k, value=_finite(v)) for k, v in values.items())
+            for e, m in history:
+                _put_metrics(s, run_id, e, m)
+            return True
 
-    def heartbeat(self, run_id: int) -> None:
-        with self.session() as s:
-            s.execute(sa.update(RunRow).where(RunRow.id == run_id).values(heartbeat_at=utcnow()))
+    @_retrying()
+    def heartbeat(self, run_id: int, token: int | None = None) -> bool:
+        """The run's worker is alive. False if the run is no longer this claim's."""
+        with self.session(write=True) as s:
+            return self._own(s, run_id, token)
 
+    @_retrying()
+    def add_note(self, run_id: int, note: str, token: int | None = None) -> bool:
+        with self.session(write=True) as s:
+            row = s.get(RunRow, run_id, with_for_update=True)  # a row lock on a server
+            if row is None or (token is not None and (row.status != "running" or row.attempts != token)):
+                return False
+            row.notes = _append(row.notes, note)
+            return True
+
+    @_retrying()
     def finish(
         self,
         run_id: int,
@@ -245,49 +434,98 @@ class Store:
         wall_s: float | None = None,
         error: str | None = None,
         versions: dict[str, str] | None = None,
-    ) -> None:
+        token: int | None = None,
+    ) -> bool:
         """Close a run as complete, diverged or failed, with its final numbers."""
         metrics = metrics or {}
         versions = versions or {}
-        with self.session() as s:
-            s.execute(
-                sa.update(RunRow).where(RunRow.id == run_id).values(
+        with self.session(write=True) as s:
+            q = sa.update(RunRow).where(RunRow.id == run_id)
+            if token is not None:
+                q = q.where(RunRow.status == "running", RunRow.attempts == token)
+            return s.execute(
+                q.values(
                     status=status, ended_at=utcnow(), wall_s=wall_s, error=error,
                     torch_version=versions.get("torch"), ablate_version=versions.get("ablate"),
                     **{k: _finite(metrics.get(k)) for k in RESULT_COLUMNS},
                 )
-            )
+            ).rowcount == 1
 
-    def put_artifact(self, run_id: int, name: str, data: bytes, dtype: str, shape: list[int]) -> None:
-        with self.session() as s:
+    @_retrying()
+    def put_artifact(self, run_id: int, name: str, data: bytes, dtype: str, shape: list[int],
+                     token: int | None = None) -> bool:
+        with self.session(write=True) as s:
+            if not self._own(s, run_id, token):
+                return False
             s.merge(ArtifactRow(run_id=run_id, name=name, dtype=dtype, shape=json.dumps(list(shape)), data=data))
+            return True
 
-    def release(self, run_id: int) -> None:
-        """Put an interrupted run back in the queue, dropping its partial metrics."""
-        with self.session() as s:
-            s.execute(sa.delete(MetricRow).where(MetricRow.run_id == run_id))
-            s.execute(sa.delete(ArtifactRow).where(ArtifactRow.run_id == run_id))
-            s.execute(
-                sa.update(RunRow).where(RunRow.id == run_id).values(
-                    status="pending", epochs_done=0, device=None, host=None, pid=None,
-                    started_at=None, heartbeat_at=None,
-                )
-            )
+    @_retrying()
+    def release(self, run_id: int, token: int | None = None, note: str | None = None) -> bool:
+        """Put an unfinished run back in the queue.
 
-    def requeue_stale(self, study_id: int | None, older_than_s: float) -> int:
-        """Runs left `running` by a runner that stopped beating go back to pending."""
-        cutoff = utcnow() - timedelta(seconds=older_than_s)
-        with self.session() as s:
-            q = sa.select(RunRow.id).where(RunRow.status == "running", RunRow.heartbeat_at < cutoff)
+        Its metrics stay: the next claim resumes from its checkpoint and drops only the
+        epochs the checkpoint does not cover (``resume``)."""
+        with self.session(write=True) as s:
+            row = s.get(RunRow, run_id, with_for_update=True)  # a row lock on a server
+            if row is None or (token is not None and (row.status != "running" or row.attempts != token)):
+                return False
+            row.status, row.device, row.host, row.pid = "pending", None, None, None
+            row.started_at = row.heartbeat_at = None
+            if note:
+                row.notes = _append(row.notes, note)
+            return True
+
+    @_retrying()
+    def requeue_stale(self, study_id: int | None, older_than_s: float = STALE_AFTER_S,
+                      host: str | None = None) -> list[dict[str, Any]]:
+        """Runs left `running` by a runner that is gone go back to pending, to be resumed.
+
+        Gone: its process on this host no longer exists, or it sent no heartbeat for
+        ``older_than_s``. Each run is swapped only if it is still the claim that was
+        judged stale. Returns id, label and reason of each run re-queued.
+        """
+        host = host or this_host()
+        now = utcnow()
+        out = []
+        with self.session(write=True) as s:
+            q = sa.select(RunRow).where(RunRow.status == "running")
             if study_id is not None:
                 q = q.where(RunRow.study_id == study_id)
-            ids = list(s.scalars(q))
-        for run_id in ids:
-            self.release(run_id)
-        return len(ids)
+            for row in s.scalars(q).all():
+                reason = stale_reason(_as_dict(row), now, host, older_than_s)
+                if reason is None:
+                    continue
+                # Swapped only if nothing moved since it was judged: not re-claimed, no new beat.
+                beat = RunRow.heartbeat_at.is_(None) if row.heartbeat_at is None else RunRow.heartbeat_at == row.heartbeat_at
+                done = s.execute(
+                    sa.update(RunRow)
+                    .where(RunRow.id == row.id, RunRow.status == "running", RunRow.attempts == row.attempts, beat)
+                    .values(status="pending", device=None, host=None, pid=None, started_at=None,
+                            heartbeat_at=None, notes=_append(row.notes, f"attempt {row.attempts} re-queued: {reason}"))
+                )
+                if done.rowcount == 1:
+                    out.append({"id": row.id, "label": row.label, "reason": reason})
+        return out
+
+    @_retrying()
+    def retry_failed(self, study_id: int, only: set[int] | None = None) -> int:
+        """Failed runs (of ``only``, if given) go back to pending; each starts from scratch."""
+        with self.session(write=True) as s:
+            q = sa.select(RunRow).where(RunRow.study_id == study_id, RunRow.status == "failed")
+            if only is not None:
+                q = q.where(RunRow.id.in_(only))
+            rows = s.scalars(q.with_for_update()).all()
+            for row in rows:
+                first = (row.error or "").splitlines()[0] if row.error else "no message"
+                row.status, row.device, row.host, row.pid = "pending", None, None, None
+                row.started_at = row.heartbeat_at = None
+                row.notes = _append(row.notes, f"attempt {row.attempts} failed ({first}); retried")
+            return len(rows)
 
     # ------------------------------------------------------------------ reading
 
+    @_retrying()
     def studies(self) -> list[dict[str, Any]]:
         with self.session() as s:
             rows = s.scalars(sa.select(StudyRow).order_by(StudyRow.name))
@@ -296,6 +534,7 @@ class Store:
                 for r in rows
             ]
 
+    @_retrying()
     def runs(self, study: str | None = None) -> list[dict[str, Any]]:
         """Every run (of one study, if named) with its config decoded, oldest first."""
         with self.session() as s:
@@ -304,12 +543,13 @@ class Store:
                 q = q.where(StudyRow.name == study)
             out = []
             for run, name in s.execute(q):
-                d = {c.key: getattr(run, c.key) for c in sa.inspect(RunRow).column_attrs}
+                d = _as_dict(run)
                 d["config"] = json.loads(d.pop("config_json"))
                 d["study"] = name
                 out.append(d)
             return out
 
+    @_retrying()
     def metrics(self, run_ids: Iterable[int], names: Iterable[str] | None = None) -> list[tuple[int, int, str, float | None]]:
         """Long-format (run_id, step, name, value) rows of the given runs."""
         run_ids = list(run_ids)
@@ -323,6 +563,7 @@ class Store:
                 q = q.where(MetricRow.name.in_(list(names)))
             return [tuple(r) for r in s.execute(q.order_by(MetricRow.run_id, MetricRow.step, MetricRow.name))]
 
+    @_retrying()
     def artifacts(self, run_ids: Iterable[int], name: str | None = None) -> list[tuple[int, str, bytes, str, list[int]]]:
         """(run_id, name, raw bytes, dtype, shape) of the given runs' stored arrays."""
         with self.session() as s:
@@ -330,6 +571,22 @@ class Store:
             if name is not None:
                 q = q.where(ArtifactRow.name == name)
             return [_artifact_tuple(r) for r in s.scalars(q.order_by(ArtifactRow.run_id, ArtifactRow.name))]
+
+
+def _put_metrics(s: Session, run_id: int, step: int, values: dict[str, float]) -> None:
+    """Upsert named scalars at one step; other names at that step (probes) stay."""
+    s.execute(sa.delete(MetricRow).where(
+        MetricRow.run_id == run_id, MetricRow.step == step, MetricRow.name.in_(list(values))
+    ))
+    s.add_all(MetricRow(run_id=run_id, step=step, name=k, value=_finite(v)) for k, v in values.items())
+
+
+def _as_dict(run: RunRow) -> dict[str, Any]:
+    return {c.key: getattr(run, c.key) for c in sa.inspect(RunRow).column_attrs}
+
+
+def _append(notes: str | None, note: str) -> str:
+    return f"{notes}\n{note}" if notes else note
 
 
 def _finite(v: float | None) -> float | None:

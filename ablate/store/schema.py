@@ -1,5 +1,9 @@
 """The database schema, after Optuna's: runs with a state, a heartbeat and UTC times;
-metrics in long format keyed (run, step, name); a single-row schema version."""
+metrics in long format keyed (run, step, name); a single-row schema version.
+
+Every change to these classes is a new Alembic revision in ``migrations/versions/`` that
+sets ``schema_version`` to the new ``SCHEMA_VERSION`` (see ``ablate/store/migrate.py``),
+and a frozen database of the version before it under ``tests/assets/``."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1: the first release; 2: runs.attempts and runs.notes
 
 STATUSES = ("pending", "running", "complete", "failed", "diverged")
 
@@ -69,6 +73,12 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     torch_version: Mapped[str | None] = mapped_column(sa.String(64))
     ablate_version: Mapped[str | None] = mapped_column(sa.String(64))
+    # Claims so far. Each claim takes the next number and the claimer's writes name it, so
+    # a runner whose run was re-queued behind its back (declared stale) writes nothing more.
+    attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
+    # What happened to the run on the way, one line each: re-queued after a crash, resumed,
+    # retried at half the batch size after running out of memory.
+    notes: Mapped[str | None] = mapped_column(sa.Text)
 
     study: Mapped[StudyRow] = relationship(back_populates="runs")
 
