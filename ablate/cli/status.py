@@ -13,6 +13,8 @@ from ablate.status import study_status
 from ablate.store import Store
 
 COLUMNS = ("complete", "running", "pending", "failed", "diverged", "stale")
+# Short headers, so the table fits 80 columns on a pipe or in a CI log.
+HEADERS = ("done", "run", "pend", "fail", "div", "stale")
 
 
 def status(
@@ -35,7 +37,7 @@ def status(
     if not found:
         typer.echo(f"no runs{' of ' + study if study else ''} in {store.url}")
         return
-    table = Table("study", *COLUMNS, "best acc", "updated (UTC)")
+    table = Table("study", *HEADERS, "best acc", "updated (UTC)")
     for s in found:
         best = f"{s['best_test_acc']:.4f}" if s["best_test_acc"] is not None else "-"
         last = s["last_update"].strftime("%m-%d %H:%M") if s["last_update"] else "-"
