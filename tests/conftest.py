@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,24 @@ def store(db_url):
 
 def file_digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def race(fn, n: int = 4) -> list[str]:
+    """Run ``fn(i)`` for i in 0..n-1 in threads started together; return their errors.
+
+    An exception (an assert included) inside a thread would otherwise vanish with it.
+    """
+    errors: list[str] = []
+
+    def guarded(i: int) -> None:
+        try:
+            fn(i)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

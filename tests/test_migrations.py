@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import threading
 from contextlib import closing
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from ablate.cli import app
 from ablate.store import SCHEMA_VERSION, Store, StoreError
 from ablate.store.migrate import REVISIONS
 from ablate.store.schema import Base
-from tests.conftest import file_digest
+from tests.conftest import file_digest, race
 
 ASSETS = Path(__file__).parent / "assets"
 FROZEN = {1: ASSETS / "results-v1.db"}  # one per earlier version; see tests/assets/make_v1_db.py
@@ -109,19 +108,7 @@ def test_an_upgraded_database_works_on(tmp_path):
 def test_concurrent_openers_upgrade_once(tmp_path):
     path = tmp_path / "old.db"
     shutil.copy(FROZEN[1], path)
-    errors = []
-
-    def open_it():
-        try:
-            Store.open(str(path)).close()
-        except Exception as e:  # noqa: BLE001
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = race(lambda i: Store.open(str(path)).close())
     assert errors == [] and _rows(path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 

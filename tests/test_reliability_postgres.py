@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from ablate.cli import app
 from ablate.store import SCHEMA_VERSION, NewRun, Store, StoreError
+from tests.conftest import race
 
 pytest.importorskip("psycopg2")
 
@@ -62,20 +63,7 @@ def test_migrations_build_the_schema_and_a_second_open_changes_nothing(pg_url):
 
 
 def test_concurrent_first_opens_upgrade_once(pg_url):
-    errors = []
-
-    def open_it():
-        try:
-            Store.open(pg_url).close()
-        except Exception as e:  # noqa: BLE001
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    assert race(lambda i: Store.open(pg_url).close()) == []
 
 
 def test_concurrent_claimers_take_each_run_exactly_once(pg_url):
@@ -96,11 +84,7 @@ def test_concurrent_claimers_take_each_run_exactly_once(pg_url):
                 claimed.append(claim.run_id)
         store.close()
 
-    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    assert race(claimer) == []
     assert sorted(claimed) == list(range(1, 61))
     store = Store.open(pg_url)
     assert {(r["status"], r["attempts"]) for r in store.runs("s")} == {("complete", 1)}
@@ -109,22 +93,13 @@ def test_concurrent_claimers_take_each_run_exactly_once(pg_url):
 
 def test_concurrent_add_runs_of_one_study(pg_url):
     Store.open(pg_url).close()
-    errors = []
+    def add(i):
+        store = Store.open(pg_url)
+        sid = store.sync_study("s", "", {})
+        store.add_runs(sid, [NewRun("h", seed, {}, "x") for seed in range(20)])
+        store.close()
 
-    def add():
-        try:
-            store = Store.open(pg_url)
-            sid = store.sync_study("s", "", {})
-            store.add_runs(sid, [NewRun("h", seed, {}, "x") for seed in range(20)])
-            store.close()
-        except Exception as e:  # noqa: BLE001
-            errors.append(repr(e))
-
-    threads = [threading.Thread(target=add) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = race(add)
     store = Store.open(pg_url)
     assert errors == [] and len(store.runs("s")) == 20
     store.close()
