@@ -1,14 +1,25 @@
-"""Shared fixtures: a fresh database per test, run from a scratch directory."""
+"""Shared fixtures: a fresh database per test, run from a scratch directory.
+
+``db_url`` and ``store`` are SQLite. ``any_db_url`` and ``any_store`` run a test once on
+SQLite and once on PostgreSQL (ids ``sqlite`` and ``postgres``: ``pytest -k postgres``); the
+PostgreSQL runs need a server at ``ABLATE_TEST_POSTGRES_URL`` (``.ci/run`` starts one) and
+are skipped without it. Each gets a database of its own there, dropped after the test.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from ablate.store import Store
+
+PG_ENV = "ABLATE_TEST_POSTGRES_URL"
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +39,48 @@ def db_url(tmp_path) -> str:
 @pytest.fixture
 def store(db_url):
     s = Store.open(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """The PostgreSQL server to test against: a URL to a database on it, as a user who may
+    CREATE DATABASE, e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"no PostgreSQL server: set {PG_ENV}=postgresql+psycopg://USER@HOST:PORT/DB "
+                    "(.ci/run starts one)")
+    parsed = sa.make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):  # SQLAlchemy's default would be psycopg2
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_url(pg_server_url) -> str:
+    """A fresh database on the server, dropped after the test (connections and all)."""
+    name = f"ablate_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_server_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield sa.make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db_url(request, db_url) -> str:
+    """The test runs on each backend: a SQLite file, then a PostgreSQL database."""
+    return db_url if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def any_store(any_db_url):
+    s = Store.open(any_db_url)
     yield s
     s.close()
 
