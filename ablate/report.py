@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ablate import figures, stats
+from ablate import compare, figures, stats
 from ablate.config import ConfigError, flatten
 from ablate.results import artifacts_map, metrics_frame, runs_frame
 from ablate.store import Store
@@ -149,8 +149,23 @@ def write_report(store: Store, out: Path, numbers: list[int] | None = None) -> l
     entries = draw_figures(store, out, numbers)
     extra = [] if numbers else other_studies(store, {e.study for e in entries})
     results = pd.DataFrame() if numbers else results_table(store)
-    (out / "README.md").write_text(render_readme(entries, extra, results, store.url))
+    tabled = {e.study for e in entries if e.table is not None} | {name for name, _, _ in extra}
+    notes = significance(store, tabled)
+    (out / "README.md").write_text(render_readme(entries, extra, results, store.url, notes))
     return entries
+
+
+def significance(store: Store, studies: set[str]) -> dict[str, str]:
+    """Study -> the line under its table naming the values that differ from the baseline at
+    p < 0.05; only studies whose runs pair up at least twice (two seeds) get one."""
+    out = {}
+    for s in store.studies():
+        if s["name"] in studies:
+            found = compare.compare_axes(_finished(store, s["name"]), s["spec"].get("axes", {}), s["name"])
+            line = _significance_md(found)
+            if line:
+                out[s["name"]] = line
+    return out
 
 
 # ------------------------------------------------------------------------- markdown
@@ -200,7 +215,27 @@ def _results_md(results: pd.DataFrame) -> str:
     return _md(head, rows)
 
 
-def render_readme(entries: list[Entry], extra, results: pd.DataFrame, db_url: str) -> str:
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
+def _significance_md(comparisons: list[compare.Comparison]) -> str:
+    parts = []
+    for c in comparisons:
+        if not c.tested:
+            continue
+        found = [f"{r.value} ({100 * r.mean_diff:+.2f} pp, p {_p(r.p)})" for r in c.significant]
+        parts.append(f"`{c.axis}` against {c.baseline}: {', '.join(found) if found else 'none'}.")
+    if not parts:
+        return ""
+    return ("Differ from the baseline at p < 0.05 (`ablate compare`: paired t-test, runs matched by seed and "
+            "the other axes): " + " ".join(parts))
+
+
+def render_readme(entries: list[Entry], extra, results: pd.DataFrame, db_url: str,
+                  notes: dict[str, str] | None = None) -> str:
+    """``notes``: study -> a line under its table (which values differ from the baseline)."""
+    notes = notes or {}
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "# Study report",
@@ -223,7 +258,11 @@ def render_readme(entries: list[Entry], extra, results: pd.DataFrame, db_url: st
         parts += [f"![Figure {e.number}]({e.png.name})", "", f"Study `{e.study}`; numbers: [{e.csv.name}]({e.csv.name})."]
         if e.table is not None and e.study not in tabled:
             parts += ["", _table_md(e.table)]
+            if e.study in notes:
+                parts += ["", notes[e.study]]
             tabled.add(e.study)
     for name, description, table in extra:
         parts += ["", f"## Study `{name}`", "", description, "", _table_md(table)]
+        if name in notes:
+            parts += ["", notes[name]]
     return "\n".join(parts) + "\n"

@@ -1,18 +1,25 @@
-"""Runs and metrics as pandas DataFrames: what figures, reports and notebooks read.
+"""Runs and metrics as pandas DataFrames: what figures, reports, ``ablate export`` and
+notebooks read.
 
     from ablate import results
     runs = results.runs(study="depth")          # one row per run, config as dotted columns
     curves = results.metrics(study="depth", names=["test_acc"])
+    results.export("runs.parquet", study="depth", format="parquet")
 """
 
 from __future__ import annotations
 
+import io
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-from ablate.config import flatten
+from ablate.config import ConfigError, flatten
 from ablate.store import Store
 
 RUN_COLUMNS = [
@@ -21,6 +28,14 @@ RUN_COLUMNS = [
     "started_at", "ended_at", "error",
 ]
 METRIC_COLUMNS = ["run_id", "step", "name", "value"]
+# The exported per-epoch table carries each run's identity so it joins without the runs table.
+LONG_METRIC_COLUMNS = ["study", "run_id", "seed", "label", "step", "name", "value"]
+FORMATS = ("csv", "parquet", "json")
+PARQUET_HINT = 'Parquet needs pyarrow: pip install -e ".[parquet]"'
+
+
+class UnknownStudy(ConfigError):
+    pass
 
 
 def _with_store(db: str | Store | None):
@@ -51,10 +66,36 @@ def artifacts_map(store: Store, run_ids: Iterable[int]) -> dict[int, dict[str, n
     return out
 
 
+def check_study(store: Store, study: str | None) -> None:
+    """Refuse a study the database does not know: a typo would otherwise read as "no runs"."""
+    if study is None:
+        return
+    known = [s["name"] for s in store.studies()]
+    if study not in known:
+        where = f"studies in {store.url}: {', '.join(known)}" if known else f"{store.url} holds no studies yet"
+        raise UnknownStudy(f"unknown study '{study}'; {where}")
+
+
+def long_metrics_frame(store: Store, found: list[dict], names: Iterable[str] | None = None) -> pd.DataFrame:
+    """``store.metrics`` of the runs ``found`` (``store.runs`` rows), each row with its run's
+    study, seed and label."""
+    if isinstance(names, str):  # names="test_acc" would otherwise match its letters
+        names = [names]
+    long = metrics_frame(store, [r["id"] for r in found], names)
+    who = pd.DataFrame(
+        [(r["study"], r["id"], r["seed"], r["label"]) for r in found], columns=["study", "run_id", "seed", "label"]
+    )
+    return long.merge(who, on="run_id", how="left")[LONG_METRIC_COLUMNS]
+
+
 def runs(db: str | Store | None = None, study: str | None = None) -> pd.DataFrame:
-    """One row per run: status, seed, final metrics (``test_acc`` a fraction) and config columns."""
+    """One row per run: status, seed, final metrics (``test_acc`` a fraction) and config columns.
+
+    The columns ``ablate export`` writes. A study the database does not know is an error.
+    """
     store, close = _with_store(db)
     try:
+        check_study(store, study)
         return runs_frame(store, study)
     finally:
         if close:
@@ -62,11 +103,120 @@ def runs(db: str | Store | None = None, study: str | None = None) -> pd.DataFram
 
 
 def metrics(db: str | Store | None = None, study: str | None = None, names: Iterable[str] | None = None) -> pd.DataFrame:
-    """The long per-epoch table (run_id, step, name, value) of a study's runs."""
+    """The long per-epoch table (study, run_id, seed, label, step, name, value) of a study's
+    runs, or of every run; ``names`` keeps only those metrics. ``ablate export --metrics``."""
     store, close = _with_store(db)
     try:
-        ids = [r["id"] for r in store.runs(study)]
-        return metrics_frame(store, ids, names)
+        check_study(store, study)
+        return long_metrics_frame(store, store.runs(study), names)
     finally:
         if close:
             store.close()
+
+
+# ------------------------------------------------------------------------- export
+
+
+def default_out(study: str | None, format: str = "csv", metrics: bool = False) -> Path:
+    """``STUDY.csv``, ``STUDY-metrics.csv``; ``runs.csv``, ``metrics.csv`` for every study."""
+    stem = f"{study}-metrics" if study and metrics else study or ("metrics" if metrics else "runs")
+    return Path(f"{stem}.{format}")
+
+
+def check_format(format: str) -> None:
+    if format not in FORMATS:
+        raise ConfigError(f"unknown format '{format}'; formats: {', '.join(FORMATS)}")
+    if format == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ConfigError(PARQUET_HINT) from None
+
+
+def check_out(out: str | Path) -> None:
+    """Refuse a file that cannot be written before anything is read or written."""
+    if str(out) == "-":
+        return
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"'{out}' is a directory; give a file path (or - for standard output)")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write '{out}': directory '{parent}' does not exist")
+
+
+def _arrow_ready(frame: pd.DataFrame) -> pd.DataFrame:
+    # A config key that is a string in one run and a number in another (a model's
+    # ``channels`` is an int or a list) is one column Arrow cannot type: keep it as text.
+    out = frame.copy()
+    for col in out.columns[out.dtypes == object]:
+        kinds = {type(v) for v in out[col] if not (v is None or (isinstance(v, float) and np.isnan(v)))}
+        if len(kinds) > 1 and not kinds <= {int, float}:
+            out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return out
+
+
+def _json_value(v):
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or pd.isna(v):  # NaN, NaT, pd.NA: null
+        return None
+    return v.isoformat() if hasattr(v, "isoformat") else v
+
+
+def _encode(frame: pd.DataFrame, format: str) -> bytes:
+    if format == "csv":
+        return frame.to_csv(index=False).encode()
+    if format == "json":
+        # records, one object per row; not pandas' to_json, which rounds floats at 15 digits
+        return (json.dumps([{k: _json_value(v) for k, v in r.items()} for r in frame.to_dict("records")])
+                + "\n").encode()
+    buf = io.BytesIO()
+    _arrow_ready(frame).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def write(frame: pd.DataFrame, out: str | Path, format: str = "csv") -> None:
+    """Write ``frame`` as csv, parquet or json to ``out``; ``-`` is standard output.
+
+    A file is written whole or not at all: into a temporary beside it, then renamed.
+    """
+    check_format(format)
+    check_out(out)
+    data = _encode(frame, format)
+    if str(out) == "-":
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, out)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write '{out}': {e.strerror}") from None
+
+
+def export(out: str | Path | None = None, db: str | Store | None = None, study: str | None = None,
+           format: str = "csv", per_epoch: bool = False) -> tuple[Path | str, int]:
+    """``ablate export``: the runs table (or with ``per_epoch`` the metrics table) to a file.
+
+    ``out`` defaults to :func:`default_out`. Returns where it went and the number of rows.
+    A database without a single run is refused rather than exported as an empty table: a
+    missing file opens as an empty database, and a mistyped ``--db`` should not pass unseen.
+    """
+    check_format(format)
+    out = default_out(study, format, per_epoch) if out is None else out
+    check_out(out)
+    store, close = _with_store(db)
+    try:
+        frame = (metrics if per_epoch else runs)(store, study)
+        if study is None and not store.runs():
+            raise ConfigError(f"no runs in {store.url}")
+    finally:
+        if close:
+            store.close()
+    write(frame, out, format)
+    return out, len(frame)

@@ -13,7 +13,7 @@ COMMANDS = sorted(get_command(app).commands)
 
 
 def test_the_commands_are_the_documented_set():
-    assert COMMANDS == ["models", "report", "run", "status", "studies"]
+    assert COMMANDS == ["compare", "export", "models", "report", "run", "status", "studies"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)

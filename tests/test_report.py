@@ -50,3 +50,25 @@ def test_one_figure_writes_only_that_figure(store, tmp_path):
     write_report(store, tmp_path / "r", [4])
     readme = (tmp_path / "r" / "README.md").read_text()
     assert "Figure 4" in readme and "Figure 1:" not in readme and "ablate run depth" in readme
+
+
+def test_readme_names_the_values_that_differ_from_the_baseline(store, tmp_path):
+    spec = {"axes": {"loss.label_smoothing": [0.0, 0.1, 0.2]}}
+    points = []
+    for s, base in enumerate([0.50, 0.55, 0.52]):
+        points += [({"loss": {"label_smoothing": 0.0}}, s, base, 3.0),
+                   ({"loss": {"label_smoothing": 0.1}}, s, base + 0.05 + 0.001 * s, 3.0),
+                   ({"loss": {"label_smoothing": 0.2}}, s, base + (-0.01, 0.012, -0.002)[s], 3.0)]
+    _fill(store, "loss", spec, points, description="label smoothing")
+    write_report(store, tmp_path / "r")
+    readme = (tmp_path / "r" / "README.md").read_text()
+    line = next(line for line in readme.splitlines() if line.startswith("Differ from the baseline"))
+    assert "`loss.label_smoothing` against 0.0: 0.1 (+5.10 pp, p < 0.001)." in line
+    assert "0.2 (" not in line
+
+
+def test_one_seed_adds_no_significance_line(store, tmp_path):
+    spec = {"axes": {"loss.label_smoothing": [0.0, 0.1]}}
+    _fill(store, "loss", spec, [({"loss": {"label_smoothing": v}}, 0, 0.5 + v, 3.0) for v in (0.0, 0.1)])
+    write_report(store, tmp_path / "r")
+    assert "Differ from the baseline" not in (tmp_path / "r" / "README.md").read_text()

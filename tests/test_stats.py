@@ -74,3 +74,24 @@ def test_summarize_empty_frame():
     out = summarize(pd.DataFrame({"depth": [], "test_acc": []}), ["depth"])
     assert out.empty
     assert list(out.columns) == ["depth", "mean", "ci_low", "ci_high", "n"]
+
+
+def test_paired_matches_scipys_paired_t_test():
+    from scipy import stats as scipy_stats
+
+    from ablate.stats import paired
+
+    a, b = [0.71, 0.74, 0.70, 0.73], [0.70, 0.72, 0.69, 0.70]
+    mean, low, high, n, p = paired(np.subtract(a, b))
+    assert n == 4 and mean == pytest.approx(0.0175)
+    assert p == pytest.approx(scipy_stats.ttest_rel(a, b).pvalue)
+    assert (low, high) == pytest.approx(mean_ci(np.subtract(a, b))[1:3])
+
+
+def test_paired_needs_two_and_equal_differences_leave_no_doubt():
+    from ablate.stats import paired
+
+    mean, low, high, n, p = paired([0.02])
+    assert (mean, n) == (0.02, 1) and all(math.isnan(v) for v in (low, high, p))
+    assert paired([0.02, 0.02, 0.02])[3:] == (3, 0.0)
+    assert paired([0.0, 0.0])[4] == 1.0

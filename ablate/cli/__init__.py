@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ablate.cli import catalog, report, run, status
+from ablate.cli import catalog, compare, export, report, run, status
 
 app = typer.Typer(
     name="ablate",
@@ -16,6 +16,8 @@ app = typer.Typer(
 app.add_typer(run.app, name="run")
 app.command("status")(status.status)
 app.command("report")(report.report)
+app.command("export")(export.export)
+app.command("compare")(compare.compare)
 app.command("studies")(catalog.studies)
 app.command("models")(catalog.models)
 

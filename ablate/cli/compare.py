@@ -1,0 +1,70 @@
+"""``ablate compare``: is each value of an axis really better or worse than the baseline?"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ablate.cli.common import DbOption, JsonOption, print_json, user_errors
+
+
+def compare(
+    study: Annotated[str, typer.Argument(help="A study in the database.")],
+    by: Annotated[str, typer.Option("--by", help="The axis, as 'ablate studies' names it: model.block, optimizer, ...")],
+    baseline: Annotated[Optional[str], typer.Option(
+        help="The value to compare against (default: the axis's first value with runs). A table-valued "
+             "axis's values go by their name key (adam), else by their keys (crop_padding=4,flip=True; {} "
+             "for the empty table).")] = None,
+    metric: Annotated[str, typer.Option(help="test_acc, test_loss, train_acc, train_loss or wall_s.")] = "test_acc",
+    db: DbOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Each value of an axis against a baseline, over runs paired by seed: the mean difference,
+    its 95% confidence interval and the paired t-test's p-value.
+
+    A pair is two complete runs with the same seed whose configs differ only in the axis;
+    pairs from the study's other axes are pooled, and a comparison needs at least two.
+    p-values are not corrected for the number of values compared.
+
+    Example: ablate compare resblock --by model.block --baseline original
+    """
+    from ablate.compare import compare as compare_  # pandas and scipy: only when asked
+
+    with user_errors():
+        found = compare_(study, by, db, baseline, metric)
+    if json_:
+        return print_json(found.to_dict())
+    show(found)
+
+
+def _num(x: float | None, pp: bool) -> str:
+    if x is None:
+        return "-"
+    return f"{100 * x:+.2f}" if pp else f"{x:+.4g}"
+
+
+def _p(p: float | None) -> str:
+    return "-" if p is None else "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def show(found) -> None:
+    if found.baseline is None:
+        return typer.echo(f"no complete runs of study '{found.study}' to compare yet: ablate run {found.study}")
+    if not found.rows:
+        return typer.echo(f"only {found.axis} = {found.baseline} has complete runs in study '{found.study}': "
+                          "nothing to compare it with")
+    pp = found.metric.endswith("_acc")  # accuracies are fractions: differences read in points
+    unit = " (pp)" if pp else ""
+    typer.echo(f"{found.study}: {found.metric} by {found.axis}, against {found.baseline}")
+    table = Table("value", "pairs", f"diff{unit}", f"95% CI{unit}", "p", "p < 0.05")
+    for r in found.rows:
+        ci = "-" if r.ci_low is None else f"{_num(r.ci_low, pp)} to {_num(r.ci_high, pp)}"
+        verdict = "needs 2+ pairs" if r.p is None else "yes" if r.significant else "no"
+        table.add_row(r.value, str(r.n), _num(r.mean_diff, pp), ci, _p(r.p), verdict)
+    Console().print(table)
+    if not found.tested:
+        typer.echo(f"No value has two pairs yet, and {found.rows[0].note}: run more seeds of the same points "
+                   f"(ablate run {found.study} --seeds N, with the options of the runs so far).")
