@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ablate import data as datasets
 from ablate.config import ConfigError, parse_assignment, to_dict
@@ -14,14 +15,17 @@ from ablate.store import STALE_AFTER_S, NewRun, Store
 from ablate.studies import GridPoint, Study, expand, load
 
 DONE = ("complete", "diverged")
+BACKENDS = ("local", "ray")
 
 
 @dataclass
 class Plan:
     study: Study
     points: list[GridPoint]
-    devices: list[str]
+    devices: list[str]  # one per worker slot: a GPU shared by K points appears K times
     data_source: str | None
+    backend: str = "local"
+    per_gpu: int | None = None  # None: one point per GPU here; on Ray, by model size
 
 
 @dataclass
@@ -53,8 +57,16 @@ def plan(
     epochs: int | None = None,
     data: str | None = None,
     device: str | None = None,
+    backend: str = "local",
+    per_gpu: int | None = None,
 ) -> Plan:
     """Check every input and expand the grid; touches no database, so bad input writes nothing."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("--backend ray needs Ray, which is not installed: pip install \"ablate[ray]\"")
+    if per_gpu is not None and per_gpu < 1:
+        raise ConfigError(f"--per-gpu must be a positive integer, got {per_gpu}")
     spec = load(study)
     overrides = [parse_assignment(s) for s in sets]
     if epochs is not None:
@@ -65,9 +77,16 @@ def plan(
         raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
     points = expand(spec, overrides, seeds)
     source = None if data in (None, "synthetic") else data
+    if backend == "ray":  # the devices are the cluster's, and each worker reads its own --data
+        kind = (device or "auto").strip()
+        if kind not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"--device '{kind}' with --backend ray: accepted: auto, cpu, cuda (Ray places the points)")
+        return Plan(spec, points, [kind], source, backend, per_gpu)
     if any(p.config.data.dataset == "cifar10" for p in points):
         datasets.check_source(source)
-    return Plan(spec, points, parse_devices(device), source)
+    # Several processes per GPU: small models leave most of it idle when trained one at a time.
+    devices = [d for d in parse_devices(device) for _ in range(per_gpu or 1)]
+    return Plan(spec, points, devices, source, backend, per_gpu)
 
 
 def _study_spec(study: Study) -> dict[str, Any]:
@@ -94,15 +113,17 @@ def execute(
     keep_checkpoints: bool = False,
     checkpoints: str | Path | None = None,
     processes: bool | None = None,
+    address: str | None = None,
 ) -> RunSummary:
     """Record the plan's points, then train those not done yet.
 
     Runs of this study whose runner is gone are re-queued first, and resume from their
     checkpoints; with ``retry_failed``, so are the plan's failed points (from scratch).
-    ``checkpoints`` is the folder for them (default: beside the database).
+    ``checkpoints`` is the folder for them (default: beside the database). ``address`` is
+    the Ray cluster's, for a plan made with ``backend="ray"`` (None: a running one, or a
+    new one on this machine).
     """
     reporter = reporter or QuietReporter()
-    study = plan_.study
     # The data first, while nothing is written: a corrupted batch file leaves the database
     # as it was. Skipped when every point is settled, so a finished study costs no load.
     before = existing(store, plan_)
@@ -112,7 +133,28 @@ def execute(
     folder = Path(checkpoints) if checkpoints is not None else store.checkpoint_dir
     if unsettled:
         _check_writable(folder)
-    preloaded = _preload(plan_) if unsettled else {}
+    if plan_.backend == "local":
+        preloaded = _preload(plan_) if unsettled else {}
+
+        def make_runner(study_id: int) -> Runner:
+            return Runner(store, study_id, plan_.devices, plan_.data_source, reporter, preloaded,
+                          checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes)
+
+        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_runner)
+    from ablate.ray_runner import RayRunner, cluster
+
+    # The cluster before any write: an address that answers nothing leaves the database as it was.
+    with cluster(address, plan_.devices[0], connect=unsettled) as kind:
+        def make_ray_runner(study_id: int) -> Runner:
+            return RayRunner(store, study_id, kind, plan_.data_source, reporter, per_gpu=plan_.per_gpu,
+                             checkpoint_dir=folder, keep_checkpoints=keep_checkpoints)
+
+        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_ray_runner)
+
+
+def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Path, retry_failed: bool,
+                      keep_checkpoints: bool, make_runner: Callable[[int], Runner]) -> RunSummary:
+    study = plan_.study
     study_id = store.sync_study(study.name, study.description, _study_spec(study))
     stale = store.requeue_stale(study_id, STALE_AFTER_S)
     for r in stale:
@@ -134,9 +176,7 @@ def execute(
                          elsewhere=sum(r["status"] == "running" for r in runs.values()))
     if not todo:
         return summary
-    runner = Runner(store, study_id, plan_.devices, plan_.data_source, reporter, preloaded,
-                    checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes)
-    outcome = runner.run(todo, len(todo), skipped)
+    outcome = make_runner(study_id).run(todo, len(todo), skipped)
     summary.counts, summary.interrupted, summary.errors = outcome.counts, outcome.interrupted, outcome.errors
     return summary
 
@@ -166,7 +206,7 @@ def _preload(plan_: Plan) -> dict[str, datasets.Dataset]:
     return {n: datasets.load("synthetic" if n == "synthetic" else plan_.data_source) for n in names}
 
 
-EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes")
+EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address")
 
 
 def run_study(study: str, db: str | None = None, reporter: Reporter | None = None, **options) -> RunSummary:

@@ -30,3 +30,9 @@ def test_every_command_is_in_the_readme(name):
 
 def test_readme_names_install_and_test_commands():
     assert 'pip install -e ".[dev]"' in README and "\npytest" in README
+
+
+def test_every_option_of_ablate_run_is_in_the_readme():
+    study = get_command(app).commands["run"].get_command(None, "smoke")
+    options = [o for p in study.params for o in p.opts if o.startswith("--") and o != "--help"]
+    assert options and [o for o in options if f"`{o}" not in README] == []

@@ -31,7 +31,7 @@ def _help(study) -> str:
 
 
 def study_command(name: str, study):
-    app = typer.Typer()
+    app = typer.Typer(add_completion=False)
 
     @app.command(name=name, help=_help(study), short_help=study.description)
     def command(
@@ -40,7 +40,10 @@ def study_command(name: str, study):
         set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in dotted form, e.g. optimizer.lr=0.05; repeatable.")] = None,
         data: Annotated[Optional[str], typer.Option(help="CIFAR-10 source: a directory (python batches or train/ and test/ image folders), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10).")] = None,
         db: DbOption = None,
-        device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")] = "auto",
+        device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1 (with --backend ray: auto, cpu or cuda).")] = "auto",
+        per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help="Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters].")] = None,
+        backend: Annotated[str, typer.Option(help="local: this machine's devices; ray: Ray tasks on a Ray cluster (pip install \"ablate[ray]\").")] = "local",
+        address: Annotated[Optional[str], typer.Option(help="With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here].")] = None,
         dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points and which are done; train nothing.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
         keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
@@ -50,14 +53,15 @@ def study_command(name: str, study):
         from ablate.run import dry_run, execute, plan
 
         with user_errors():
-            p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device)
+            p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
+                     backend=backend, per_gpu=per_gpu)
             store = Store.open(db, create=not dry_run_)
         try:
             if dry_run_:
                 return _print_dry_run(dry_run(store, p))
             with user_errors():  # the data is read before anything is written
                 summary = execute(store, p, reporter_for(), retry_failed=retry_failed,
-                                  keep_checkpoints=keep_checkpoints, checkpoints=checkpoints)
+                                  keep_checkpoints=keep_checkpoints, checkpoints=checkpoints, address=address)
         except KeyboardInterrupt:  # before training began: every write so far was a whole transaction
             typer.echo("interrupted; unfinished points stay pending", err=True)
             raise typer.Exit(130)
@@ -97,7 +101,7 @@ def _print_dry_run(rows: list[dict]) -> None:
 
 def _broken_command(name: str, message: str):
     """Stands in for a study file that does not load: listed, and refusing with the reason."""
-    app = typer.Typer()
+    app = typer.Typer(add_completion=False)
 
     @app.command(name=name, help=f"(invalid study: {message})", short_help="(invalid study file)",
                  context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
