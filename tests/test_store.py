@@ -240,3 +240,9 @@ def test_concurrent_claimers_take_each_run_exactly_once(any_store):
 
     assert race(claimer) == [] and sorted(claimed) == list(range(1, 41))
     assert {(r["status"], r["attempts"]) for r in any_store.runs("s")} == {("complete", 1)}
+
+
+def test_a_password_in_the_url_is_never_shown():
+    with pytest.raises(StoreError) as e:
+        Store.open("postgresql+psycopg://me:s3cret@127.0.0.1:1/nowhere")
+    assert "s3cret" not in str(e.value) and "me:***@127.0.0.1" in str(e.value)

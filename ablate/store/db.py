@@ -213,6 +213,7 @@ class Store:
             parsed = sa.make_url(url)
         except ArgumentError:
             raise StoreError(f"cannot parse database URL '{url}'; give a file path or e.g. sqlite:///results.db") from None
+        url = parsed.render_as_string(hide_password=True)  # what messages and reports show: never a password
         path = _sqlite_path(parsed)
         memory = parsed.get_backend_name() == "sqlite" and path is None
         if path is not None and not _check_sqlite_file(path, create) and not create:
