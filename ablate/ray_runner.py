@@ -30,7 +30,7 @@ import torch
 from ablate import data as datasets
 from ablate.config import ConfigError
 from ablate.models import count_params, create_model
-from ablate.scheduler import Runner, Task, _Slot, worker_loop
+from ablate.scheduler import Runner, Task, _first_line, _Slot, worker_loop
 
 MAX_RETRIES = 2  # Ray's re-runs of a task whose worker process or node died
 SMALL_MODEL = 1_000_000  # parameters; below this, a point takes a quarter of a GPU by default
@@ -143,8 +143,9 @@ class _TaskHandle:
             return True
         try:
             ray.get(self.ref)
-        except ray.exceptions.RayError as e:  # retries used up: the worker or its node died
-            self.exitcode = type(e).__name__
+        except ray.exceptions.RayError as e:  # retries used up, or the task could not start there
+            cause = e.cause if isinstance(e, ray.exceptions.RayTaskError) and e.cause is not None else e
+            self.exitcode = _first_line(cause)
             return False
         self.ref = None
         return True
