@@ -1,77 +1,338 @@
 #!/usr/bin/env bash
-# Every GPU check of the project in one go, for one call on the device machine:
+# Every GPU check of issue 5 in one go, for ONE call on the device machine:
+#   bash bench/prepare_device.sh        # here, first: wheels into .whl/, data + airbench into .device/
 #   run(command="bash bench/gpu_check.sh", carry=[".whl", ".device"], timeout_s=540)
-# after `bash bench/prepare_device.sh` here. Writes gpu_check.log, summary.json and
-# results.tgz (database, report, benchmark JSON) into $OUT, else bench/out/gpu/.
-# Try it on the CPU first: DEVICE=cpu QUICK=1 bash bench/gpu_check.sh
+# Writes into $OUT (else bench/out/gpu/), four files in all:
+#   gpu_check.log   everything printed
+#   summary.json    date, device, versions, exact commands, each step's rc and seconds, and the
+#                   results: tests, fast vs airbench94, packing, the figure suite (bench/RESULTS.md
+#                   is written from it)
+#   results.tgz     results.db + reports/ of the figure suite, to unpack at the repository's top level
+#   bench.tgz       every benchmark JSON, log, nvidia-smi trace and per-study log
+# Try it on the CPU first (tiny settings, airbench skipped for want of CUDA):
+#   bash bench/prepare_device.sh && DEVICE=cpu QUICK=1 OUT=/tmp/gpucheck bash bench/gpu_check.sh
+#
+# Time budget. The call is allowed 540 s; this script ends itself by DEADLINE=520 s after it
+# starts, whatever happens: every step runs under its own `timeout` (SIGINT, then KILL 10 s
+# later), capped by the time left minus RESERVE (35 s kept for status, report, summary and
+# tarballs) minus those 10 s, and a step that would get less than 20 s is skipped. A failing
+# step records its rc and the script goes on; what finished lands in summary.json and the tarballs.
+#   step          cap     expected on an H100
+#   environment   (none)    ~8 s  wheels into /tmp/site, versions, nvidia-smi
+#   data         90+60 s   ~20 s  unpack the JPEG copy, decode it once (ablate's cache), write
+#                                 airbench's cifar10/train.pt and test.pt from the same tensors
+#   tests           60 s   ~25 s  pytest tests/test_augment.py test_train.py test_models.py, CUDA on
+#   airbench        70 s   ~35 s  airbench94, unmodified: 1 warm-up + 5 runs, its own clock
+#   fast           100 s   ~50 s  ablate's fast recipe through ablate.train: 1 warm-up (2 epochs)
+#                                 + 5 seeds of 12 epochs
+#   speedrun        60 s   ~30 s  the same for the 'speedrun' recipe (airbench94's techniques in
+#                                 ablate), only where studies/speedrun.toml exists
+#   packing        165 s  ~150 s  depth study at --per-gpu 1, 2, 4, 8: 30 s window + wind-down each
+#   suite         the rest ~160 s figure studies, 1 seed, full training set, fewer epochs, packed,
+#                                 most valuable first, each under its own cap
+#   finish          35 s   ~15 s  ablate status + report, summary.json, tarballs
 set -uo pipefail
 cd "$(dirname "$0")/.."
+T0=$(date +%s)
+REPO=$PWD
 OUT="${OUT:-bench/out/gpu}"
 DEVICE="${DEVICE:-cuda}"
-QUICK="${QUICK:-0}"   # 1: tiny settings, to check the script itself on a CPU
+QUICK="${QUICK:-0}"          # 1: tiny settings, to check the script itself on a CPU
+DEADLINE="${DEADLINE:-520}"  # seconds after the start by which everything has ended
+RESERVE=35
 mkdir -p "$OUT"
-work=$(mktemp -d)
-log="$OUT/gpu_check.log"
+OUT=$(cd "$OUT" && pwd)
+work=$(mktemp -d /tmp/gpucheck.XXXXXX)   # outside the project tree: data, airbench's files, databases
+mkdir -p "$work/bench" "$work/suite"
+: > "$work/steps.tsv"
 export PYTHONUNBUFFERED=1
-exec > >(tee "$log") 2>&1
+exec > >(tee "$OUT/gpu_check.log") 2>&1
 
-step() { echo; echo "=== $1 ($(date -u +%H:%M:%S))"; }
-timed() {  # name, command...: runs it, records its exit code and seconds in summary lines
-    local name=$1; shift
-    local t0=$(date +%s%N)
-    "$@"; local rc=$?
+now() { date +%s; }
+left() { echo $(( DEADLINE - RESERVE - ($(now) - T0) )); }
+step() { echo; echo "=== $1 ($(date -u +%H:%M:%S), $(( $(now) - T0 )) s in, $(left) s left before the reserve)"; }
+# timed NAME CAP command...: runs it under `timeout` (SIGINT first, as Ctrl-C, then KILL 10 s
+# later), capped by the time left less those 10 s; records name, rc, seconds, timeout and the
+# exact command.
+timed() {
+    local name=$1 cap=$2; shift 2
+    local t=$(( $(left) - 10 ))
+    [ "$t" -gt "$cap" ] && t=$cap
+    local cmd; cmd=$(printf '%q ' "$@")
+    if [ "$t" -lt 20 ] && [ "$t" -lt "$cap" ]; then
+        echo "skipped $name: ${t} s left" >&2
+        printf '%s\t%s\t%s\t%s\t%s\n' "$name" skipped 0 "$t" "$cmd" >> "$work/steps.tsv"
+        return 0
+    fi
+    echo "\$ $cmd  (timeout ${t} s)" >&2
+    local t0; t0=$(date +%s%N)
+    timeout -s INT -k 10 "$t" "$@"; local rc=$?
     local ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-    printf '{"step": "%s", "rc": %d, "seconds": %d.%03d}\n' "$name" "$rc" $((ms / 1000)) $((ms % 1000)) >> "$work/steps.jsonl"
+    [ "$rc" = 124 ] && echo "--- $name: timed out after ${t} s" >&2
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rc" "$((ms / 1000)).$(printf %03d $((ms % 1000)))" "$t" "$cmd" >> "$work/steps.tsv"
+    return 0
 }
 
 step "environment"
 if [ -d .whl ] && ! python3 -c "import sqlalchemy, alembic, pytorch_optimizer" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}" || echo "warning: the wheels did not install"
 fi
-export PYTHONPATH="$PWD:${PYTHONPATH:-}"   # the checkout itself, uninstalled
-ablate() { python3 -m ablate "$@"; }
-python3 -c "import torch, sys; print(sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"   # the checkout itself, uninstalled
+python3 - "$work/env.json" <<'PY'
+import json, platform, sys, datetime, importlib.metadata as md
+import torch
+cuda = torch.cuda.is_available()
+versions = {}
+for name in ("torch", "torchvision", "numpy", "scipy", "pandas", "matplotlib", "typer", "rich", "pyarrow",
+             "sqlalchemy", "alembic", "mako", "pytorch-optimizer", "typing-extensions", "pillow", "pytest"):
+    try:
+        versions[name] = md.version(name)
+    except md.PackageNotFoundError:
+        versions[name] = None
+env = {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+       "host": platform.node(), "python": sys.version.split()[0], "python_path": sys.executable,
+       "torch": torch.__version__, "torch_cuda": torch.version.cuda, "cuda_available": cuda,
+       "device_name": torch.cuda.get_device_name(0) if cuda else None,
+       "capability": list(torch.cuda.get_device_capability(0)) if cuda else None,
+       "gpu_memory_gib": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if cuda else None,
+       "cpu_count": __import__("os").cpu_count(), "versions": versions}
+json.dump(env, open(sys.argv[1], "w"), indent=2)
+print(json.dumps(env))
+PY
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$work/nvidia-smi.csv"
+python3 -c "import ablate.cli, ablate.store, ablate.stats, ablate.optim, ablate.report" && echo "ablate imports: ok"
+python3 -m ablate --help > /dev/null && echo "ablate CLI: ok"
 
 step "data"
 data="$work/cifar"
 if [ -f .device/cifar10-jpeg.npz ]; then
-    (cd .device && python3 cifar10_jpeg.py folder "$data") || exit 1
+    timed unpack 90 python3 .device/cifar10_jpeg.py folder "$data"
+    [ -d "$data/train" ] && [ -d "$data/test" ] || { echo "unpacking failed: synthetic data instead"; data=synthetic; }
 else
+    echo "no .device/cifar10-jpeg.npz (run bench/prepare_device.sh): synthetic data instead"
     data=synthetic
 fi
-subset=$([ "$QUICK" = 1 ] && echo 2000 || echo 50000)
-seeds=$([ "$QUICK" = 1 ] && echo 1 || echo 3)
-db="sqlite:///$work/gpu.db"
+# Decodes the tree once (ablate's cache beside it: every later load reads the cache) and writes
+# airbench's files from the very same tensors, in the work folder, outside the project tree.
+timed export_cifar_pt 60 python3 bench/export_cifar_pt.py --data "$data" --dest "$work/airbench" --out "$work/bench/data.json"
 
-step "tests"
-timed pytest timeout 180 python3 -m pytest -q -x -p no:cacheprovider
+if [ "$QUICK" = 1 ]; then
+    tests=(tests/test_augment.py)
+    fast_args=(--seeds 1 --set train_subset=128 --set batch_size=64 --set epochs=1 --test-subset 200)
+    air_runs=1
+    pack_args=(--ks 1 2 --epochs 1 --window 25 --set train_subset=500)
+    suite_data=synthetic   # a CPU evaluates 10k test images slowly; the real data ran in packing
+    suite_set=(--set train_subset=500)
+else
+    tests=(tests/test_augment.py tests/test_train.py tests/test_models.py)
+    fast_args=(--seeds 5 --warmup-epochs 2)   # the warm-up loads kernels and fills caches; untimed
+    air_runs=5
+    pack_args=(--ks 1 2 4 8 --epochs 3 --window 30)
+    suite_data=$data
+    suite_set=()
+fi
 
-step "smoke study on $DEVICE"
-timed smoke ablate run smoke --device "$DEVICE" --db "$db"
+step "tests on $DEVICE"
+timed pytest 60 python3 -m pytest -q -x -p no:cacheprovider --junitxml="$work/bench/pytest.xml" "${tests[@]}"
 
-step "trainer against a bare loop, and batch augmentation against a DataLoader"
-timed bench_trainer python3 bench/bench_trainer.py --data "$data" --n "$subset" --repeats 3 --device "$DEVICE" --out "$work/trainer.json"
-timed bench_augment python3 bench/bench_augment.py --data "$data" --n "$subset" --repeats 3 --workers 0 8 --device "$DEVICE"
-cp bench/out/augment.json "$work/augment.json" 2>/dev/null
+step "airbench94 (unmodified; $air_runs runs after a warm-up)"
+if [ -f .device/airbench/airbench94.py ]; then
+    timed airbench 70 python3 bench/bench_airbench.py --airbench .device/airbench/airbench94.py \
+        --root "$work/airbench" --runs "$air_runs" --budget 60 --out "$work/bench/airbench.json"
+else
+    echo "no .device/airbench/airbench94.py (run bench/prepare_device.sh)"
+    echo '{"skipped": "airbench94.py not brought (bench/prepare_device.sh)"}' > "$work/bench/airbench.json"
+fi
 
-step "fast recipe: ResNet-9, one-cycle, 12 epochs, $seeds seeds"
-epochs=$([ "$QUICK" = 1 ] && echo 1 || echo 12)
-timed fast ablate run fast --data "$data" --seeds "$seeds" --epochs "$epochs" --set train_subset="$subset" --device "$DEVICE" --db "$db"
+step "fast recipe through ablate.train (ResNet-9, one-cycle, 12 epochs)"
+timed fast 100 python3 bench/bench_fast.py --study fast --data "$data" --device "$DEVICE" "${fast_args[@]}" \
+    --budget 90 --out "$work/bench/fast.json"
+if [ -f studies/speedrun.toml ]; then
+    step "speedrun recipe through ablate.train (airbench94's techniques)"
+    timed speedrun 60 python3 bench/bench_fast.py --study speedrun --data "$data" --device "$DEVICE" "${fast_args[@]}" \
+        --budget 50 --out "$work/bench/speedrun.json"
+fi
+
+step "packing: the depth study at K points per GPU"
+timed packing 165 python3 bench/bench_packing.py --study depth --data "$data" --device "$DEVICE" \
+    "${pack_args[@]}" --budget 160 --workdir "$work/bench/packing" --out "$work/bench/packing.json"
+
+step "figure studies into one results.db, most valuable first"
+# study  per_gpu  epochs  cap_s   (why this order: figures per GPU-second, and code paths the
+# rest of this script has not run yet: probes, third-party optimizers, residual nets, augmentations)
+if [ "$QUICK" = 1 ]; then
+    suite="depth 2 1 60
+batchnorm 2 1 45"
+else
+    suite="depth 8 4 60
+batchnorm 2 4 40
+kernel 8 4 60
+activation 8 4 45
+optimizer 6 3 60
+channels 8 4 60
+resblock 5 3 45
+dropout 8 4 45
+augmentation 8 4 45"
+fi
+: > "$work/suite.tsv"
+mapfile -t lines <<< "$suite"
+for line in "${lines[@]}"; do
+    read -r study k epochs cap <<< "$line"
+    [ -z "${study:-}" ] && continue
+    printf '%s\t%s\t%s\n' "$study" "$k" "$epochs" >> "$work/suite.tsv"
+    echo "--- $study: --per-gpu $k, $epochs epochs"
+    # From the suite folder: the database and the report name each other by relative paths.
+    (cd "$work/suite" && timed "suite:$study" "$cap" python3 -m ablate run "$study" --per-gpu "$k" --epochs "$epochs" \
+        --seeds 1 --data "$suite_data" --device "$DEVICE" --db sqlite:///results.db ${suite_set[@]+"${suite_set[@]}"} \
+        < /dev/null > >(tee "$work/suite/$study.log") 2>&1)
+done
 
 step "status and report"
-ablate status --db "$db" --json > "$work/status.json"
-ablate report --db "$db" --out "$work/report"
-python3 - "$work" <<'PY' > "$OUT/summary.json"
-import json, sys, pathlib
-work = pathlib.Path(sys.argv[1])
-steps = [json.loads(l) for l in (work / "steps.jsonl").read_text().splitlines()]
-status = json.loads((work / "status.json").read_text())
-runs = {s["name"]: [{k: r[k] for k in ("status", "seed", "test_acc", "wall_s", "device")} for r in s["runs"]]
-        for s in status["studies"]}
-bench = {p.stem: json.loads(p.read_text()) for p in work.glob("*.json") if p.stem in ("trainer", "augment")}
-print(json.dumps({"steps": steps, "runs": runs, "bench": bench}, indent=2))
+RESERVE=0
+(cd "$work/suite" && timed status 15 python3 -m ablate status --db sqlite:///results.db --json > "$work/status.json")
+(cd "$work/suite" && timed report 30 python3 -m ablate report --db sqlite:///results.db --out reports)
+
+step "summary"
+python3 - "$work" "$OUT" "$DEVICE" "$QUICK" "$T0" <<'PY' > "$OUT/summary.json"
+import json, sys, pathlib, time
+work, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+device, quick, t0 = sys.argv[3], sys.argv[4] == "1", int(sys.argv[5])
+
+def read(path):
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except Exception as e:  # a step that failed or never ran
+        return {"missing": f"{pathlib.Path(path).name}: {type(e).__name__}"}
+
+steps = []
+for line in (work / "steps.tsv").read_text().splitlines():
+    name, rc, seconds, timeout, cmd = line.split("\t")
+    steps.append({"step": name, "rc": None if rc == "skipped" else int(rc), "skipped": rc == "skipped",
+                  # 124: stopped by SIGINT at the timeout; 137: killed 10 s after it
+                  "timed_out": rc == "124" or (rc == "137" and float(seconds) >= int(timeout)),
+                  "seconds": float(seconds), "timeout_s": int(timeout),
+                  "command": cmd.strip()})
+by = {s["step"]: s for s in steps}
+
+def ratio(a, b, digits=3):
+    try:
+        return round(a / b, digits)
+    except Exception:
+        return None
+
+def diff(a, b, digits=4):
+    try:
+        return round(a - b, digits)
+    except Exception:
+        return None
+
+def keep(d, drop=("config", "hyp", "command")):
+    return {k: v for k, v in d.items() if k not in drop} if isinstance(d, dict) else d
+
+air = read(work / "bench/airbench.json")
+versus = {"airbench94": keep(air)}
+for recipe in ("fast", "speedrun"):
+    if recipe == "speedrun" and not (work / "bench/speedrun.json").exists() and "speedrun" not in by:
+        continue
+    mine = read(work / f"bench/{recipe}.json")
+    versus[f"ablate_{recipe}"] = keep(mine)
+    versus[f"{recipe}_config"] = mine.get("config")
+    if mine.get("mean_seconds") and air.get("mean_seconds"):
+        versus[f"{recipe}_time_ratio_ablate_over_airbench"] = ratio(mine.get("mean_seconds"), air.get("mean_seconds"))
+        versus[f"{recipe}_train_time_ratio_ablate_over_airbench"] = ratio(mine.get("mean_train_seconds"), air.get("mean_seconds"))
+        versus[f"{recipe}_acc_minus_airbench_tta"] = diff(mine.get("mean_acc"), air.get("mean_acc"))
+        versus[f"{recipe}_acc_minus_airbench_no_tta"] = diff(mine.get("mean_acc"), air.get("mean_acc_no_tta"))
+versus["note"] = ("same data (CIFAR-10 JPEG copy, decoded once by ablate); ablate: CUDA events around "
+                  "ablate.train.train (model build and every evaluation the recipe asks for inside), "
+                  "train_seconds its per-epoch training times alone; airbench: its own clock (whitening "
+                  "init, training, final evaluation with test-time augmentation)")
+
+packing = read(work / "bench/packing.json")
+if isinstance(packing.get("results"), list):
+    for r in packing["results"]:
+        r.pop("command", None)
+    packing["command"] = by.get("packing", {}).get("command")
+
+status = read(work / "status.json")
+suite = []
+if (work / "suite.tsv").exists():
+    found = {s["name"]: s for s in status.get("studies", [])} if isinstance(status.get("studies"), list) else {}
+    for line in (work / "suite.tsv").read_text().splitlines():
+        name, k, epochs = line.split("\t")
+        s, st = by.get(f"suite:{name}", {}), found.get(name, {})
+        runs = [{k_: r.get(k_) for k_ in ("label", "status", "test_acc", "wall_s", "epochs_done")}
+                for r in st.get("runs", [])]
+        suite.append({"study": name, "per_gpu": int(k), "epochs": int(epochs), "rc": s.get("rc"),
+                      "skipped": s.get("skipped"), "timed_out": s.get("timed_out"), "seconds": s.get("seconds"),
+                      "counts": st.get("counts"), "best_test_acc": st.get("best_test_acc"), "runs": runs})
+reports = sorted(p.name for p in (work / "suite/reports").glob("*")) if (work / "suite/reports").is_dir() else []
+
+tests_rc = by.get("pytest", {}).get("rc")
+tests = {"rc": tests_rc, "passed": tests_rc == 0, "command": by.get("pytest", {}).get("command")}
+try:
+    import xml.etree.ElementTree as ET
+    suite_xml = ET.parse(work / "bench/pytest.xml").getroot()
+    suite_xml = suite_xml.find("testsuite") if suite_xml.tag == "testsuites" else suite_xml
+    tests.update({k: float(suite_xml.get(k, 0)) if k == "time" else int(suite_xml.get(k, 0))
+                  for k in ("tests", "failures", "errors", "skipped", "time")})
+    tests["failed"] = [f"{c.get('classname')}::{c.get('name')}" for c in suite_xml.iter("testcase")
+                       if c.find("failure") is not None or c.find("error") is not None]
+except Exception as e:
+    tests["xml"] = f"unreadable: {type(e).__name__}"
+summary = {
+    "quick": quick, "device_arg": device,
+    "environment": read(work / "env.json"),
+    "checkout": read("./.device/checkout.json"),
+    "airbench_source": read("./.device/airbench/SOURCE.json"),
+    "total_seconds": int(time.time()) - t0,
+    "steps": steps,
+    "data": read(work / "bench/data.json"),
+    "tests": tests,
+    "fast_vs_airbench": versus,
+    "packing": packing,
+    "suite": {"studies": suite, "report_rc": by.get("report", {}).get("rc"), "report_files": reports,
+              "tarball": "results.tgz: results.db and reports/, for the repository's top level"},
+}
+print(json.dumps(summary, indent=2, default=str))
 PY
-tar -czf "$OUT/results.tgz" -C "$work" gpu.db report status.json $(cd "$work" && ls trainer.json augment.json 2>/dev/null)
-cat "$OUT/summary.json"
+if ! python3 -c "import json, sys; json.load(open(sys.argv[1]))" "$OUT/summary.json" 2>/dev/null; then
+    echo "summary.json could not be assembled (see the traceback above): the raw step records instead"
+    python3 -c "import json, sys; print(json.dumps({'summary_error': 'see gpu_check.log', 'steps_tsv': open(sys.argv[1]).read().splitlines()}, indent=2))" \
+        "$work/steps.tsv" > "$OUT/summary.json"
+fi
+# The figure suite, to commit at the top level; the benchmarks' raw files beside it.
+(cd "$work/suite" && tar -czf "$OUT/results.tgz" $(ls -d results.db reports 2>/dev/null))
+(cd "$work" && tar -czf "$OUT/bench.tgz" --exclude='*.pt' --exclude='*-checkpoints' --exclude='*.db-wal' --exclude='*.db-shm' \
+    bench steps.tsv env.json $(ls status.json suite.tsv nvidia-smi.csv 2>/dev/null) $(cd "$work" && ls suite/*.log 2>/dev/null))
+ls -la "$OUT"
+python3 - "$OUT/summary.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"\n{'step':<22}{'rc':>5}{'seconds':>9}{'timeout':>9}")
+for x in s["steps"]:
+    print(f"{x['step']:<22}{'skip' if x['skipped'] else x['rc']:>5}{x['seconds']:>9.1f}{x['timeout_s']:>9}")
+v = s["fast_vs_airbench"]
+for side in ("airbench94", "ablate_fast", "ablate_speedrun"):
+    if side not in v:
+        continue
+    d = v[side]
+    if d.get("n"):
+        print(f"{side:<12} n={d['n']} acc {d['mean_acc']:.4f} +- {d['std_acc']:.4f}  {d['mean_seconds']:.2f} s/run")
+    else:
+        print(f"{side:<12} {d.get('skipped') or d.get('missing') or 'no runs'}")
+for recipe in ("fast", "speedrun"):
+    if f"{recipe}_time_ratio_ablate_over_airbench" in v:
+        print(f"time {recipe} / airbench94 = {v[f'{recipe}_time_ratio_ablate_over_airbench']}")
+for r in s["packing"].get("results", []):
+    print(f"packing K={r['k']}: {r['points_per_hour']} points/h ({r.get('points_per_hour_vs_k1')}x K=1), "
+          f"steady {r['steady_points_per_hour']}, GPU {r['gpu_util_mean']} %")
+for st in s["suite"]["studies"]:
+    print(f"suite {st['study']:<13} rc={st['rc']} {st['counts']}")
+print(f"total {s['total_seconds']} s")
+PY
+[ $? = 0 ] || echo "(no table: summary.json is incomplete)"
+# The device machine is given back bare; here, on a trial, the work folder goes (60k files: slow).
+[ "$QUICK" = 1 ] && rm -rf "$work" || echo "work folder left in place: $work"
+exec >&- 2>&-   # let tee write the end of gpu_check.log before the call returns
+sleep 1
