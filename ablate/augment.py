@@ -19,14 +19,24 @@ from ablate.data import MEAN, STD
 _GRAY = (0.299, 0.587, 0.114)
 
 
-def augment(x: torch.Tensor, aug: AugCfg, generator: torch.Generator) -> torch.Tensor:
-    """A randomly augmented copy of uint8 [B, 3, H, W] ``x`` (``x`` itself if all is off)."""
+def augment(x: torch.Tensor, aug: AugCfg, generator: torch.Generator,
+            flips: torch.Tensor | None = None) -> torch.Tensor:
+    """A randomly augmented copy of uint8 [B, 3, H, W] ``x`` (``x`` itself if all is off).
+
+    ``flips``: which images to flip, for ``flip_mode = "alternate"`` (see ``alternating_flips``):
+    the choice depends on the image and the epoch, which only the caller knows.
+    """
     if x.dtype != torch.uint8 or x.dim() != 4:
         raise TypeError(f"augment takes uint8 [B, C, H, W], got {x.dtype} {list(x.shape)}")
     if aug.crop_padding > 0:
-        x = _crop(x, aug.crop_padding, generator)
+        x = _crop(x, aug.crop_padding, generator, aug.pad_mode)
     if aug.flip:
-        x = _flip(x, generator)
+        if aug.flip_mode == "alternate":
+            if flips is None or flips.shape != x.shape[:1]:
+                raise ValueError("flip_mode 'alternate' needs one flip flag per image (alternating_flips)")
+            x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
+        else:
+            x = _flip(x, generator)
     if aug.jitter > 0 or aug.rotate > 0:
         # Both steps in float, rounded once, so small changes are not lost to rounding twice.
         xf = x.float()
@@ -38,6 +48,17 @@ def augment(x: torch.Tensor, aug: AugCfg, generator: torch.Generator) -> torch.T
     if aug.cutout > 0:
         x = _cutout(x, aug.cutout, generator)
     return x
+
+
+def alternating_flips(n: int, seed: int, epoch: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Which of ``n`` training images to flip in ``epoch`` (1-based) under alternating flip:
+    a fair coin per image in epoch 1, the opposite in epoch 2, and so on.
+
+    The coins come from their own generator seeded by ``seed``, so any epoch's flags are known
+    without replaying the epochs before it, and a resumed run flips as an uninterrupted one.
+    """
+    first = torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
+    return (first ^ (epoch % 2 == 0)).to(device)
 
 
 def normalize(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -62,8 +83,11 @@ def _uniform(shape: tuple[int, ...], lo: float, hi: float, x: torch.Tensor,
     return torch.rand(shape, generator=g, device=x.device) * (hi - lo) + lo
 
 
-def _crop(x: torch.Tensor, p: int, g: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``p``, then take an H x W window at a random offset per image."""
+def _crop(x: torch.Tensor, p: int, g: torch.Generator, pad_mode: str = "zeros") -> torch.Tensor:
+    """Pad by ``p`` (zeros, or the image mirrored without its edge row), then take an H x W
+    window at a random offset per image."""
+    if pad_mode == "reflect":
+        return _reflect_crop(x, p, g)
     b, c, h, w = x.shape
     padded = F.pad(x, (p, p, p, p))
     dy = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=x.device)
@@ -74,6 +98,25 @@ def _crop(x: torch.Tensor, p: int, g: torch.Generator) -> torch.Tensor:
     index = (rows[:, :, None] * (w + 2 * p) + cols[:, None, :]).reshape(b, 1, h * w)
     out = padded.reshape(b, c, -1).gather(2, index.expand(b, c, h * w))
     return out.reshape(b, c, h, w)
+
+
+def _reflect_crop(x: torch.Tensor, p: int, g: torch.Generator) -> torch.Tensor:
+    """``_crop`` with reflect padding, read straight from ``x``: a pixel's source index is
+    mirrored at the border, so no padded copy is made (and uint8 needs no float round trip)."""
+    b, c, h, w = x.shape
+    if p >= min(h, w):
+        raise ValueError(f"reflect padding must be smaller than the image, got {p} for {h}x{w}")
+    dy = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=x.device)
+    dx = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=x.device)
+    rows = _mirror(dy - p + torch.arange(h, device=x.device), h)  # [b, h]
+    cols = _mirror(dx - p + torch.arange(w, device=x.device), w)  # [b, w]
+    index = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w)
+    return x.reshape(b, c, -1).gather(2, index.expand(b, c, h * w)).reshape(b, c, h, w)
+
+
+def _mirror(i: torch.Tensor, n: int) -> torch.Tensor:
+    """Index ``i`` in [-(n - 1), 2n - 2] folded into [0, n - 1] as F.pad's "reflect" does."""
+    return (n - 1) - ((n - 1) - i.abs()).abs()
 
 
 def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

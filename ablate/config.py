@@ -36,6 +36,11 @@ class AugCfg:
     cutout: int = 0  # side of the zeroed square; 0 is off
     jitter: float = 0.0  # brightness/contrast/saturation jitter strength; 0 is off
     rotate: float = 0.0  # largest rotation in degrees; 0 is off
+    # random: a fair coin per image and batch. alternate: a coin per image in the first epoch,
+    # then each image flipped in every other epoch (Jordan 2024): every image is seen both
+    # ways in any two epochs in a row, which random flipping leaves to chance.
+    flip_mode: str = "random"
+    pad_mode: str = "zeros"  # what the crop's translation brings in at the border: zeros | reflect
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,31 @@ class LossCfg:
 
 
 @dataclass(frozen=True)
+class EvalCfg:
+    # Views whose logits are averaged at test time: none | flip | flip_translate (the flip
+    # pair, and at half weight that pair shifted by one pixel up-left and down-right).
+    tta: str = "none"
+    every: int = 1  # epochs between evaluations; the last epoch is always evaluated
+
+
+@dataclass(frozen=True)
+class AverageCfg:
+    """An exponential moving average of the weights (and BN statistics), off by default.
+
+    lookahead: every ``every`` steps the average moves towards the weights and the weights
+    jump back to it, ending on the average (airbench94's variant of Lookahead).
+    ema: the weights train undisturbed; evaluation uses the average.
+    """
+
+    name: str = "none"  # none | lookahead | ema
+    every: int = 5  # steps between updates
+    decay: float = 0.95  # per step: an update keeps decay**every of the average
+    # The decay is scaled by (step / total steps) ** ramp_power, so the early, fast-moving
+    # weights are barely averaged; 0 keeps it constant.
+    ramp_power: float = 3.0
+
+
+@dataclass(frozen=True)
 class ProbeCfg:
     """Opt-in measurements of training itself; off by default, and free when off."""
 
@@ -103,6 +133,8 @@ class RunConfig:
     switch: SwitchCfg = field(default_factory=SwitchCfg)
     loss: LossCfg = field(default_factory=LossCfg)
     probes: ProbeCfg = field(default_factory=ProbeCfg)
+    eval: EvalCfg = field(default_factory=EvalCfg)
+    averaging: AverageCfg = field(default_factory=AverageCfg)
     epochs: int = 20
     train_subset: int | None = None  # train on this many images of a fixed shuffle; None: all
     batch_size: int = 128
@@ -115,6 +147,10 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 CHOICES = {
     "data.dataset": ("cifar10", "synthetic"),
     "data.pipeline": ("device", "pil"),
+    "data.aug.flip_mode": ("random", "alternate"),
+    "data.aug.pad_mode": ("zeros", "reflect"),
+    "eval.tta": ("none", "flip", "flip_translate"),
+    "averaging.name": ("none", "lookahead", "ema"),
     "optimizer.name": OPTIMIZERS,
     "schedule.name": SCHEDULES,
     "switch.optimizer.name": OPTIMIZERS,
@@ -144,6 +180,10 @@ RANGES = {
     "switch.at_epoch": (0, None),
     "probes.grad_norm_every": (0, None),
     "probes.landscape_every": (0, None),
+    "eval.every": (1, None),
+    "averaging.every": (1, None),
+    "averaging.decay": (0.0, 1.0),
+    "averaging.ramp_power": (0.0, None),
 }
 # The second phase's optimizer and schedule obey the first's ranges.
 RANGES.update({f"switch.{k}": v for k, v in list(RANGES.items()) if k.startswith(("optimizer.", "schedule."))})
@@ -171,6 +211,10 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     cfg = _build(RunConfig, d, "")
     if cfg.switch.at_epoch >= cfg.epochs:
         raise ConfigError(f"switch.at_epoch must be below epochs ({cfg.epochs}), got {cfg.switch.at_epoch}")
+    aug = cfg.data.aug
+    if cfg.data.pipeline == "pil" and (aug.flip_mode != "random" or aug.pad_mode != "zeros"):
+        raise ConfigError("data.aug.flip_mode and data.aug.pad_mode other than random and zeros "
+                          "need data.pipeline = \"device\"")
     return dataclasses.replace(cfg, model=ModelCfg(name=name, args=model))
 
 
@@ -344,6 +388,12 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 # ------------------------------------------------------------------------- identity
 
 
+# Keys added after runs were first recorded. At their defaults they stay out of the hash, so
+# every config that could be written before them keeps its identity, and its recorded runs.
+# A key added from now on goes here too.
+LATER_KEYS = ("data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging")
+
+
 def config_hash(cfg: RunConfig) -> str:
     """Identity of what changes the result, seed excluded: the seed is its own axis.
 
@@ -351,5 +401,13 @@ def config_hash(cfg: RunConfig) -> str:
     """
     d = to_dict(cfg)
     d.pop("seed")
+    defaults = to_dict(RunConfig())
+    for key in LATER_KEYS:
+        *parents, leaf = key.split(".")
+        node, default = d, defaults
+        for part in parents:
+            node, default = node[part], default[part]
+        if node[leaf] == default[leaf]:
+            del node[leaf]
     canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

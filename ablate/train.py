@@ -17,14 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ablate.augment import augment, normalize
+from ablate.augment import alternating_flips, augment, normalize
+from ablate.averaging import WeightAverage
 from ablate.config import RunConfig
 from ablate.data import Dataset, subset
 from ablate.models import create_model
 from ablate.optim import build_optimizer, build_schedule
 from ablate.probes import first_kernels, loss_along_gradient, relative_grad_norms
+from ablate.tta import tta_logits
 
 EVAL_BATCH = 1024
+DATA_INIT_IMAGES = 5000  # what a model that initialises from the data sees (airbench94's 5,000)
 
 
 @dataclass
@@ -62,10 +65,15 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
 class _Run:
     """A run's mutable state: what a checkpoint holds and a resume restores."""
 
-    def __init__(self, cfg: RunConfig, data: Dataset, device: torch.device):
+    def __init__(self, cfg: RunConfig, data: Dataset, device: torch.device, fresh: bool = True):
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
         self.model = create_model(cfg.model.name, num_classes=len(data.classes), **cfg.model.args).to(device)
+        # A model may set weights from the training images (airbench's patch whitening). Only a
+        # fresh run asks: a resumed one gets them back from its checkpoint.
+        init = getattr(self.model, "init_from_data", None)
+        if fresh and init is not None:
+            init(normalize(data.train_x[:DATA_INIT_IMAGES]))
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.batch = min(cfg.batch_size, len(data.train_y))
@@ -76,6 +84,8 @@ class _Run:
         self.epoch = 0
         self.phase = 0
         self.start_phase(1)
+        averaging = cfg.averaging
+        self.average = None if averaging.name == "none" else WeightAverage(averaging, self.model, cfg.epochs * self.steps)
 
     def start_phase(self, phase: int) -> None:
         """Phase 1 is the config's optimizer and schedule; phase 2 its ``switch``."""
@@ -101,6 +111,7 @@ class _Run:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
+            "average": self.average.state_dict() if self.average else None,
             "generator": self.gen.get_state(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -112,6 +123,8 @@ class _Run:
             self.start_phase(state["phase"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        if self.average:
+            self.average.load_state_dict(state["average"])
         self.gen.set_state(state["generator"])
         torch.set_rng_state(state["cpu_rng"])
         if state["cuda_rng"] and torch.cuda.is_available():
@@ -120,12 +133,15 @@ class _Run:
         return dict(state["metrics"]), state["wall_s"]
 
 
-def _device_batches(data: Dataset, aug, run: _Run):
+def _device_batches(data: Dataset, aug, run: _Run, epoch: int):
     """Shuffle on the device, augment whole batches there: no workers, no host copies."""
+    flips = None
+    if aug.flip and aug.flip_mode == "alternate":
+        flips = alternating_flips(len(data.train_y), run.cfg.seed, epoch, data.train_y.device)
     perm = torch.randperm(len(data.train_y), device=data.train_y.device, generator=run.gen)
     for i in range(run.steps):
         idx = perm[i * run.batch : (i + 1) * run.batch]
-        x = normalize(augment(data.train_x[idx], aug, run.gen))
+        x = normalize(augment(data.train_x[idx], aug, run.gen, None if flips is None else flips[idx]))
         yield x.contiguous(memory_format=run.memory_format), data.train_y[idx]
 
 
@@ -149,9 +165,12 @@ def train(
     """
     hooks = hooks or Hooks()
     device = torch.device(device)
+    if device.type == "cuda":
+        # Fixed shapes every step: let cuDNN time its kernels once and keep the fastest.
+        torch.backends.cudnn.benchmark = True
     start = time.perf_counter()
     data = subset(data, cfg.train_subset).to(device)
-    run = _Run(cfg, data, device)
+    run = _Run(cfg, data, device, fresh=resume is None)
     metrics, earlier_s = run.restore(resume) if resume else ({}, 0.0)
     amp = autocast_dtype(cfg.precision, device)
     autocast = lambda: _autocast(device, amp)  # noqa: E731
@@ -177,7 +196,7 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        batches = _device_batches(data, cfg.data.aug, run) if loader is None else _pil_batches(loader, device, run)
+        batches = _device_batches(data, cfg.data.aug, run, epoch) if loader is None else _pil_batches(loader, device, run)
         for i, (x, y) in enumerate(batches):
             with autocast():
                 out = model(x)
@@ -192,6 +211,8 @@ def train(
                 hooks.probe(step, loss_along_gradient(model, loss_fn, x, y, step_lr, probes.landscape_steps, autocast))
             optimizer.step()
             schedule.step()
+            if run.average:
+                run.average.update(model, step)
             # Accumulate on the device: a .item() per step would stall the GPU queue.
             loss_sum += loss.detach().float() * len(y)
             correct += (out.argmax(1) == y).sum()
@@ -212,8 +233,10 @@ def train(
             if hooks.epoch:
                 hooks.epoch(epoch, metrics)
             return RunResult("diverged", epoch, metrics, elapsed())
-        test_loss, test_acc = evaluate(model, data.test_x, data.test_y, amp, run.memory_format)
-        metrics.update(test_loss=test_loss, test_acc=test_acc)
+        if epoch % cfg.eval.every == 0 or epoch == cfg.epochs:
+            with run.average.applied(model) if run.average else contextlib.nullcontext():
+                test_loss, test_acc = evaluate(model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta)
+            metrics.update(test_loss=test_loss, test_acc=test_acc)
         run.epoch = epoch
         # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
         if hooks.checkpoint and epoch < cfg.epochs:
@@ -226,16 +249,18 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp=None, memory_format=torch.contiguous_format):
-    """Mean cross-entropy and accuracy over (x uint8, y), without augmentation."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp=None, memory_format=torch.contiguous_format,
+             tta: str = "none"):
+    """Mean cross-entropy and accuracy over (x uint8, y), on the logits averaged over the
+    test-time views ``tta`` (none: the images as they are)."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(y), EVAL_BATCH):
-        xb = normalize(x[i : i + EVAL_BATCH]).contiguous(memory_format=memory_format)
+        xb = normalize(x[i : i + EVAL_BATCH])
         yb = y[i : i + EVAL_BATCH]
         with _autocast(x.device, amp):
-            out = model(xb)
-        loss_sum += nn.functional.cross_entropy(out.float(), yb, reduction="sum")
+            out = tta_logits(model, xb, tta, memory_format)
+        loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum")
         correct += (out.argmax(1) == yb).sum()
     return loss_sum.item() / len(y), correct.item() / len(y)

@@ -20,7 +20,7 @@ def test_every_study_loads_and_expands(name):
     assert len(points) == study.size * study.seeds
     assert len({(p.config_hash, p.seed) for p in points}) == len(points)
     assert study.description
-    assert study.figures or study.reported or name in ("loss", "speed")  # recipes feed the results table
+    assert study.figures or study.reported or name in ("loss", "speed", "speedrun")  # recipes feed the results table
 
 
 def test_grid_is_the_product_of_the_axes_times_seeds():

@@ -14,6 +14,7 @@ from ablate.models.registry import (
 from ablate.models import plain_cnn  # noqa: F401  (registers its builders)
 from ablate.models import resnet  # noqa: F401
 from ablate.models import densenet  # noqa: F401
+from ablate.models import speednet  # noqa: F401
 
 __all__ = [
     "UnknownModel",
