@@ -367,7 +367,8 @@ def relgrad_figure(runs: pd.DataFrame, metrics: pd.DataFrame, column: str, value
     """Figures 5 and 7: relative gradient norm of every conv layer of the runs where
     ``column == value``, mean over seeds, log scale."""
     chosen = runs_with(runs, column, value)
-    rows = probe_rows(metrics, chosen, RELGRAD, "the study needs probes.grad_norm_every > 0")
+    rows = probe_rows(metrics, chosen, RELGRAD, "probes.grad_norm_every must be > 0 and at most a run's training steps, "
+                      "epochs x training images / batch size")
     rows = rows.assign(layer=rows["name"].str.removeprefix(RELGRAD).astype(int))
     frame = rows.groupby(["layer", "step"], as_index=False).agg(
         value=("value", "mean"), n=("run_id", "nunique"))
@@ -572,7 +573,8 @@ def landscape(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     # At each probed step, the spread of the batch loss over the step sizes tried along the
     # gradient (Santurkar et al.): a narrow band is a smooth, predictable landscape.
     _require(runs, "model.batchnorm")
-    rows = probe_rows(metrics, runs, LANDSCAPE, "the study needs probes.landscape_every > 0")
+    rows = probe_rows(metrics, runs, LANDSCAPE, "probes.landscape_every must be > 0 and at most a run's training steps, "
+                      "epochs x training images / batch size")
     rows = rows[np.isfinite(rows["value"])]  # a step size that blew the loss up has no range
     per_run = rows.groupby(["run_id", "step"])["value"].agg(low="min", high="max").reset_index()
     per_run = per_run.merge(runs[["run_id", "model.batchnorm"]], on="run_id")
