@@ -480,7 +480,12 @@ class Runner:
             slot.inbox.put(None)
         for slot in self._slots:
             if isinstance(slot.handle, threading.Thread):
-                continue  # a daemon thread stops at its next step, or with the process
+                # Let it finish unwinding (freeing its model and tensors) before the process
+                # exits: torch torn down under a running thread can abort the interpreter.
+                # It stops at its next step, so a short wait is enough; a stuck one stays a
+                # daemon and goes with the process.
+                slot.handle.join(timeout=10)
+                continue
             slot.handle.join(timeout=5)
             if slot.handle.is_alive():
                 slot.handle.terminate()

@@ -39,7 +39,8 @@ WAIT_S = 240  # generous: a loaded 2-core CI machine takes seconds just to impor
 
 def env(**extra: str) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("ABLATE_")}
-    out.update(OMP_NUM_THREADS="1", **extra)
+    # A runner that dies of a signal prints every thread's stack into its log.
+    out.update(OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1", **extra)
     return out
 
 
