@@ -1,6 +1,5 @@
 """The report's README from a database filled by hand: tables, results, gaps."""
 
-import pytest
 
 from ablate.report import axis_columns, write_report
 from ablate.store import NewRun

@@ -1,7 +1,6 @@
 import math
 
 import pytest
-import torch
 
 from ablate.config import from_dict
 from ablate.data import synthetic
