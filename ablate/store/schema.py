@@ -7,7 +7,7 @@ and a frozen database of the version before it under ``tests/assets/``."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -19,11 +19,13 @@ STATUSES = ("pending", "running", "complete", "failed", "diverged")
 
 def utcnow() -> datetime:
     # Stored naive, always UTC: SQLite keeps no zone, and one convention beats two.
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
-    pass
+    # Spelled out: SQLAlchemy 2.0 maps `float` to Float, 2.1 to Double, and the migrations
+    # create DOUBLE columns.
+    type_annotation_map = {float: sa.Double}
 
 
 class VersionRow(Base):
