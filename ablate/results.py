@@ -13,8 +13,8 @@ import io
 import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -129,8 +129,10 @@ def check_format(format: str) -> None:
     if format == "parquet":
         try:
             import pyarrow  # noqa: F401
-        except ImportError:
+        except ModuleNotFoundError:
             raise ConfigError(PARQUET_HINT) from None
+        except ImportError as e:  # installed, but built for other packages (pyarrow 15+ wants NumPy 2)
+            raise ConfigError(f"pyarrow is installed but does not import: {e}") from None
 
 
 def check_out(out: str | Path) -> None:

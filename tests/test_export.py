@@ -1,5 +1,6 @@
 """``ablate export`` and ``results.runs`` / ``results.metrics``: one table, three formats."""
 
+import importlib.abc
 import io
 import json
 import sys
@@ -113,8 +114,23 @@ def test_missing_or_empty_database_is_refused(tmp_path):
 
 
 def test_parquet_without_pyarrow_names_the_extra(filled, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ModuleNotFoundError
     _one_line_error(invoke("export", "depth", "--format", "parquet", "--db", filled), 'pip install -e ".[parquet]"')
+    assert not (tmp_path / "depth.parquet").exists()
+
+
+def test_parquet_with_a_pyarrow_that_fails_to_import_says_why(filled, tmp_path, monkeypatch):
+    # e.g. a pyarrow built for NumPy 2 beside NumPy 1: installed, so "install it" would mislead
+    class Broken(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "pyarrow":
+                raise ImportError("pyarrow requires NumPy 2.0 or newer, found 1.24.4")
+
+    monkeypatch.delitem(sys.modules, "pyarrow", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    result = invoke("export", "depth", "--format", "parquet", "--db", filled)
+    _one_line_error(result, "pyarrow is installed but does not import: pyarrow requires NumPy 2.0")
+    assert "pip install" not in result.output
     assert not (tmp_path / "depth.parquet").exists()
 
 
