@@ -20,24 +20,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-
-def write(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+from _record import over_budget, sd, write_json
 
 
 def summarise(runs: list[dict]) -> dict:
     if not runs:
         return {"n": 0}
-    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
     tta = [r["tta_val_acc"] for r in runs]
     plain = [r["val_acc"] for r in runs]
     secs = [r["seconds"] for r in runs]
@@ -65,7 +59,7 @@ def main() -> None:
 
     if not torch.cuda.is_available():
         report["skipped"] = "no CUDA: airbench94 runs on a CUDA device only"
-        write(out, report)
+        write_json(out, report)
         print(report["skipped"])
         return
     for name in ("train.pt", "test.pt"):
@@ -104,21 +98,19 @@ def main() -> None:
     ab.print_columns(ab.logging_columns_list, is_head=True)
     try:
         report["warmup"] = one("warmup")  # airbench's own warm-up: random labels, same work
-        write(out, report)
+        write_json(out, report)
         for run in range(args.runs):
             done = report["runs"]
-            if args.budget and done:
-                longest = max(r["host_seconds"] for r in done + [report["warmup"]])
-                if time.perf_counter() - began + longest > args.budget:
-                    report["stopped_by_budget"] = True
-                    print(f"budget of {args.budget:.0f} s reached: {len(done)} of {args.runs} runs")
-                    break
+            if done and over_budget(began, args.budget, [r["host_seconds"] for r in done + [report["warmup"]]]):
+                report["stopped_by_budget"] = True
+                print(f"budget of {args.budget:.0f} s reached: {len(done)} of {args.runs} runs")
+                break
             done.append(one(run))
             report.update(summarise(done))
-            write(out, report)
+            write_json(out, report)
     except KeyboardInterrupt:  # a caller's timeout: the runs that finished are on record
         report["interrupted"] = True
-        write(out, report)
+        write_json(out, report)
         raise SystemExit(130)
     s = summarise(report["runs"])
     if s["n"]:

@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _record import over_budget, sd, write_json
 
 from ablate.config import parse_assignment, to_dict
 from ablate.data import Dataset, load, synthetic
@@ -65,7 +64,6 @@ def summarise(runs: list[dict]) -> dict:
     accs = [r["test_acc"] for r in runs if r["test_acc"] is not None]
     secs = [r["seconds"] for r in runs]
     train_secs = [r["train_seconds"] for r in runs]
-    sd = lambda xs: statistics.stdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
     return {
         "n": len(runs),
         "mean_acc": statistics.fmean(accs) if accs else None, "std_acc": sd(accs) if accs else None,
@@ -76,12 +74,6 @@ def summarise(runs: list[dict]) -> dict:
 
 def fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
-
-
-def write(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -127,7 +119,7 @@ def main() -> None:
         "config": to_dict(points[0].config), "timing": "CUDA events around ablate.train.train (host clock on CPU)",
         "warmup": [], "runs": [], "stopped_by_budget": False,
     }
-    write(out, report)
+    write_json(out, report)
     print(f"data: {len(data.train_y)} train, {len(data.test_y)} test images on {device} ({load_s:.1f} s)")
 
     base = points[0].config
@@ -138,26 +130,24 @@ def main() -> None:
                 cfg = dataclasses.replace(cfg, epochs=args.warmup_epochs)
             r = timed_train(cfg, data, device)
             report["warmup"].append(r)
-            write(out, report)
+            write_json(out, report)
             print(f"warm-up  {r['epochs']:>3} ep  acc {fmt(r['test_acc'])}  {r['seconds']:.2f} s")
 
         print(f"{'seed':>4}  {'status':<9}{'test_acc':>9}{'seconds':>9}{'train_s':>9}")
         for p in points:
             done = report["runs"]
-            if args.budget and done:
-                longest = max(r["host_seconds"] for r in done)
-                if time.perf_counter() - began + longest > args.budget:
-                    report["stopped_by_budget"] = True
-                    print(f"budget of {args.budget:.0f} s reached: {len(done)} of {len(points)} seeds run")
-                    break
+            if over_budget(began, args.budget, [r["host_seconds"] for r in done]):
+                report["stopped_by_budget"] = True
+                print(f"budget of {args.budget:.0f} s reached: {len(done)} of {len(points)} seeds run")
+                break
             r = timed_train(p.config, data, device)
             done.append(r)
             report.update(summarise(done))
-            write(out, report)
+            write_json(out, report)
             print(f"{r['seed']:>4}  {r['status']:<9}{fmt(r['test_acc']):>9}{r['seconds']:>9.2f}{r['train_seconds']:>9.2f}")
     except KeyboardInterrupt:  # a caller's timeout: the seeds that finished are on record
         report["interrupted"] = True
-        write(out, report)
+        write_json(out, report)
         raise SystemExit(130)
     s = summarise(report["runs"])
     if s["n"]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -35,6 +34,8 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from _record import write_json
 
 SMI = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-lms", "500"]
 
@@ -195,9 +196,7 @@ def main() -> None:
             for key in ("points_per_hour", "busy_points_per_hour", "steady_points_per_hour"):
                 if base and base.get(key) and r.get(key):
                     r[f"{key}_vs_k1"] = round(r[key] / base[key], 2)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2))
-        os.replace(tmp, out)
+        write_json(out, report)
 
     save()
     for k in args.ks:
