@@ -104,6 +104,7 @@ def main() -> None:
             if done and over_budget(began, args.budget, [r["host_seconds"] for r in done + [report["warmup"]]]):
                 report["stopped_by_budget"] = True
                 print(f"budget of {args.budget:.0f} s reached: {len(done)} of {args.runs} runs")
+                write_json(out, report)
                 break
             done.append(one(run))
             report.update(summarise(done))

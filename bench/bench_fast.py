@@ -139,6 +139,7 @@ def main() -> None:
             if over_budget(began, args.budget, [r["host_seconds"] for r in done]):
                 report["stopped_by_budget"] = True
                 print(f"budget of {args.budget:.0f} s reached: {len(done)} of {len(points)} seeds run")
+                write_json(out, report)
                 break
             r = timed_train(p.config, data, device)
             done.append(r)

@@ -204,6 +204,7 @@ def main() -> None:
         if args.budget and time.time() - began + args.window + 5 > args.budget:
             report["skipped"].append(k)
             print(f"K={k}: skipped, the budget of {args.budget:.0f} s would be exceeded", flush=True)
+            save()
             continue
         report["results"].append(measure(k, args, workdir))
         save()
