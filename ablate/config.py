@@ -66,12 +66,15 @@ class OptimCfg:
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: str = "cosine"  # constant | step | cosine | onecycle
+    name: str = "cosine"  # constant | step | cosine | onecycle | onecycle3
     warmup_epochs: float = 0.0  # linear warmup before constant, step and cosine
     step_every: int = 10  # step: epochs between decays
     gamma: float = 0.1  # step: decay factor
-    peak_at: float = 0.25  # onecycle: fraction of training at the peak learning rate
-    final_frac: float = 0.0  # cosine and onecycle: final lr as a fraction of the peak
+    peak_at: float = 0.25  # onecycle, onecycle3: fraction of training at the peak learning rate
+    final_frac: float = 0.0  # cosine, onecycle, onecycle3: final lr as a fraction of the peak
+    # onecycle3: the level it starts from and comes back to, as a fraction of the peak
+    # (torch's OneCycleLR starts at 1/div_factor = 1/25).
+    start_frac: float = 0.04
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ class RunConfig:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "ranger", "ranger21")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "onecycle3")
 CHOICES = {
     "data.dataset": ("cifar10", "synthetic"),
     "data.pipeline": ("device", "pil"),
@@ -176,6 +179,7 @@ RANGES = {
     "schedule.gamma": (0.0, 1.0),
     "schedule.peak_at": (0.0, 1.0),
     "schedule.final_frac": (0.0, 1.0),
+    "schedule.start_frac": (0.0, 1.0),
     "loss.label_smoothing": (0.0, 1.0),
     "switch.at_epoch": (0, None),
     "probes.grad_norm_every": (0, None),
@@ -211,6 +215,10 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     cfg = _build(RunConfig, d, "")
     if cfg.switch.at_epoch >= cfg.epochs:
         raise ConfigError(f"switch.at_epoch must be below epochs ({cfg.epochs}), got {cfg.switch.at_epoch}")
+    for prefix, schedule in (("schedule", cfg.schedule), ("switch.schedule", cfg.switch.schedule)):
+        if schedule.name == "onecycle3" and not 2 * schedule.peak_at < 1:
+            raise ConfigError(f"{prefix}.peak_at must be below 0.5 for {prefix}.name = \"onecycle3\" "
+                              f"(its rise and fall take 2 x peak_at of training), got {schedule.peak_at}")
     aug = cfg.data.aug
     if cfg.data.pipeline == "pil" and (aug.flip_mode != "random" or aug.pad_mode != "zeros"):
         raise ConfigError("data.aug.flip_mode and data.aug.pad_mode other than random and zeros "
@@ -391,7 +399,10 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 # Keys added after runs were first recorded. At their defaults they stay out of the hash, so
 # every config that could be written before them keeps its identity, and its recorded runs.
 # A key added from now on goes here too.
-LATER_KEYS = ("data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging")
+LATER_KEYS = (
+    "data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging",
+    "schedule.start_frac", "switch.schedule.start_frac",
+)
 
 
 def config_hash(cfg: RunConfig) -> str:
