@@ -90,6 +90,9 @@ class SwitchCfg:
 @dataclass(frozen=True)
 class LossCfg:
     label_smoothing: float = 0.0
+    # pytorch: the true class gets 1 - eps + eps/C, every other eps/C (CrossEntropyLoss).
+    # report: the report's Eq. 1, the true class 1 - eps, every other eps/(C - 1).
+    smoothing_form: str = "pytorch"
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,10 @@ CHOICES = {
     "switch.optimizer.name": OPTIMIZERS,
     "switch.schedule.name": SCHEDULES,
     "precision": ("auto", "fp32", "bf16"),
+    "loss.smoothing_form": ("pytorch", "report"),
 }
+# Classes per data set, for the checks that need them before the data are loaded.
+DATASET_CLASSES = {"cifar10": 10, "synthetic": 10}
 
 # (lowest, highest, highest included?) for numbers that have a sensible range.
 RANGES = {
@@ -219,11 +225,21 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         if schedule.name == "onecycle3" and not 2 * schedule.peak_at < 1:
             raise ConfigError(f"{prefix}.peak_at must be below 0.5 for {prefix}.name = \"onecycle3\" "
                               f"(its rise and fall take 2 x peak_at of training), got {schedule.peak_at}")
+    check_smoothing(cfg.loss, DATASET_CLASSES[cfg.data.dataset])
     aug = cfg.data.aug
     if cfg.data.pipeline == "pil" and (aug.flip_mode != "random" or aug.pad_mode != "zeros"):
         raise ConfigError("data.aug.flip_mode and data.aug.pad_mode other than random and zeros "
                           "need data.pipeline = \"device\"")
     return dataclasses.replace(cfg, model=ModelCfg(name=name, args=model))
+
+
+def check_smoothing(loss: LossCfg, num_classes: int) -> None:
+    """Eq. 1 gives every wrong class eps/(C-1), which passes the true class's 1 - eps above
+    (C-1)/C: refuse that rather than train on targets that favour a wrong class."""
+    if loss.smoothing_form == "report" and loss.label_smoothing > (num_classes - 1) / num_classes:
+        raise ConfigError(f"loss.label_smoothing must be <= (C-1)/C = {(num_classes - 1) / num_classes:.4g} "
+                          f"for loss.smoothing_form = \"report\" with C = {num_classes} classes, "
+                          f"got {loss.label_smoothing}")
 
 
 def _build(cls, d: dict[str, Any], prefix: str):
@@ -401,7 +417,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 # A key added from now on goes here too.
 LATER_KEYS = (
     "data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging",
-    "schedule.start_frac", "switch.schedule.start_frac",
+    "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form",
 )
 
 
