@@ -96,7 +96,8 @@ def _print_dry_run(rows: list[dict]) -> None:
         table.add_row(r["label"], str(r["seed"]), r["config_hash"], r["status"])
     Console().print(table)
     done = sum(r["status"] in ("complete", "diverged") for r in rows)
-    typer.echo(f"{len(rows)} points, {done} done, {len(rows) - done} to train")
+    data = ", ".join(dict.fromkeys(r["data"] for r in rows))
+    typer.echo(f"{len(rows)} points on {data}: {done} done, {len(rows) - done} to train")
 
 
 def _broken_command(name: str, message: str):
