@@ -95,3 +95,26 @@ def test_paired_needs_two_and_equal_differences_leave_no_doubt():
     assert (mean, n) == (0.02, 1) and all(math.isnan(v) for v in (low, high, p))
     assert paired([0.02, 0.02, 0.02])[3:] == (3, 0.0)
     assert paired([0.0, 0.0])[4] == 1.0
+
+
+def test_summarize_keeps_a_group_whose_key_is_missing():
+    # Runs recorded before a config key existed have no value for it: they are a group too.
+    frame = pd.DataFrame(
+        {
+            "act": ["relu", None, "gelu", None, "relu"],
+            "test_acc": [0.5, 0.6, 0.7, 0.8, 0.7],
+        }
+    )
+    out = summarize(frame, ["act"])
+    assert list(out["act"].iloc[:2]) == ["gelu", "relu"] and pd.isna(out["act"].iloc[2])  # missing sorts last
+    assert list(out["n"]) == [1, 2, 2]
+    assert list(out["mean"]) == pytest.approx([0.7, 0.6, 0.7])
+    assert out["n"].sum() == len(frame)  # no run dropped
+
+
+def test_summarize_keeps_missing_keys_among_several():
+    frame = pd.DataFrame({"depth": [1, 1, 2, 2], "lr": [0.1, np.nan, 0.1, np.nan], "test_acc": [0.1, 0.2, 0.3, 0.4]})
+    out = summarize(frame, ["depth", "lr"])
+    assert len(out) == 4 and list(out["n"]) == [1, 1, 1, 1]
+    assert list(out["mean"]) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert out["lr"].isna().tolist() == [False, True, False, True]
