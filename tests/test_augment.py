@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ablate.augment import augment, normalize
+from ablate.augment import alternating_flips, augment, normalize
 from ablate.config import AugCfg
 from ablate.data import MEAN, STD
 
@@ -221,6 +221,30 @@ def test_rotate_is_torchvisions_rotation_by_the_drawn_angle():
     for i, angle in enumerate(angles.tolist()):
         want = TF.rotate(x[i].float(), angle, interpolation=InterpolationMode.BILINEAR)
         assert (want.round() - out[i].float()).abs().max() <= 1
+
+
+def test_jitter_then_rotate_is_torchvisions_clamped_jitter_then_rotation():
+    # Each jitter step clamps to [0, 255] as ColorJitter does, so the rotation that follows
+    # blends clamped pixels: a strong jitter on vivid colours pushes many out of range.
+    x, j, d = coloured(), 0.9, 30.0
+    out = augment(x, AugCfg(jitter=j, rotate=d), gen("cpu", 6))
+    g = gen("cpu", 6)
+    factors = torch.rand(3, len(x), generator=g) * 2 * j + 1 - j  # jitter draws first ...
+    angles = torch.rand(len(x), generator=g) * 2 * d - d  # ... then the angles
+    for i, (b, c, s) in enumerate(factors.T.tolist()):
+        jittered = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(x[i].float() / 255, b), c), s)
+        want = TF.rotate(jittered * 255, angles[i].item(), interpolation=InterpolationMode.BILINEAR)
+        assert (want.round().clamp(0, 255) - out[i].float()).abs().max() <= 1.01
+
+
+def test_jitter_keeps_black_black():
+    black = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)
+    assert torch.equal(augment(black, AugCfg(jitter=0.5), gen("cpu")), black)
+
+
+def test_alternating_flips_land_on_the_device_asked_for():
+    flags = alternating_flips(16, seed=0, epoch=1, device="meta")  # any device but the CPU
+    assert flags.device.type == "meta" and flags.dtype == torch.bool
 
 
 @pytest.mark.parametrize("device", DEVICES)
