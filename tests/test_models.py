@@ -73,6 +73,12 @@ def test_each_activation_computes_its_definition(name):
     assert_computes(activation(name, 5), name, 5)
 
 
+def test_an_unknown_activation_is_refused_naming_those_accepted():
+    with pytest.raises(ConfigError) as e:
+        activation("swish2", 4)
+    assert str(e.value) == "model.activation must be one of relu, leaky_relu, prelu, elu, celu, gelu, silu, mish, got 'swish2'"
+
+
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
 def test_plain_cnn_uses_the_activation_it_is_given(name):
     model = create_model("plain_cnn", depth=2, activation=name, width=6)
