@@ -104,6 +104,17 @@ def test_crop_is_a_window_at_every_offset_from_0_to_2p(p, pad_mode):
         assert torch.equal(out[i].float(), padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32])
     offsets = set(zip(dy.tolist(), dx.tolist()))
     assert offsets == {(a, b) for a in range(2 * p + 1) for b in range(2 * p + 1)}  # all of them, none beyond
+    g = gen("cpu")  # and the ones drawn from the generator: rows, then columns (same seed, same crops)
+    assert torch.equal(dy, torch.randint(0, 2 * p + 1, (n,), generator=g))
+    assert torch.equal(dx, torch.randint(0, 2 * p + 1, (n,), generator=g))
+
+
+def test_reflect_padding_must_be_smaller_than_the_image():
+    x = batch(n=4)[..., :10, :10].contiguous()
+    assert augment(x, AugCfg(crop_padding=9, pad_mode="reflect"), gen("cpu")).shape == x.shape
+    with pytest.raises(ValueError) as e:
+        augment(x, AugCfg(crop_padding=10, pad_mode="reflect"), gen("cpu"))
+    assert str(e.value) == "reflect padding must be smaller than the image, got 10 for 10x10"
 
 
 def test_cutout_zeros_one_square_clipped_at_the_border():
@@ -240,6 +251,14 @@ def test_jitter_then_rotate_is_torchvisions_clamped_jitter_then_rotation():
 def test_jitter_keeps_black_black():
     black = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)
     assert torch.equal(augment(black, AugCfg(jitter=0.5), gen("cpu")), black)
+
+
+def test_alternating_flips_start_from_the_seeds_coins():
+    # Epoch 1 flips where a fair coin from the seed says so; a change here would flip other
+    # images for the same seed and config, and no longer reproduce recorded runs.
+    coins = torch.rand(64, generator=torch.Generator().manual_seed(5)) < 0.5
+    assert torch.equal(alternating_flips(64, seed=5, epoch=1), coins)
+    assert torch.equal(alternating_flips(64, seed=5, epoch=4), ~coins)
 
 
 def test_alternating_flips_land_on_the_device_asked_for():
