@@ -59,8 +59,18 @@ def test_all_off_is_identity_and_draws_nothing():
     x = batch()
     g = gen("cpu")
     state = g.get_state()
-    assert torch.equal(augment(x, AugCfg(), g), x)
+    assert augment(x, AugCfg(), g) is x
     assert torch.equal(g.get_state(), state)
+
+
+def test_a_step_that_is_off_draws_nothing():
+    # Jitter alone draws its three factors per image and nothing more, so turning a step on
+    # or off elsewhere does not shift the draws of the others.
+    x, g = batch(n=8), gen("cpu", 2)
+    augment(x, AugCfg(jitter=0.3), g)
+    replay = gen("cpu", 2)
+    torch.rand(3, 8, generator=replay)
+    assert torch.equal(g.get_state(), replay.get_state())
 
 
 def test_global_rng_untouched():
@@ -137,15 +147,16 @@ def test_cutout_zeros_one_square_clipped_at_the_border():
     assert set(out.unique().tolist()) == {0, 255}
 
 
-def test_cutout_square_is_centred_on_the_drawn_point():
+@pytest.mark.parametrize("size", [7, 1])
+def test_cutout_square_is_centred_on_the_drawn_point(size):
     # The draws, replayed: a centre row, then a centre column, per image, from the generator.
-    size, n = 7, 64
+    n, half = 64, size // 2
     out = augment(torch.full((n, 3, 32, 32), 255, dtype=torch.uint8), AugCfg(cutout=size), gen("cpu", 4))
     g = gen("cpu", 4)
     cy, cx = torch.randint(0, 32, (n,), generator=g), torch.randint(0, 32, (n,), generator=g)
     for i in range(n):
         want = torch.full((3, 32, 32), 255, dtype=torch.uint8)
-        want[:, max(cy[i] - 3, 0):cy[i] + 4, max(cx[i] - 3, 0):cx[i] + 4] = 0  # rows cy-3 .. cy+3
+        want[:, max(cy[i] - half, 0):cy[i] - half + size, max(cx[i] - half, 0):cx[i] - half + size] = 0
         assert torch.equal(out[i], want)
 
 
@@ -222,10 +233,12 @@ def test_jitter_scales_saturation_and_contrast_of_colour_images_by_the_drawn_fac
     torch.testing.assert_close(saturation(out) / saturation(x), b * c * s, rtol=0.02, atol=0)
 
 
-def test_rotate_is_torchvisions_rotation_by_the_drawn_angle():
+@pytest.mark.parametrize("d", [30.0, 1.0])
+def test_rotate_is_torchvisions_rotation_by_the_drawn_angle(d):
     # Noise is asymmetric in every direction: only the right angle, turned the right way
-    # (counter-clockwise for a positive angle, as torchvision), matches.
-    x, d = batch(n=16), 30.0
+    # (counter-clockwise for a positive angle, as torchvision), matches. Even a degree moves
+    # the corners' pixels by a fraction of one, which noise shows.
+    x = batch(n=16)
     out = augment(x, AugCfg(rotate=d), gen("cpu", 3))
     angles = torch.rand(len(x), generator=gen("cpu", 3)) * 2 * d - d  # the draw, replayed: degrees
     assert angles.abs().max() > d / 2
@@ -278,8 +291,13 @@ def test_normalize(device):
     assert normalize(x, torch.bfloat16).dtype == torch.bfloat16
 
 
-def test_wrong_dtype_refused():
-    with pytest.raises(TypeError):
-        augment(batch().float(), ALL_ON, gen("cpu"))
-    with pytest.raises(TypeError):
+def test_wrong_input_refused_by_name():
+    with pytest.raises(TypeError) as e:
+        augment(batch(n=2).float(), ALL_ON, gen("cpu"))
+    assert str(e.value) == "augment takes uint8 [B, C, H, W], got torch.float32 [2, 3, 32, 32]"
+    with pytest.raises(TypeError) as e:
         normalize(batch().float())
+    assert str(e.value) == "normalize takes uint8 images, got torch.float32"
+    with pytest.raises(ValueError) as e:
+        augment(batch(n=2), AugCfg(flip=True, flip_mode="alternate"), gen("cpu"), torch.ones(3, dtype=torch.bool))
+    assert str(e.value) == "flip_mode 'alternate' needs one flip flag per image (alternating_flips)"
