@@ -16,6 +16,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ALL_ON = AugCfg(crop_padding=4, flip=True, cutout=8, jitter=0.4, rotate=15.0)
 SINGLE = {
     "crop": AugCfg(crop_padding=4),
+    "reflect crop": AugCfg(crop_padding=4, pad_mode="reflect"),
     "flip": AugCfg(flip=True),
     "cutout": AugCfg(cutout=8),
     "jitter": AugCfg(jitter=0.4),
