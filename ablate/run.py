@@ -26,6 +26,15 @@ class Plan:
     data_source: str | None
     backend: str = "local"
     per_gpu: int | None = None  # None: one point per GPU here; on Ray, by model size
+    data: dict[str, datasets.DataIdentity] = field(default_factory=dict)  # data.dataset -> what it is
+    loaded: dict[str, datasets.Dataset] = field(default_factory=dict, repr=False)  # for local workers
+
+    def identity(self, point: GridPoint) -> datasets.DataIdentity:
+        return self.data[point.config.data.dataset]
+
+    def key(self, point: GridPoint) -> tuple[str, int, str]:
+        """What names a point's run in the store: config, seed and data."""
+        return point.config_hash, point.seed, self.identity(point).fingerprint
 
 
 @dataclass
@@ -40,6 +49,7 @@ class RunSummary:
     retried: int = 0  # failed runs re-queued by --retry-failed
     elsewhere: int = 0  # points another live runner is training now
     errors: list[str] = field(default_factory=list)  # not a point's result: workers given up
+    out_of_time: bool = False  # stopped at the deadline; the unfinished points stay pending
 
     @property
     def ok(self) -> bool:
@@ -59,8 +69,11 @@ def plan(
     device: str | None = None,
     backend: str = "local",
     per_gpu: int | None = None,
+    data_cache: dict | None = None,
 ) -> Plan:
-    """Check every input and expand the grid; touches no database, so bad input writes nothing."""
+    """Check every input and expand the grid; touches no database, so bad input writes nothing.
+
+    ``data_cache`` keeps the data sets read, for plans of several studies on the same data."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
@@ -81,26 +94,42 @@ def plan(
         kind = (device or "auto").strip()
         if kind not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device '{kind}' with --backend ray: accepted: auto, cpu, cuda (Ray places the points)")
-        return Plan(spec, points, [kind], source, backend, per_gpu)
-    if any(p.config.data.dataset == "cifar10" for p in points):
-        datasets.check_source(source)
-    # Several processes per GPU: small models leave most of it idle when trained one at a time.
-    devices = [d for d in parse_devices(device) for _ in range(per_gpu or 1)]
-    return Plan(spec, points, devices, source, backend, per_gpu)
+        devices = [kind]
+    else:
+        # Several processes per GPU: small models leave most of it idle when trained one at a time.
+        devices = [d for d in parse_devices(device) for _ in range(per_gpu or 1)]
+    # The data last, as it is the slow check: its fingerprint is part of every point's
+    # identity, so which points are done is only known once it is read. Ray workers read
+    # their own copy at the same path and check it against this fingerprint.
+    loaded, identities = _load_data(points, source, {} if data_cache is None else data_cache)
+    return Plan(spec, points, devices, source, backend, per_gpu, identities,
+                loaded if backend == "local" else {})
+
+
+def _load_data(points: list[GridPoint], source: str | None, cache: dict):
+    loaded, identities = {}, {}
+    for name in sorted({p.config.data.dataset for p in points}):
+        where = "synthetic" if name == "synthetic" else source
+        if where not in cache:
+            ds = datasets.load(where)
+            cache[where] = ds, datasets.identify(where, ds)
+        loaded[name], identities[name] = cache[where]
+    return loaded, identities
 
 
 def _study_spec(study: Study) -> dict[str, Any]:
     return {"base": study.base, "axes": study.axes, "seeds": study.seeds, "figures": list(study.figures),
-            "reported": study.reported, "path": str(study.path) if study.path else None}
+            "reported": study.reported, "claims": [c.to_dict() for c in study.claims],
+            "path": str(study.path) if study.path else None}
 
 
-def existing(store: Store, plan_: Plan) -> dict[tuple[str, int], dict[str, Any]]:
-    """The recorded runs of the plan's points, keyed (config_hash, seed)."""
-    wanted = {(p.config_hash, p.seed) for p in plan_.points}
+def existing(store: Store, plan_: Plan) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """The recorded runs of the plan's points, keyed (config_hash, seed, data fingerprint)."""
+    wanted = {plan_.key(p) for p in plan_.points}
     return {
-        (r["config_hash"], r["seed"]): r
+        (r["config_hash"], r["seed"], r["data_fp"]): r
         for r in store.runs(plan_.study.name)
-        if (r["config_hash"], r["seed"]) in wanted
+        if (r["config_hash"], r["seed"], r["data_fp"]) in wanted
     }
 
 
@@ -114,6 +143,7 @@ def execute(
     checkpoints: str | Path | None = None,
     processes: bool | None = None,
     address: str | None = None,
+    deadline: float | None = None,
 ) -> RunSummary:
     """Record the plan's points, then train those not done yet.
 
@@ -121,11 +151,12 @@ def execute(
     checkpoints; with ``retry_failed``, so are the plan's failed points (from scratch).
     ``checkpoints`` is the folder for them (default: beside the database). ``address`` is
     the Ray cluster's, for a plan made with ``backend="ray"`` (None: a running one, or a
-    new one on this machine).
+    new one on this machine). At ``deadline`` (``time.monotonic()``) the workers stop after
+    their current step and the unfinished points go back to pending, to resume.
     """
     reporter = reporter or QuietReporter()
-    # The data first, while nothing is written: a corrupted batch file leaves the database
-    # as it was. Skipped when every point is settled, so a finished study costs no load.
+    # The plan has read the data already, so a corrupted batch file has left the database as
+    # it was. What is left to check before the first write depends on what is left to train.
     before = existing(store, plan_)
     unsettled = len(before) < len(plan_.points) or any(
         r["status"] in ("pending", "running") or (retry_failed and r["status"] == "failed") for r in before.values()
@@ -134,13 +165,11 @@ def execute(
     if unsettled:
         check_writable(folder)
     if plan_.backend == "local":
-        preloaded = _preload(plan_) if unsettled else {}
-
         def make_runner(study_id: int) -> Runner:
-            return Runner(store, study_id, plan_.devices, plan_.data_source, reporter, preloaded,
+            return Runner(store, study_id, plan_.devices, plan_.data_source, reporter, plan_.loaded,
                           checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes)
 
-        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_runner)
+        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_runner, deadline)
     from ablate.ray_runner import RayRunner, cluster
 
     # The cluster before any write: an address that answers nothing leaves the database as it was.
@@ -149,18 +178,21 @@ def execute(
             return RayRunner(store, study_id, kind, plan_.data_source, reporter, per_gpu=plan_.per_gpu,
                              checkpoint_dir=folder, keep_checkpoints=keep_checkpoints)
 
-        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_ray_runner)
+        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_ray_runner,
+                                 deadline)
 
 
 def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Path, retry_failed: bool,
-                      keep_checkpoints: bool, make_runner: Callable[[int], Runner]) -> RunSummary:
+                      keep_checkpoints: bool, make_runner: Callable[[int], Runner],
+                      deadline: float | None = None) -> RunSummary:
     study = plan_.study
     study_id = store.sync_study(study.name, study.description, _study_spec(study))
     stale = store.requeue_stale(study_id, STALE_AFTER_S)
     for r in stale:
         reporter.message(f"re-queued run {r['id']} ({r['label']}): {r['reason']}")
     store.add_runs(study_id, (
-        NewRun(p.config_hash, p.seed, to_dict(p.config), p.label) for p in plan_.points
+        NewRun(p.config_hash, p.seed, to_dict(p.config), p.label, plan_.identity(p).fingerprint, plan_.identity(p).name)
+        for p in plan_.points
     ))
     runs = existing(store, plan_)
     retried = 0
@@ -176,8 +208,9 @@ def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Pat
                          elsewhere=sum(r["status"] == "running" for r in runs.values()))
     if not todo:
         return summary
-    outcome = make_runner(study_id).run(todo, len(todo), skipped)
+    outcome = make_runner(study_id).run(todo, len(todo), skipped, deadline)
     summary.counts, summary.interrupted, summary.errors = outcome.counts, outcome.interrupted, outcome.errors
+    summary.out_of_time = outcome.out_of_time
     return summary
 
 
@@ -200,13 +233,7 @@ def _sweep_checkpoints(folder: Path, runs) -> None:
             remove_checkpoint(checkpoint_path(folder, r["id"]))
 
 
-def _preload(plan_: Plan) -> dict[str, datasets.Dataset]:
-    """Load the data once up front: a missing download fails here, not in every worker."""
-    names = {p.config.data.dataset for p in plan_.points}
-    return {n: datasets.load("synthetic" if n == "synthetic" else plan_.data_source) for n in names}
-
-
-EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address")
+EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address", "deadline")
 
 
 def run_study(study: str, db: str | None = None, reporter: Reporter | None = None, **options) -> RunSummary:
@@ -226,8 +253,8 @@ def dry_run(store: Store, plan_: Plan) -> list[dict[str, Any]]:
     """Each point with its recorded status (``new`` if never run); writes nothing."""
     runs = existing(store, plan_)
     return [
-        {"label": p.label, "seed": p.seed, "config_hash": p.config_hash,
-         "status": runs.get((p.config_hash, p.seed), {}).get("status", "new")}
+        {"label": p.label, "seed": p.seed, "config_hash": p.config_hash, "data": plan_.identity(p).name,
+         "status": runs.get(plan_.key(p), {}).get("status", "new")}
         for p in plan_.points
     ]
 

@@ -169,6 +169,7 @@ class Task:
     config_hash: str = ""
     seed: int = 0
     checkpoint: str | None = None  # this run's checkpoint file; None: no checkpoints
+    data_fp: str | None = None  # the data it was planned on; the worker's must be the same
 
 
 def _versions() -> dict[str, str]:
@@ -227,6 +228,7 @@ def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, s
     def dataset(name: str) -> datasets.Dataset:
         if name not in cache:
             raw = (preloaded or {}).get(name) or datasets.load("synthetic" if name == "synthetic" else data_source)
+            datasets.fingerprint(raw)  # on the host copy, once; to() carries it
             cache[name] = raw.to(device)
         return cache[name]
 
@@ -253,6 +255,10 @@ def _run_task(wid: int, device: str, task: Task, dataset: Callable[[str], datase
     rid = task.run_id
     cfg = from_dict(task.config)
     data = dataset(cfg.data.dataset)
+    if task.data_fp is not None and data.fingerprint != task.data_fp:
+        # A worker on another machine (Ray) read another copy at the same --data path.
+        raise datasets.DataError(f"this worker's data (fingerprint {data.fingerprint}) is not the data the run "
+                                 f"was planned on ({task.data_fp}); give every machine the same copy")
     path = Path(task.checkpoint) if task.checkpoint else None
     state, why = None, None
     if path is not None:
@@ -398,6 +404,7 @@ class Reporter(Protocol):
 class Outcome:
     counts: dict[str, int] = field(default_factory=dict)  # status -> runs this invocation ended
     interrupted: bool = False
+    out_of_time: bool = False  # the deadline passed: the workers stopped after their step
     errors: list[str] = field(default_factory=list)  # trouble that is no point's result (workers given up)
 
     def add(self, status: str) -> None:
@@ -503,7 +510,9 @@ class Runner:
 
     # ---------------------------------------------------------------- the loop
 
-    def run(self, run_ids: set[int], total: int, skipped: int) -> Outcome:
+    def run(self, run_ids: set[int], total: int, skipped: int, deadline: float | None = None) -> Outcome:
+        """Train ``run_ids`` until done, a Ctrl-C, or ``deadline`` (``time.monotonic()``):
+        then the workers stop after their current step and the points go back to pending."""
         outcome = Outcome()
         busy: dict[int, Task] = {}
         previous = self._install_sigint()
@@ -516,6 +525,10 @@ class Runner:
                 if self._interrupts == 1 and not told:
                     self._stop.value, outcome.interrupted, told = 1, True, True
                     self.reporter.message("stopping after the current step; Ctrl-C again to stop at once")
+                if deadline is not None and not outcome.out_of_time and time.monotonic() >= deadline:
+                    self._stop.value, outcome.out_of_time = 1, True
+                    self.reporter.message("the time budget is spent: stopping after the current step; "
+                                          "the unfinished points stay pending, to resume")
                 if not self._stop.value:
                     self._dispatch(run_ids, busy)
                     if not busy and any(not s.retired and not s.handle.is_alive() for s in self._slots):
@@ -561,7 +574,7 @@ class Runner:
                 return
             path = checkpoint_path(self.checkpoint_dir, claim.run_id) if self.checkpoint_dir else None
             task = Task(claim.run_id, claim.token, claim.config, claim.label, claim.config_hash, claim.seed,
-                        str(path) if path else None)
+                        str(path) if path else None, claim.data_fp)
             busy[slot.wid] = task
             slot.cancel.value = 0
             slot.inbox.put(task)

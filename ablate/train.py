@@ -21,6 +21,7 @@ from ablate.augment import alternating_flips, augment, normalize
 from ablate.averaging import WeightAverage
 from ablate.config import RunConfig
 from ablate.data import Dataset, subset
+from ablate.loss import build_loss
 from ablate.models import create_model
 from ablate.optim import build_optimizer, build_schedule
 from ablate.probes import first_kernels, loss_along_gradient, relative_grad_norms
@@ -174,7 +175,7 @@ def train(
     metrics, earlier_s = run.restore(resume) if resume else ({}, 0.0)
     amp = autocast_dtype(cfg.precision, device)
     autocast = lambda: _autocast(device, amp)  # noqa: E731
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
+    loss_fn = build_loss(cfg.loss, len(data.classes))
     probes = cfg.probes
     grad_every, land_every = (probes.grad_norm_every, probes.landscape_every) if hooks.probe else (0, 0)
     loader = None

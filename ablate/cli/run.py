@@ -98,7 +98,8 @@ def _print_dry_run(rows: list[dict]) -> None:
         table.add_row(r["label"], str(r["seed"]), r["config_hash"], r["status"])
     Console().print(table)
     done = sum(r["status"] in ("complete", "diverged") for r in rows)
-    typer.echo(f"{len(rows)} points, {done} done, {len(rows) - done} to train")
+    data = ", ".join(dict.fromkeys(r["data"] for r in rows))
+    typer.echo(f"{len(rows)} points on {data}: {done} done, {len(rows) - done} to train")
 
 
 def _broken_command(name: str, message: str):
@@ -119,10 +120,15 @@ class StudyGroup(TyperGroup):
     def list_commands(self, ctx: typer.Context) -> list[str]:
         from ablate.studies import study_files
 
-        return list(study_files())
+        return ["all", *study_files()]
 
     def get_command(self, ctx: typer.Context, name: str):
         from ablate.studies import StudyError, load, study_files
+
+        if name == "all":
+            from ablate.cli.run_all import all_command
+
+            return all_command()
 
         try:
             return study_command(name, load(name))

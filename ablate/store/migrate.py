@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from ablate.store.schema import SCHEMA_VERSION
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-REVISIONS = {1: "0001", 2: "0002"}  # schema_version -> the Alembic revision that made it
+REVISIONS = {1: "0001", 2: "0002", 3: "0003"}  # schema_version -> the Alembic revision that made it
 assert max(REVISIONS) == SCHEMA_VERSION
 LOCK_ID = 0x61626C617465  # "ablate": the PostgreSQL advisory lock that serialises upgrades
 
@@ -65,12 +65,14 @@ def inspect(conn: sa.Connection) -> Found:
     return Found(tables, version, revision)
 
 
-def inspect_sqlite_file(path: Path) -> Found | None:
-    """What a SQLite file holds, through a read-only connection: one that cannot even
-    checkpoint a write-ahead log someone else left, so a refused file keeps every byte.
-    None if it cannot be read that way (the caller then reads it as usual)."""
+def inspect_sqlite_file(path: Path, uri: str | None = None) -> Found | None:
+    """What a SQLite file holds, through a read-only connection (``uri``, by default
+    ``mode=ro``): one that cannot even checkpoint a write-ahead log someone else left, so a
+    refused file keeps every byte. None if it cannot be read that way (the caller then
+    reads it as usual)."""
+    uri = uri or f"file:{quote(str(path.resolve()))}?mode=ro"
     try:
-        with closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=30)) as conn:
+        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
             tables = frozenset(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
             version = revision = None
             if "schema_version" in tables:
