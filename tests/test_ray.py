@@ -245,3 +245,22 @@ def test_a_worker_killed_mid_point_still_ends_with_every_point_complete_once(ray
     assert curves(db, "long").equals(curves(reference, "long"))
     again = run_study(str(study), db=db, reporter=QuietReporter(lambda _: None), backend="ray", device="cpu")
     assert again.counts == {} and again.skipped == 2
+
+
+def test_a_cluster_recorded_on_this_machine_counts_only_while_it_answers(tmp_path, monkeypatch):
+    """Ray's record of the local cluster outlives a cluster that died; ray.init() would then
+    wait minutes on the dead address instead of starting a new instance."""
+    import socket
+
+    from ablate.ray_runner import _this_machines_cluster
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    assert _this_machines_cluster() is None  # nothing recorded
+    with socket.socket() as live:
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        port = live.getsockname()[1]
+        (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+        assert _this_machines_cluster() == f"127.0.0.1:{port}"
+    assert _this_machines_cluster() is None  # the same record, nobody answering
