@@ -419,10 +419,10 @@ class Store:
                 tuple(r) for r in s.execute(
                     sa.select(RunRow.config_hash, RunRow.seed, RunRow.data_fp).where(RunRow.study_id == study_id))
             }
-            new = [r for r in runs if (r.config_hash, r.seed, r.data_fp) not in have]
+            new = [r for r in runs if (r.config_hash, r.seed, r.data_fp or "") not in have]
             for r in new:
                 s.add(RunRow(
-                    study_id=study_id, config_hash=r.config_hash, seed=r.seed, data_fp=r.data_fp,
+                    study_id=study_id, config_hash=r.config_hash, seed=r.seed, data_fp=r.data_fp or "",
                     data_name=r.data_name, config_json=json.dumps(r.config, sort_keys=True), label=r.label,
                     status="pending",
                 ))
@@ -456,7 +456,7 @@ class Store:
                                   RunRow.attempts, RunRow.epochs_done, RunRow.data_fp).where(RunRow.id == run_id)
                     ).one()
                     return Claim(run_id, json.loads(row.config_json), row.seed, row.label, row.config_hash,
-                                 row.attempts, row.epochs_done, row.data_fp)
+                                 row.attempts, row.epochs_done, row.data_fp or None)
 
     def _own(self, s: Session, run_id: int, token: int | None, **values: Any) -> bool:
         """Touch the run (heartbeat, plus ``values``) if it is still the claim ``token``'s.
@@ -734,7 +734,8 @@ class Store:
                 continue
             values = {k: v for k, v in run.items() if k not in ("id", "study", "attempts")}
             values["study_id"] = ids[run["study"]]
-            if values["data_fp"] is None and assume and \
+            values["data_fp"] = values["data_fp"] or ""
+            if not values["data_fp"] and assume and \
                     (json.loads(values["config_json"]).get("data") or {}).get("dataset") != "synthetic":
                 values["data_fp"], values["data_name"] = assume
                 values["notes"] = _append(values["notes"], f"data assumed when merged: {assume[1]} ({assume[0]})")
@@ -776,7 +777,9 @@ def _put_metrics(s: Session, run_id: int, step: int, values: dict[str, float]) -
 
 
 def _as_dict(run: RunRow) -> dict[str, Any]:
-    return {c.key: getattr(run, c.key) for c in sa.inspect(RunRow).column_attrs}
+    d = {c.key: getattr(run, c.key) for c in sa.inspect(RunRow).column_attrs}
+    d["data_fp"] = d["data_fp"] or None  # '' in the table: not recorded
+    return d
 
 
 def _append(notes: str | None, note: str) -> str:

@@ -50,7 +50,6 @@ class StudyRow(Base):
 class RunRow(Base):
     __tablename__ = "runs"
     # One row per grid point, seed and data: running a study again adds only what is missing.
-    # Runs recorded before version 3 have no data fingerprint (NULL), and NULLs never collide.
     __table_args__ = (sa.UniqueConstraint("study_id", "config_hash", "seed", "data_fp", name="uq_runs_identity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -59,8 +58,10 @@ class RunRow(Base):
     seed: Mapped[int]
     config_json: Mapped[str] = mapped_column(sa.Text)
     # The data it trained and tested on (ablate.data.fingerprint of the decoded arrays) and
-    # its name; None for a run recorded before version 3 on data other than synthetic.
-    data_fp: Mapped[str | None] = mapped_column(sa.String(64))
+    # its name. '' for a run recorded before version 3 on data other than synthetic, not NULL:
+    # NULLs never collide in a unique key, and concurrent runners must. The store hands ''
+    # out as None.
+    data_fp: Mapped[str] = mapped_column(sa.String(64), default="", server_default="")
     data_name: Mapped[str | None] = mapped_column(sa.String(200))
     label: Mapped[str] = mapped_column(sa.String(500), default="")
     status: Mapped[str] = mapped_column(sa.String(16), default="pending", index=True)

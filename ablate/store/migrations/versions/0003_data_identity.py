@@ -4,7 +4,8 @@ runs.data_fp (the fingerprint of the decoded arrays) and runs.data_name; the uni
 a run becomes (study, config hash, seed, data fingerprint). Runs recorded before keep what
 they had: those on the built-in synthetic data get its fingerprint, which is fixed by its
 generator; the others get none (NULL: "recorded before data fingerprints"), since nothing
-recorded says which copy of CIFAR-10 they read. ``ablate merge --assume-data`` can name it.
+recorded says which copy of CIFAR-10 they read ('', not NULL: NULLs never collide in the
+unique key). ``ablate merge --assume-data`` can name it.
 
 Revision ID: 0003
 Revises: 0002
@@ -39,7 +40,7 @@ def upgrade() -> None:
     conn = op.get_bind()
     old = _old_unique(conn) or NAMING["uq"] % {"table_name": "runs", "column_0_N_name": "study_id_config_hash_seed"}
     with op.batch_alter_table("runs", naming_convention=NAMING) as batch:
-        batch.add_column(sa.Column("data_fp", sa.String(64)))
+        batch.add_column(sa.Column("data_fp", sa.String(64), nullable=False, server_default=""))
         batch.add_column(sa.Column("data_name", sa.String(200)))
         batch.drop_constraint(old, type_="unique")
         batch.create_unique_constraint("uq_runs_identity", ["study_id", "config_hash", "seed", "data_fp"])
