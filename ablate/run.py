@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ablate import data as datasets
+from ablate import fusion
 from ablate.config import ConfigError, parse_assignment, to_dict
 from ablate.scheduler import QuietReporter, Reporter, Runner, checkpoint_path, parse_devices, remove_checkpoint
 from ablate.store import STALE_AFTER_S, NewRun, Store
@@ -26,6 +27,8 @@ class Plan:
     data_source: str | None
     backend: str = "local"
     per_gpu: int | None = None  # None: one point per GPU here; on Ray, by model size
+    fuse: int | None = None  # most points in one fused step; None: automatic (fuse_cap)
+    compile: bool = False  # torch.compile the training step (CUDA only)
 
 
 @dataclass
@@ -59,6 +62,8 @@ def plan(
     device: str | None = None,
     backend: str = "local",
     per_gpu: int | None = None,
+    fuse: int | str | None = None,
+    compile: bool = False,
 ) -> Plan:
     """Check every input and expand the grid; touches no database, so bad input writes nothing."""
     if backend not in BACKENDS:
@@ -67,6 +72,7 @@ def plan(
         raise ConfigError("--backend ray needs Ray, which is not installed: pip install \"ablate[ray]\"")
     if per_gpu is not None and per_gpu < 1:
         raise ConfigError(f"--per-gpu must be a positive integer, got {per_gpu}")
+    fuse = parse_fuse(fuse)
     spec = load(study)
     overrides = [parse_assignment(s) for s in sets]
     if epochs is not None:
@@ -81,12 +87,12 @@ def plan(
         kind = (device or "auto").strip()
         if kind not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device '{kind}' with --backend ray: accepted: auto, cpu, cuda (Ray places the points)")
-        return Plan(spec, points, [kind], source, backend, per_gpu)
+        return Plan(spec, points, [kind], source, backend, per_gpu, fuse, compile)
     if any(p.config.data.dataset == "cifar10" for p in points):
         datasets.check_source(source)
     # Several processes per GPU: small models leave most of it idle when trained one at a time.
     devices = [d for d in parse_devices(device) for _ in range(per_gpu or 1)]
-    return Plan(spec, points, devices, source, backend, per_gpu)
+    return Plan(spec, points, devices, source, backend, per_gpu, fuse, compile)
 
 
 def _study_spec(study: Study) -> dict[str, Any]:
@@ -136,24 +142,26 @@ def execute(
     if plan_.backend == "local":
         preloaded = _preload(plan_) if unsettled else {}
 
-        def make_runner(study_id: int) -> Runner:
+        def make_runner(study_id: int, groups: list[list[int]]) -> Runner:
             return Runner(store, study_id, plan_.devices, plan_.data_source, reporter, preloaded,
-                          checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes)
+                          checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes,
+                          groups=groups, fuse=fuse_cap(plan_), compile=plan_.compile)
 
         return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_runner)
     from ablate.ray_runner import RayRunner, cluster
 
     # The cluster before any write: an address that answers nothing leaves the database as it was.
     with cluster(address, plan_.devices[0], connect=unsettled) as kind:
-        def make_ray_runner(study_id: int) -> Runner:
+        def make_ray_runner(study_id: int, groups: list[list[int]]) -> Runner:
             return RayRunner(store, study_id, kind, plan_.data_source, reporter, per_gpu=plan_.per_gpu,
-                             checkpoint_dir=folder, keep_checkpoints=keep_checkpoints)
+                             checkpoint_dir=folder, keep_checkpoints=keep_checkpoints,
+                             groups=groups, fuse=fuse_cap(plan_, kind), compile=plan_.compile)
 
         return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_ray_runner)
 
 
 def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Path, retry_failed: bool,
-                      keep_checkpoints: bool, make_runner: Callable[[int], Runner]) -> RunSummary:
+                      keep_checkpoints: bool, make_runner: Callable[[int, list[list[int]]], Runner]) -> RunSummary:
     study = plan_.study
     study_id = store.sync_study(study.name, study.description, _study_spec(study))
     stale = store.requeue_stale(study_id, STALE_AFTER_S)
@@ -176,7 +184,7 @@ def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Pat
                          elsewhere=sum(r["status"] == "running" for r in runs.values()))
     if not todo:
         return summary
-    outcome = make_runner(study_id).run(todo, len(todo), skipped)
+    outcome = make_runner(study_id, fused_groups(plan_, runs, todo)).run(todo, len(todo), skipped)
     summary.counts, summary.interrupted, summary.errors = outcome.counts, outcome.interrupted, outcome.errors
     return summary
 
@@ -221,11 +229,51 @@ def run_study(study: str, db: str | None = None, reporter: Reporter | None = Non
 
 
 def dry_run(store: Store, plan_: Plan) -> list[dict[str, Any]]:
-    """Each point with its recorded status (``new`` if never run); writes nothing."""
+    """Each point with its recorded status (``new`` if never run) and, if it is to be trained,
+    its group (``fused_groups``: points of one group train in one fused step); writes nothing."""
     runs = existing(store, plan_)
-    return [
+    rows = [
         {"label": p.label, "seed": p.seed, "config_hash": p.config_hash,
-         "status": runs.get((p.config_hash, p.seed), {}).get("status", "new")}
+         "status": runs.get((p.config_hash, p.seed), {}).get("status", "new"), "group": None}
         for p in plan_.points
     ]
+    todo = [i for i, r in enumerate(rows) if r["status"] not in DONE]
+    cap = fuse_cap(plan_)
+    for n, members in enumerate(fusion.group([plan_.points[i].config for i in todo], cap), 1):
+        for j in members:
+            rows[todo[j]]["group"] = n
+    return rows
+
+
+# ---------------------------------------------------------------------- fusion
+
+FUSE_AUTO = {"cuda": 16, "cpu": 1}  # --fuse by default: on the CPU, fusion was measured not to pay
+
+
+def parse_fuse(value: int | str | None) -> int | None:
+    """``--fuse``: a positive integer, or ``auto`` (None)."""
+    if value is None or value == "auto":
+        return None
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit() or int(text) < 1:
+        raise ConfigError(f"--fuse takes a positive integer (1 turns fusion off) or auto, got {value!r}")
+    return int(text)
+
+
+def fuse_cap(plan_: Plan, kind: str | None = None) -> int:
+    """``--fuse``, or by default by device: see FUSE_AUTO; on a GPU, an OOM halves the group."""
+    if plan_.fuse is not None:
+        return plan_.fuse
+    kinds = [kind] if kind else plan_.devices
+    return FUSE_AUTO["cuda"] if any("cuda" in d for d in kinds) else FUSE_AUTO["cpu"]
+
+
+def fused_groups(plan_: Plan, runs: dict[tuple[str, int], dict[str, Any]], todo: set[int]) -> list[list[int]]:
+    """The run ids of ``todo`` in groups that may train fused, uncapped (the runner claims up
+    to ``fuse_cap`` of a group at a time)."""
+    if fuse_cap(plan_) == 1:
+        return []
+    points = [p for p in plan_.points if runs.get((p.config_hash, p.seed), {}).get("id") in todo]
+    ids = [runs[(p.config_hash, p.seed)]["id"] for p in points]
+    return [[ids[i] for i in g] for g in fusion.group([p.config for p in points]) if len(g) > 1]
 
