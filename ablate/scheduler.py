@@ -5,6 +5,13 @@ the only writer of the database. Workers send events (epochs, probes, artifacts,
 heartbeats, results) back, so a worker never holds a database connection. Events are
 tuples ``(kind, worker, run_id, *payload)`` of plain, picklable values.
 
+A worker is handed a group of points: one, or with ``--fuse`` up to N points of one fusion
+group (``ablate.fusion``), each claimed on its own. Those that start from the same epoch
+train as one fused step (``ablate.train.train_group``); every event still names one run,
+and each member ends on its own. Out of memory, a group is split in two halves (from the
+members' last checkpoints) before a lone run's batch is halved; any other failure of a
+fused group retries each member alone.
+
 With one CPU device the worker is a thread (no process start-up, same code path); with
 CUDA devices, one spawned process per device, each with pipes of its own: a worker killed
 mid-message damages only its own pipes. A dead worker is restarted and its point resumed.

@@ -182,13 +182,17 @@ def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int):
     b = runs[0].batch
     for i in range(runs[0].steps):
         live = list(runs)
+        one = len(live) == 1  # a lone run: exactly the ops it always ran, no concatenation
         idxs = [perms[r][i * b : (i + 1) * b] for r in live]
-        idx = idxs[0] if len(live) == 1 else torch.cat(idxs)
-        flip = None if not flips else torch.cat([flips[r][ix] for r, ix in zip(live, idxs)])
-        gens = live[0].gen if len(live) == 1 else [r.gen for r in live]
+        idx = idxs[0] if one else torch.cat(idxs)
+        gens = live[0].gen if one else [r.gen for r in live]
+        flip = None
+        if flips:
+            shares = [flips[r][ix] for r, ix in zip(live, idxs)]
+            flip = shares[0] if one else torch.cat(shares)
         x = normalize(augment(data.train_x[idx], aug, gens, flip)).contiguous(memory_format=live[0].memory_format)
         y = data.train_y[idx]
-        if len(live) > 1:
+        if not one:
             x, y = x.view(len(live), b, *x.shape[1:]), y.view(len(live), b)
         yield x, y
 
@@ -289,11 +293,7 @@ def train_group(
         for i, (x, y) in enumerate(batches):
             with autocast():
                 out = forward(x)
-                if len(live) == 1:
-                    loss = live[0].loss_fn(out, y)
-                else:
-                    same = all(run.cfg.loss == live[0].cfg.loss for run in live)
-                    loss = member_losses([run.loss_fn for run in live], out, y, same)
+                loss = _loss(live, out, y)
             for run in live:
                 run.optimizer.zero_grad(set_to_none=True)
             (loss if loss.dim() == 0 else loss.sum()).backward()  # a member's loss reaches only its own weights
@@ -328,24 +328,8 @@ def train_group(
                 "epoch_time": train_time,
                 "images_per_s": seen / train_time,
             }
-            if not np.isfinite(run.metrics["train_loss"]):
-                if run.hooks.epoch:
-                    run.hooks.epoch(epoch, run.metrics)
-                run.end("diverged", epoch, elapsed(run))
+            if not _close_epoch(run, epoch, data, amp, elapsed):
                 live.remove(run)
-                continue
-            cfg = run.cfg
-            if epoch % cfg.eval.every == 0 or epoch == cfg.epochs:
-                with run.average.applied(run.model) if run.average else contextlib.nullcontext():
-                    test_loss, test_acc = evaluate(run.model, data.test_x, data.test_y, amp, run.memory_format,
-                                                   cfg.eval.tta)
-                run.metrics.update(test_loss=test_loss, test_acc=test_acc)
-            run.epoch = epoch
-            # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
-            if run.hooks.checkpoint and epoch < cfg.epochs:
-                run.hooks.checkpoint(run.state(run.metrics, elapsed(run)))
-            if run.hooks.epoch:
-                run.hooks.epoch(epoch, run.metrics)
         if not live:
             break
     for run in live:
@@ -353,6 +337,35 @@ def train_group(
             run.hooks.artifact("kernels.conv1", first_kernels(run.model))
         run.end("complete", first.epochs, elapsed(run))
     return [run.result for run in runs]
+
+
+def _loss(live: list[_Run], out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A lone run's loss (a scalar), or each member's [G]."""
+    if len(live) == 1:
+        return live[0].loss_fn(out, y)
+    same = all(run.cfg.loss == live[0].cfg.loss for run in live)
+    return member_losses([run.loss_fn for run in live], out, y, same)
+
+
+def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_Run], float]) -> bool:
+    """Evaluate, checkpoint and report the epoch ``run`` has just trained; False if it diverged."""
+    cfg, hooks = run.cfg, run.hooks
+    if not np.isfinite(run.metrics["train_loss"]):
+        if hooks.epoch:
+            hooks.epoch(epoch, run.metrics)
+        run.end("diverged", epoch, elapsed(run))
+        return False
+    if epoch % cfg.eval.every == 0 or epoch == cfg.epochs:
+        with run.average.applied(run.model) if run.average else contextlib.nullcontext():
+            test_loss, test_acc = evaluate(run.model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta)
+        run.metrics.update(test_loss=test_loss, test_acc=test_acc)
+    run.epoch = epoch
+    # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
+    if hooks.checkpoint and epoch < cfg.epochs:
+        hooks.checkpoint(run.state(run.metrics, elapsed(run)))
+    if hooks.epoch:
+        hooks.epoch(epoch, run.metrics)
+    return True
 
 
 def _forward(live: list[_Run], compile: bool, cache: dict) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -9,8 +9,10 @@ Work is read back from the database: epochs trained by all runs, finished or not
 epochs of a point (``--epochs``), so a point cut off halfway counts for its epochs. Rates:
 
 - ``points_per_hour``: over the whole window, from launch to stop (start-up included);
-- ``steady_points_per_hour``: from the first epoch on record to the stop: the rate once
-  running, without imports, data loading and the first epoch's kernel tuning;
+- ``steady_points_per_hour``: the epochs recorded after the first one, over the time from the
+  first record to the last: the rate once running, without imports, data loading and the
+  first epoch's kernel tuning (a fused group records its epochs together, so this is the
+  rate between those bursts; None with fewer than two);
 - ``vs_alone``: each rate over the same study's one-at-a-time setup (``K:G`` = ``1:1``).
 
 ``toy_suite_minutes``: the report's toy studies at 5 seeds and 20 epochs (about 450
@@ -46,6 +48,7 @@ from _record import write_json
 from bench_packing import Sampler, query
 
 
+STOP_S = 12  # what stopping a runner takes, K processes included, in the budget's arithmetic
 TOY_RUNS = 450  # the report's toy studies (kernel ... loss), about 90 grid points, at 5 seeds
 
 
@@ -82,22 +85,23 @@ def measure(study: str, name: str, k: int, g: int, args, workdir: Path, round_: 
     log = open(workdir / f"{tag}.log", "w")
     launched = time.time()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    first_epoch = None
-    while proc.poll() is None and time.time() - launched < args.window:
-        if first_epoch is None:
+    changes: list[tuple[float, int]] = []  # (time, epochs on record) whenever that count moved
+    try:
+        while proc.poll() is None and time.time() - launched < args.window:
             n = epochs_on_record(db)
-            if n:
-                first_epoch = (time.time(), n)
-        time.sleep(0.2)
-    stopped = time.time()
-    finished_early = proc.poll() is not None
-    if not finished_early:
-        proc.send_signal(signal.SIGINT)  # as Ctrl-C: stop after the current step, points back to pending
-        try:
-            proc.wait(timeout=args.grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            if n and (not changes or n != changes[-1][1]):
+                changes.append((time.time(), n))
+            time.sleep(0.2)
+    finally:  # our own timeout (SIGINT) must not leave the runner on the device for the next step
+        stopped = time.time()
+        finished_early = proc.poll() is not None
+        if not finished_early:
+            proc.send_signal(signal.SIGINT)  # as Ctrl-C: stop after the current step, points back to pending
+            try:
+                proc.wait(timeout=args.grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # its workers see their parent gone and exit
+                proc.wait()
     ended = time.time()
     sampler.stop()
     log.close()
@@ -107,8 +111,10 @@ def measure(study: str, name: str, k: int, g: int, args, workdir: Path, round_: 
     fused = sum("trained fused" in (notes or "") for _, notes in runs)
     window = stopped - launched
     steady = None
-    if first_epoch and stopped > first_epoch[0] and epochs > first_epoch[1]:
-        steady = (epochs - first_epoch[1]) / args.epochs / (stopped - first_epoch[0]) * 3600
+    if len(changes) > 1 and changes[-1][0] - changes[0][0] > 1.0:
+        (t0, n0), (t1, n1) = changes[0], changes[-1]
+        steady = (n1 - n0) / args.epochs / (t1 - t0) * 3600
+    first_epoch = changes[0] if changes else None
     gpu = sampler.summary(first_epoch[0] if first_epoch else launched, stopped)
     result = {
         "study": study, "setup": name, "per_gpu": k, "fuse": g, "round": round_, "rc": proc.returncode,
@@ -160,10 +166,14 @@ def check(args) -> dict:
         return seen, Hooks(epoch=lambda e, m: seen.append(dict(m)))
 
     train(dataclasses.replace(cfgs[0], seed=1000, epochs=1), data, device)  # warm-up: kernels, allocator
-    alone = [recorder() for _ in cfgs]
-    alone_s = timed(lambda: [train(c, data, device, h) for c, (_, h) in zip(cfgs, alone)])
-    fused = [recorder() for _ in cfgs]
-    fused_s = timed(lambda: train_group(cfgs, data, device, [h for _, h in fused]))
+    times = []
+    for _ in range(args.check_repeat):  # alternated: a noisy machine hits both sides alike
+        alone = [recorder() for _ in cfgs]
+        alone_s = timed(lambda: [train(c, data, device, h) for c, (_, h) in zip(cfgs, alone)])
+        fused = [recorder() for _ in cfgs]
+        fused_s = timed(lambda: train_group(cfgs, data, device, [h for _, h in fused]))
+        times.append({"alone_s": round(alone_s, 3), "fused_s": round(fused_s, 3),
+                      "fused_over_alone_time": round(fused_s / alone_s, 3)})
     worst: dict[str, float] = {}
     for (a, _), (f, _) in zip(alone, fused):
         for ma, mf in zip(a, f):
@@ -172,8 +182,8 @@ def check(args) -> dict:
     spread = statistics.pstdev([a[-1]["test_loss"] for a, _ in alone]) if len(alone) > 1 else None
     out = {"study": study, "point": point.label, "members": len(cfgs), "train_images": len(data.train_y),
            "epochs": args.check_epochs, "device": str(device), "max_abs_diff": worst,
-           "seed_spread_test_loss_sd": spread, "alone_s": round(alone_s, 3), "fused_s": round(fused_s, 3),
-           "fused_over_alone_time": round(fused_s / alone_s, 3)}
+           "seed_spread_test_loss_sd": spread, "times": times,
+           "fused_over_alone_time": round(sum(t["fused_s"] for t in times) / sum(t["alone_s"] for t in times), 3)}
     print("check:", json.dumps(out), flush=True)
     return out
 
@@ -194,6 +204,7 @@ def main() -> None:
     ap.add_argument("--check", type=int, default=0, help="members of the in-process fused-vs-alone check (0: none)")
     ap.add_argument("--check-images", type=int, default=2000)
     ap.add_argument("--check-epochs", type=int, default=2)
+    ap.add_argument("--check-repeat", type=int, default=1, help="alone then fused, this many times")
     ap.add_argument("--budget", type=float, help="seconds in all: a setup that could end past this is skipped")
     ap.add_argument("--workdir", default="bench/out/fusion")
     ap.add_argument("--out", default="bench/out/fusion.json")
@@ -226,7 +237,7 @@ def main() -> None:
         save()
     for round_ in range(args.repeat):
         for study, name, k, g in runs:
-            if args.budget and time.time() - began + args.window + 5 > args.budget:
+            if args.budget and time.time() - began + args.window + STOP_S > args.budget:
                 report["skipped"].append(f"{study}-{name}-{round_}")
                 print(f"{study} {name}: skipped, the budget of {args.budget:.0f} s would be exceeded", flush=True)
                 save()
