@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate import stats
+from ablate import derived, stats
 from ablate.config import ConfigError, flatten, parse_value
-from ablate.results import RUN_COLUMNS, _with_store, check_study, runs_frame
+from ablate.results import _with_store, check_study, study_runs, with_derived
 from ablate.store import Store
+from ablate.variants import RESULTS, Variant, is_config_column
 
-METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "wall_s")
+METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "wall_s", *derived.DERIVED)
 ALPHA = 0.05
 TOO_FEW = "a comparison needs at least two pairs of runs matched by seed"
 
@@ -54,9 +55,10 @@ class Comparison:
     study: str
     axis: str
     metric: str
-    baseline: str | None  # None: no value of the axis has complete runs
-    values: list[str]  # the values with complete runs, baseline included, in study order
+    baseline: str | None  # None: no value of the axis has finished runs
+    values: list[str]  # the values with finished runs, baseline included, in study order
     rows: list[Row] = field(default_factory=list)
+    variant: str | None = None  # the variant compared (its key and how it departs from the base)
 
     @property
     def tested(self) -> bool:
@@ -69,8 +71,8 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         rows = [{**asdict(r), "significant": r.significant} for r in self.rows]
-        return {"study": self.study, "axis": self.axis, "metric": self.metric, "baseline": self.baseline,
-                "alpha": ALPHA, "level": 0.95, "values": self.values, "comparisons": rows}
+        return {"study": self.study, "variant": self.variant, "axis": self.axis, "metric": self.metric,
+                "baseline": self.baseline, "alpha": ALPHA, "level": 0.95, "values": self.values, "comparisons": rows}
 
 
 # --------------------------------------------------------------------- axis values
@@ -144,8 +146,11 @@ def compare_frame(
     """
     if metric not in METRICS:
         raise ConfigError(f"unknown metric '{metric}'; metrics: {', '.join(METRICS)}")
-    done = runs[(runs["status"] == "complete") & runs[metric].notna()] if not runs.empty else runs
-    config = [c for c in runs.columns if c not in RUN_COLUMNS]
+    if not runs.empty and metric not in runs.columns:
+        raise ConfigError(f"the runs frame has no '{metric}' column (results.with_derived adds derived metrics)")
+    # Diverged runs count where they have the metric (``diverged`` itself), like complete ones.
+    done = runs[runs["status"].isin(RESULTS) & runs[metric].notna()] if not runs.empty else runs
+    config = [c for c in runs.columns if is_config_column(c) and c != "seed"]
     mine = [c for c in config if c == axis or c.startswith(axis + ".")]
     rest = [c for c in config if c not in mine]
     labels = value_labels(values)
@@ -238,16 +243,29 @@ def compare(
     db: str | Store | None = None,
     baseline: str | None = None,
     metric: str = "test_acc",
+    variant: str | dict[str, Any] | None = None,
 ) -> Comparison:
-    """``ablate compare``: each value of axis ``by`` of ``study`` against the baseline."""
+    """``ablate compare``: each value of axis ``by`` of ``study`` against the baseline, within
+    one variant of the study (``variant`` selects it as ``ablate.variants.select`` does; None:
+    the default, the one with the most finished runs)."""
+    if metric not in METRICS:
+        raise ConfigError(f"unknown metric '{metric}'; metrics: {', '.join(METRICS)}")
     store, close = _with_store(db)
     try:
         axes = study_axes(store, study)
         check_axis(axes, study, by)
-        return compare_frame(runs_frame(store, study), by, axes[by], baseline, metric, study)
+        chosen = study_runs(store, study, variant)
+        runs = with_derived(store, chosen.finished, [metric]) if chosen is not None else pd.DataFrame()
+        result = compare_frame(runs, by, axes[by], baseline, metric, study)
+        result.variant = _variant_text(chosen)
+        return result
     finally:
         if close:
             store.close()
+
+
+def _variant_text(v: Variant | None) -> str | None:
+    return None if v is None else f"{v.key} ({v.describe()})"
 
 
 def compare_axes(runs: pd.DataFrame, axes: dict[str, list[Any]], study: str = "") -> list[Comparison]:

@@ -66,12 +66,15 @@ class OptimCfg:
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: str = "cosine"  # constant | step | cosine | onecycle
+    name: str = "cosine"  # constant | step | cosine | onecycle | onecycle3
     warmup_epochs: float = 0.0  # linear warmup before constant, step and cosine
     step_every: int = 10  # step: epochs between decays
     gamma: float = 0.1  # step: decay factor
-    peak_at: float = 0.25  # onecycle: fraction of training at the peak learning rate
-    final_frac: float = 0.0  # cosine and onecycle: final lr as a fraction of the peak
+    peak_at: float = 0.25  # onecycle, onecycle3: fraction of training at the peak learning rate
+    final_frac: float = 0.0  # cosine, onecycle, onecycle3: final lr as a fraction of the peak
+    # onecycle3: the level it starts from and comes back to, as a fraction of the peak
+    # (torch's OneCycleLR starts at 1/div_factor = 1/25).
+    start_frac: float = 0.04
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ class SwitchCfg:
 @dataclass(frozen=True)
 class LossCfg:
     label_smoothing: float = 0.0
+    # pytorch: the true class gets 1 - eps + eps/C, every other eps/C (CrossEntropyLoss).
+    # report: the report's Eq. 1, the true class 1 - eps, every other eps/(C - 1).
+    smoothing_form: str = "pytorch"
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,7 @@ class RunConfig:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "ranger", "ranger21")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "onecycle3")
 CHOICES = {
     "data.dataset": ("cifar10", "synthetic"),
     "data.pipeline": ("device", "pil"),
@@ -156,7 +162,10 @@ CHOICES = {
     "switch.optimizer.name": OPTIMIZERS,
     "switch.schedule.name": SCHEDULES,
     "precision": ("auto", "fp32", "bf16"),
+    "loss.smoothing_form": ("pytorch", "report"),
 }
+# Classes per data set, for the checks that need them before the data are loaded.
+DATASET_CLASSES = {"cifar10": 10, "synthetic": 10}
 
 # (lowest, highest, highest included?) for numbers that have a sensible range.
 RANGES = {
@@ -176,6 +185,7 @@ RANGES = {
     "schedule.gamma": (0.0, 1.0),
     "schedule.peak_at": (0.0, 1.0),
     "schedule.final_frac": (0.0, 1.0),
+    "schedule.start_frac": (0.0, 1.0),
     "loss.label_smoothing": (0.0, 1.0),
     "switch.at_epoch": (0, None),
     "probes.grad_norm_every": (0, None),
@@ -211,11 +221,25 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     cfg = _build(RunConfig, d, "")
     if cfg.switch.at_epoch >= cfg.epochs:
         raise ConfigError(f"switch.at_epoch must be below epochs ({cfg.epochs}), got {cfg.switch.at_epoch}")
+    for prefix, schedule in (("schedule", cfg.schedule), ("switch.schedule", cfg.switch.schedule)):
+        if schedule.name == "onecycle3" and not 2 * schedule.peak_at < 1:
+            raise ConfigError(f"{prefix}.peak_at must be below 0.5 for {prefix}.name = \"onecycle3\" "
+                              f"(its rise and fall take 2 x peak_at of training), got {schedule.peak_at}")
+    check_smoothing(cfg.loss, DATASET_CLASSES[cfg.data.dataset])
     aug = cfg.data.aug
     if cfg.data.pipeline == "pil" and (aug.flip_mode != "random" or aug.pad_mode != "zeros"):
         raise ConfigError("data.aug.flip_mode and data.aug.pad_mode other than random and zeros "
                           "need data.pipeline = \"device\"")
     return dataclasses.replace(cfg, model=ModelCfg(name=name, args=model))
+
+
+def check_smoothing(loss: LossCfg, num_classes: int) -> None:
+    """Eq. 1 gives every wrong class eps/(C-1), which passes the true class's 1 - eps above
+    (C-1)/C: refuse that rather than train on targets that favour a wrong class."""
+    if loss.smoothing_form == "report" and loss.label_smoothing > (num_classes - 1) / num_classes:
+        raise ConfigError(f"loss.label_smoothing must be <= (C-1)/C = {(num_classes - 1) / num_classes:.4g} "
+                          f"for loss.smoothing_form = \"report\" with C = {num_classes} classes, "
+                          f"got {loss.label_smoothing}")
 
 
 def _build(cls, d: dict[str, Any], prefix: str):
@@ -391,7 +415,16 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 # Keys added after runs were first recorded. At their defaults they stay out of the hash, so
 # every config that could be written before them keeps its identity, and its recorded runs.
 # A key added from now on goes here too.
-LATER_KEYS = ("data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging")
+LATER_KEYS = (
+    "data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging",
+    "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form",
+)
+
+
+# Model arguments added after runs were first recorded, with the value that builds what was
+# built before them. Studies store every argument resolved, so a new one would otherwise
+# change the hash of every config of that model; at this value it stays out.
+LATER_MODEL_ARGS = {"resnet12": {"downsample": "maxpool"}}
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -409,5 +442,9 @@ def config_hash(cfg: RunConfig) -> str:
             node, default = node[part], default[part]
         if node[leaf] == default[leaf]:
             del node[leaf]
+    model = d["model"]
+    for arg, before in LATER_MODEL_ARGS.get(model["name"], {}).items():
+        if arg in model and model[arg] == before:
+            del model[arg]
     canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

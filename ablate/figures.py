@@ -30,7 +30,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from ablate.stats import summarize
+from ablate.stats import ACCURACY, summarize
 
 # A diverged run is a finding (that setting does not train), so it counts; failed,
 # running and pending runs say nothing about the config.
@@ -60,6 +60,7 @@ RC = {
 }
 DPI = 150
 TITLE_WIDTH = 70  # characters; about what fits across the default figure width
+FOOTER_WIDTH = 100  # the caption line under a figure, in its smaller font
 
 # Axis names for config keys, in the report's words; other keys show as themselves.
 LABELS = {
@@ -101,6 +102,19 @@ SMOOTH_LANDSCAPE = 9  # every probes.landscape_every steps: fewer, noisier point
 KERNEL_COLUMNS = 8  # kernels per row of the Figure 2 grid
 
 
+class _Percent(PercentFormatter):
+    """Percent with as few decimals as keep every tick label distinct: a narrow range
+    (28.5% to 29.5%) would otherwise read 29%, 29%, 28%, 28%."""
+
+    def format_ticks(self, values):
+        for decimals in range(5):
+            self.decimals = decimals
+            labels = [self(v, i) for i, v in enumerate(values)]
+            if len(set(labels)) == len(labels):
+                return labels
+        return labels
+
+
 def _percent() -> PercentFormatter:
     """Accuracy ticks in percent, for data kept as fractions.
 
@@ -108,7 +122,7 @@ def _percent() -> PercentFormatter:
     shows percent, so the CSV is exactly what was plotted. A new formatter per axis,
     because a formatter binds to the axis it is set on.
     """
-    return PercentFormatter(xmax=1.0, decimals=0)
+    return _Percent(xmax=1.0, decimals=0)
 
 
 Artifacts = Mapping[int, Mapping[str, np.ndarray]]  # run_id -> name -> array
@@ -119,7 +133,7 @@ class FigureSpec:
     number: int
     study: str  # the study whose runs feed it
     caption: str  # the report's caption, verbatim
-    draw: Callable[..., tuple[Figure, pd.DataFrame]]  # (runs, metrics, artifacts=None)
+    draw: Callable[..., tuple[Figure, pd.DataFrame]]  # (runs, metrics, artifacts=None, *, note, footer)
 
 
 FIGURES: dict[int, FigureSpec] = {}
@@ -130,18 +144,20 @@ def figure(number: int, study: str, caption: str):
 
     The registered ``FigureSpec.draw`` first keeps only result runs (and their metrics and
     artifacts), sorted by run_id, then calls ``draw`` under the pinned rcParams and titles
-    the figure. A ``ValueError`` from ``draw`` (something the figure needs is missing)
-    comes out prefixed with the figure number and study.
+    the figure, with ``note`` after the caption ("6 of 8 points") and ``footer`` under the
+    plot (what the numbers are: data, epochs, seeds, error bars). A ``ValueError`` from
+    ``draw`` (something the figure needs is missing) comes out prefixed with the figure
+    number and study.
     """
 
     def register(draw):
         if number in FIGURES:
             raise ValueError(f"figure {number} is registered twice")
-        title = textwrap.fill(f"Figure {number}: {caption}", TITLE_WIDTH)
 
         @functools.wraps(draw)
         def run(
-            runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts | None = None
+            runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts | None = None, *,
+            note: str = "", footer: str = "",
         ) -> tuple[Figure, pd.DataFrame]:
             results = results_only(runs)
             if results.empty:
@@ -156,7 +172,10 @@ def figure(number: int, study: str, caption: str):
                     fig, frame = draw(results, kept, kept_artifacts)
                 except ValueError as error:
                     raise ValueError(f"figure {number} (study {study!r}): {error}") from error
-                fig.suptitle(title)
+                fig.suptitle(textwrap.fill(f"Figure {number}: {caption}" + (f" ({note})" if note else ""), TITLE_WIDTH))
+                if footer:  # below the plot; saving with a tight bounding box takes it in
+                    fig.text(0.0, 0.0, textwrap.fill(footer, FOOTER_WIDTH), ha="left", va="top",
+                             fontsize="small", color="0.25")
             return fig, frame.reset_index(drop=True)
 
         FIGURES[number] = FigureSpec(number, study, caption, run)
@@ -277,8 +296,8 @@ def accuracy_bars(ax: Axes, summary: pd.DataFrame, x: str) -> None:
     for pos, mean, top in zip(positions, summary["mean"], tops):
         if np.isnan(mean):  # every run of this value diverged without a test accuracy
             continue
-        ax.annotate(f"{100 * mean:.1f}", (pos, top), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=8)
+        ax.annotate(f"{100 * mean:.1f}%", (pos, top), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8, family=RC["font.family"])
     ax.set_xticks(positions, [_tick(v) for v in summary[x]])
     ax.set_xlabel(label(x))
     ax.yaxis.set_major_formatter(_percent())
@@ -401,13 +420,16 @@ def convergence_history(runs: pd.DataFrame, metrics: pd.DataFrame, column: str,
                         labels: pd.Series) -> tuple[Figure, pd.DataFrame]:
     """Test accuracy and train loss per epoch, one line per run ``labels`` value (grouped
     with ``column``), mean over seeds with a 95% CI band; groups in the study's order."""
-    keyed = runs[["run_id", column]].assign(label=labels.to_numpy())
+    keyed = runs[["run_id", "config_hash", column]].assign(label=labels.to_numpy())
     names = {"test_acc": "test accuracy", "train_loss": "train loss"}
     long = metrics[metrics["name"].isin(names)].merge(keyed, on="run_id")
     if long.empty:
         raise ValueError("no per-epoch test_acc or train_loss metrics in the finished runs")
     long = long.rename(columns={"name": "metric", "step": "epoch"})
     summary = summarize(long, [column, "label", "metric", "epoch"], value="value")
+    acc = summary["metric"] == "test_acc"  # an accuracy stays in [0, 1], a loss above 0
+    summary.loc[acc, ["ci_low", "ci_high"]] = summary.loc[acc, ["ci_low", "ci_high"]].clip(*ACCURACY)
+    summary["ci_low"] = summary["ci_low"].clip(lower=0.0)
     rank = {v: i for i, v in enumerate(pd.unique(keyed["label"]))}
     order = np.lexsort((summary["epoch"], summary["metric"].map(list(names).index),
                         summary["label"].map(rank)))
@@ -479,7 +501,7 @@ def cutout_pair(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
 def _heatmap_figure(runs: pd.DataFrame, rows: str, cols: str) -> tuple[Figure, pd.DataFrame]:
     _require(runs, rows, cols)
-    summary = summarize(runs, [rows, cols])
+    summary = summarize(runs, [rows, cols], bounds=ACCURACY)
     fig, ax = new_axes(figsize=(6.4, 5.0))
     accuracy_heatmap(fig, ax, summary, rows, cols)
     return fig, summary
@@ -488,7 +510,7 @@ def _heatmap_figure(runs: pd.DataFrame, rows: str, cols: str) -> tuple[Figure, p
 @figure(0, "smoke", "Smoke study: test accuracy by depth and activation (synthetic data)")
 def smoke(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     _require(runs, "model.depth", "model.activation")
-    summary = summarize(runs, ["model.activation", "model.depth"])
+    summary = summarize(runs, ["model.activation", "model.depth"], bounds=ACCURACY)
     summary = _in_order_of_appearance(summary, runs, "model.activation")
     fig, ax = new_axes()
     accuracy_lines(ax, summary, "model.depth", series="model.activation")
@@ -534,7 +556,7 @@ def depth(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     # trouble (train falls too).
     _require(runs, "model.depth")
     parts = [
-        summarize(runs, ["model.depth"], value=f"{series}_acc").assign(series=series)
+        summarize(runs, ["model.depth"], value=f"{series}_acc", bounds=ACCURACY).assign(series=series)
         for series in ("test", "train")
     ]
     summary = pd.concat(parts, ignore_index=True)
@@ -555,7 +577,7 @@ def depth_relgrad(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifact
 @figure(6, "activation", "Accuracy of different activation on a 3-ConvLayer CNN")
 def activation(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     _require(runs, "model.activation")
-    summary = summarize(runs, ["model.activation"])
+    summary = summarize(runs, ["model.activation"], bounds=ACCURACY)
     summary = _in_order_of_appearance(summary, runs, "model.activation")
     fig, ax = new_axes()
     accuracy_bars(ax, summary, "model.activation")
@@ -607,7 +629,7 @@ def landscape(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
 @figure(9, "dropout", "Accuracy when Different Dropout is Assigned to FCLayer")
 def dropout(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     _require(runs, "model.dropout")
-    summary = summarize(runs, ["model.dropout"])
+    summary = summarize(runs, ["model.dropout"], bounds=ACCURACY)
     fig, ax = new_axes()
     accuracy_lines(ax, summary, "model.dropout")
     ax.set_ylabel("test accuracy")

@@ -57,6 +57,15 @@ def lr_factor(cfg: ScheduleCfg, step: int, total: int, steps_per_epoch: int) -> 
         if t < cfg.peak_at:
             return t / cfg.peak_at
         return 1 - (1 - cfg.final_frac) * (t - cfg.peak_at) / (1 - cfg.peak_at)
+    if cfg.name == "onecycle3":
+        # The report's three phases (section 5.3): start_frac up to the peak, as long back
+        # down to start_frac, then down to final_frac by the end.
+        p, lo = cfg.peak_at, cfg.start_frac
+        if t < p:
+            return lo + (1 - lo) * t / p
+        if t < 2 * p:
+            return 1 - (1 - lo) * (t - p) / p
+        return lo - (lo - cfg.final_frac) * (t - 2 * p) / (1 - 2 * p)
     warmup = cfg.warmup_epochs * steps_per_epoch
     if step < warmup:
         return (step + 1) / warmup

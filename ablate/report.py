@@ -1,27 +1,53 @@
 """``ablate report`` as a Python function: every figure whose study has runs, from the
 database alone, with the exact numbers plotted and a README that ties them together:
-per-point tables (mean, 95% CI, n seeds), the studies without a figure, and the report's
-results table for the recipes."""
+per-point tables (mean, 95% CI, n seeds), the report's claims checked, the studies without a
+figure, and the report's results table for the recipes.
+
+Each study is drawn from one variant (``ablate.variants``): its default, the one with the
+most finished runs, or the one a selection names. Nothing is averaged across configs.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime, timezone
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from ablate import claims as claims_
 from ablate import compare, figures, stats
 from ablate.config import ConfigError, flatten
-from ablate.results import artifacts_map, metrics_frame, runs_frame
+from ablate.results import artifacts_map, metrics_frame, runs_frame, study_variants, with_derived
 from ablate.store import Store
+from ablate.variants import Variant, VariantError, select
 
 DONE = ("complete", "diverged")
 
 
 class FigureNotFound(ConfigError):
     pass
+
+
+@dataclass
+class View:
+    """One study as the report draws it: its variants and the one drawn."""
+
+    name: str
+    spec: dict[str, Any]
+    variants: list[Variant]
+    variant: Variant | None = None
+    problem: str | None = None  # why a study with runs is not drawn: no variant matches the selection
+    description: str = ""
+
+    @property
+    def axes(self) -> dict[str, list[Any]]:
+        return self.spec.get("axes") or {}
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        return self.variant.finished if self.variant is not None else pd.DataFrame()
 
 
 @dataclass
@@ -33,6 +59,9 @@ class Entry:
     csv: Path | None = None
     table: pd.DataFrame | None = None  # final test accuracy per grid point over seeds
     problem: str | None = None  # why a study with runs could not be drawn
+    view: View | None = None
+    note: str = ""  # after the caption in the title: "partial: 6 of 8 points"
+    footer: str = ""  # under the figure and in the README: data, epochs, seeds, error bars
 
     @property
     def command(self) -> str:
@@ -59,78 +88,142 @@ def axis_columns(axes: dict[str, list[Any]], columns) -> list[str]:
 
 
 def point_table(store: Store, runs: pd.DataFrame, axes: dict[str, list[Any]]) -> pd.DataFrame:
-    """Per grid point: test accuracy (mean, 95% CI, n seeds) and mean epoch time in seconds."""
+    """Per grid point of one variant: test accuracy (mean, 95% CI, n seeds) and mean epoch
+    time in seconds."""
     by = axis_columns(axes, runs.columns)
     if not by:
         runs = runs.assign(point="base")
         by = ["point"]
-    table = stats.summarize(runs, by=by)
+    table = stats.summarize(runs, by=by, bounds=stats.ACCURACY)
     times = metrics_frame(store, runs["run_id"].tolist(), ["epoch_time"])
     per_run = times.groupby("run_id")["value"].mean().rename("epoch_s")
     timed = runs.join(per_run, on="run_id").groupby(by, dropna=False)["epoch_s"].mean().reset_index()
     return table.merge(timed, on=by, how="left")
 
 
-def draw_figures(store: Store, out: Path, numbers: list[int] | None = None) -> list[Entry]:
+# ----------------------------------------------------------------------- choosing
+
+
+class Views:
+    """Each study's view, made once per report; ``selection`` picks the variant (None: the default)."""
+
+    def __init__(self, store: Store, selection: str | dict[str, Any] | None = None):
+        self.store, self.selection = store, selection
+        self.specs = {s["name"]: s for s in store.studies()}
+        self._views: dict[str, View] = {}
+
+    def __call__(self, study: str) -> View:
+        if study not in self._views:
+            row = self.specs.get(study)
+            spec = row["spec"] if row else {}
+            found = study_variants(self.store, study, runs_frame(self.store, study)) if row else []
+            view = View(study, spec, found, description=row["description"] if row else "")
+            if found:
+                try:
+                    view.variant = select(found, self.selection, study)
+                except VariantError as e:
+                    view.problem = str(e)
+            self._views[study] = view
+        return self._views[study]
+
+    def studies(self) -> list[str]:
+        return list(self.specs)
+
+
+def footer(view: View) -> str:
+    """What the numbers of a study's figure and table are: data, epochs, subset, seeds, CI."""
+    v = view.variant
+    low, high = v.seeds()
+    epochs = v.common.get("epochs")
+    subset = v.common.get("train_subset")
+    parts = [
+        f"Data: {v.data}",
+        (f"{int(epochs)} epoch{'s' * (int(epochs) != 1)}" if epochs is not None else "epochs: an axis of the study"),
+        f"a {int(subset):,}-image training subset" if subset is not None else "the whole training set",
+    ]
+    if high <= 1:
+        parts.append(f"n = {high} seed per point: no error bars (a second seed gives them)")
+    elif low == high:
+        parts.append(f"n = {high} seeds per point; error bars: 95% CI over the {high} seeds")
+    else:
+        parts.append(f"n = {low} to {high} seeds per point; error bars: 95% CI over each point's seeds "
+                     "(none where n = 1)")
+    text = "; ".join(parts) + "."
+    variant = f" Variant {v.key}: {v.describe()}"
+    if len(view.variants) > 1:
+        variant += (f" (1 of {len(view.variants)} variants of '{view.name}': `ablate status {view.name}` "
+                    f"lists them, `ablate report --variant KEY` draws another)")
+    return text + variant + "."
+
+
+def partial_note(view: View) -> str:
+    v = view.variant
+    return f"partial: {v.done_points} of {v.points} points" if v is not None and v.partial else ""
+
+
+# ------------------------------------------------------------------------ drawing
+
+
+def draw_figures(store: Store, out: Path, numbers: list[int] | None = None, views: Views | None = None) -> list[Entry]:
     out.mkdir(parents=True, exist_ok=True)
-    axes_of = {s["name"]: s["spec"].get("axes", {}) for s in store.studies()}
+    views = views or Views(store)
     entries = []
     for n in check_numbers(numbers):
         spec = figures.get(n)
-        entry = Entry(n, spec.study, spec.caption)
+        view = views(spec.study)
+        entry = Entry(n, spec.study, spec.caption, view=view)
         entries.append(entry)
-        runs = _finished(store, spec.study)
+        if view.problem:
+            entry.problem = view.problem
+            continue
+        runs = view.finished
         if runs.empty:
             continue
         ids = runs["run_id"].tolist()
+        entry.note, entry.footer = partial_note(view), footer(view)
         try:
-            fig, plotted = spec.draw(runs, metrics_frame(store, ids), artifacts_map(store, ids))
+            fig, plotted = spec.draw(runs, metrics_frame(store, ids), artifacts_map(store, ids),
+                                     note=entry.note, footer=entry.footer)
         except ValueError as e:  # e.g. the study ran, but not the point this figure needs
             entry.problem = str(e)
             continue
         entry.png, entry.csv = out / f"figure-{n:02d}.png", out / f"figure-{n:02d}.csv"
         figures.save(fig, entry.png)
         plotted.to_csv(entry.csv, index=False)
-        entry.table = point_table(store, runs, axes_of.get(spec.study, {}))
+        entry.table = point_table(store, runs, view.axes)
     return entries
 
 
-def _finished(store: Store, study: str) -> pd.DataFrame:
-    runs = runs_frame(store, study)
-    return runs[runs["status"].isin(DONE)]
-
-
-def other_studies(store: Store, drawn: set[str]) -> list[tuple[str, str, pd.DataFrame]]:
-    """(name, description, point table) of studies with finished runs and no figure."""
+def other_studies(store: Store, drawn: set[str], views: Views) -> list[tuple[View, pd.DataFrame]]:
+    """(view, point table) of studies with finished runs and no figure."""
     out = []
-    for s in store.studies():
-        if s["name"] in drawn or s["spec"].get("reported") or s["name"] == "smoke":
+    for name in views.studies():
+        view = views(name)
+        if name in drawn or view.spec.get("reported") or name == "smoke" or view.finished.empty:
             continue
-        runs = _finished(store, s["name"])
-        if not runs.empty:
-            out.append((s["name"], s["description"], point_table(store, runs, s["spec"].get("axes", {}))))
+        out.append((view, point_table(store, view.finished, view.axes)))
     return out
 
 
-def results_table(store: Store) -> pd.DataFrame:
+def results_table(store: Store, views: Views) -> pd.DataFrame:
     """The report's results, side by side with ours: one row per recipe that has runs."""
     rows = []
-    for s in store.studies():
-        reported = s["spec"].get("reported")
-        if not reported:
+    for name in views.studies():
+        view = views(name)
+        reported = view.spec.get("reported")
+        runs = view.finished
+        if not reported or runs.empty:
             continue
-        runs = _finished(store, s["name"])
-        if runs.empty:
-            continue
-        mean, low, high, n = stats.mean_ci(runs["test_acc"].tolist())
+        mean, low, high, n = stats.mean_ci(runs["test_acc"].tolist(), bounds=stats.ACCURACY)
         params = metrics_frame(store, runs["run_id"].tolist(), ["params"])["value"]
         rows.append({
-            "recipe": s["name"],
+            "recipe": name,
             "model": runs["model.name"].iloc[0],
             "test_acc": mean, "ci_low": low, "ci_high": high, "n": n,
             "epochs": int(runs["epochs"].iloc[0]),
             "wall_s": runs["wall_s"].mean(),
             "device": ", ".join(sorted(set(runs["device"].dropna()))),
+            "data": view.variant.data,
             "layers": reported.get("layers"),
             "params": int(params.iloc[0]) if len(params) else None,
             "report_acc": reported.get("acc"),
@@ -140,35 +233,96 @@ def results_table(store: Store) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_report(store: Store, out: Path, numbers: list[int] | None = None) -> list[Entry]:
+def study_claims(view: View) -> list[claims_.Claim]:
+    """The claims recorded with the study; for a study recorded before claims were, those of
+    the study file of its name, where it has one."""
+    items = view.spec.get("claims")
+    if items is None:
+        from ablate.studies import StudyError, load, study_files  # torch: only for such old records
+
+        if view.name not in study_files():
+            return []
+        try:
+            study = load(view.name)
+        except StudyError:
+            return []
+        if study.axes != view.axes:  # another study under the same name
+            return []
+        items = [c.to_dict() for c in study.claims]
+    return list(claims_.parse_all(items, view.axes))
+
+
+def check_claims(store: Store, views: Views, studies: list[str] | None = None) -> list[claims_.Verdict]:
+    """Every claim of the studies (all of them by default), over each one's drawn variant."""
+    out = []
+    for name in studies or views.studies():
+        view = views(name)
+        try:
+            found = study_claims(view)
+        except ConfigError as e:
+            raise ConfigError(f"study '{name}': {e}") from None
+        if not found:
+            continue
+        runs = with_derived(store, view.finished, {c.metric for c in found}) if not view.finished.empty else view.finished
+        for claim in found:
+            if view.variant is None:
+                why = view.problem or f"no runs yet: ablate run {name}"
+                out.append(claims_.Verdict(claim, "not run", claims_.describe(claim, view.axes), "-", why, name))
+            else:
+                out.append(claims_.evaluate(claim, runs, view.axes, name))
+    return out
+
+
+def write_report(store: Store, out: Path, numbers: list[int] | None = None,
+                 selection: str | dict[str, Any] | None = None) -> list[Entry]:
     """Draw the figures into ``out`` and write ``out/README.md``.
 
-    With ``numbers`` only those figures are drawn, and the README holds only them.
+    With ``numbers`` only those figures are drawn, and only their sections of an existing
+    README are replaced; every other section stays as it was. ``selection`` picks each
+    study's variant (``ablate.variants.select``; None: each study's default).
     """
     out = Path(out)
-    entries = draw_figures(store, out, numbers)
-    extra = [] if numbers else other_studies(store, {e.study for e in entries})
-    results = pd.DataFrame() if numbers else results_table(store)
-    tabled = {e.study for e in entries if e.table is not None} | {name for name, _, _ in extra}
-    notes = significance(store, tabled)
-    (out / "README.md").write_text(render_readme(entries, extra, results, store.url, notes))
+    views = Views(store, selection)
+    if numbers and selection is not None:  # a figure asked for by name, in a variant it lacks: say so, draw nothing
+        for n in check_numbers(numbers):
+            problem = views(figures.get(n).study).problem
+            if problem:
+                raise VariantError(problem)
+    entries = draw_figures(store, out, numbers, views)
+    readme = out / "README.md"
+    sections = figure_sections(entries, significance(store, views, {e.study for e in entries if e.table is not None}))
+    if numbers and readme.exists():
+        text = replace_sections(readme.read_text(), sections)
+    else:
+        extra = [] if numbers else other_studies(store, {e.study for e in entries}, views)
+        notes = significance(store, views, {v.name for v, _ in extra})
+        results = pd.DataFrame() if numbers else results_table(store, views)
+        verdicts = [] if numbers else check_claims(store, views)
+        text = render_readme(store, sections, extra, results, verdicts, notes)
+    readme.write_text(text)
     return entries
 
 
-def significance(store: Store, studies: set[str]) -> dict[str, str]:
+def significance(store: Store, views: Views, studies: set[str]) -> dict[str, str]:
     """Study -> the line under its table naming the values that differ from the baseline at
     p < 0.05; only studies whose runs pair up at least twice (two seeds) get one."""
     out = {}
-    for s in store.studies():
-        if s["name"] in studies:
-            found = compare.compare_axes(_finished(store, s["name"]), s["spec"].get("axes", {}), s["name"])
-            line = _significance_md(found)
-            if line:
-                out[s["name"]] = line
+    for name in studies:
+        view = views(name)
+        line = _significance_md(compare.compare_axes(view.finished, view.axes, name))
+        if line:
+            out[name] = line
     return out
 
 
 # ------------------------------------------------------------------------- markdown
+
+SECTION = "<!-- ablate:{} -->"
+END = "<!-- ablate:end -->"
+
+
+def _section(name: str, body: list[str]) -> str:
+    return "\n".join([SECTION.format(name), *body, END])
 
 
 def _pct(x: float) -> str:
@@ -176,7 +330,7 @@ def _pct(x: float) -> str:
 
 
 def _ci(low: float, high: float) -> str:
-    return "-" if pd.isna(low) else f"{100 * low:.2f} - {100 * high:.2f}"
+    return "-" if pd.isna(low) else f"{100 * low:.2f} to {100 * high:.2f}%"
 
 
 def _md(head: list[str], rows: list[list[str]]) -> str:
@@ -203,16 +357,39 @@ def _table_md(table: pd.DataFrame) -> str:
 
 
 def _results_md(results: pd.DataFrame) -> str:
-    head = ["recipe", "model", "test acc", "95% CI", "n", "epochs", "wall time", "device", "layers",
+    head = ["recipe", "model", "test acc", "95% CI", "n", "epochs", "wall time", "device", "data", "layers",
             "parameters", "report"]
     rows = [
         [r["recipe"], r["model"], _pct(r["test_acc"]), _ci(r["ci_low"], r["ci_high"]), str(r["n"]),
-         str(r["epochs"]), f"{r['wall_s'] / 60:.1f} min", r["device"] or "-", str(r["layers"]),
+         str(r["epochs"]), f"{r['wall_s'] / 60:.1f} min", r["device"] or "-", r["data"], str(r["layers"]),
          f"{r['params']:,}" if pd.notna(r["params"]) else "-",
          f"{100 * r['report_acc']:.2f}% in {r['report_epochs']} epochs ({r['report_note']})"]
         for _, r in results.iterrows()
     ]
     return _md(head, rows)
+
+
+def _claims_md(verdicts: list[claims_.Verdict]) -> list[str]:
+    counts = {k: sum(v.verdict == k for v in verdicts) for k in claims_.VERDICTS}
+    head = ["§", "the report says", "study", "check", "verdict", "evidence"]
+    rows = []
+    for v in verdicts:
+        verdict = f"**{v.verdict}**" + (f" ({v.why})" if v.why else "")
+        rows.append([v.claim.section or "-", _escape(v.claim.text), f"`{v.study}`", _escape(v.check), verdict,
+                     _escape(v.evidence)])
+    summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    return [
+        f"Each claim of the report that a study can test, checked over the study's drawn variant ({summary}). "
+        "Supported: the 95% interval of the paired difference (runs matched by seed and the other axes) lies "
+        "on the claim's side; contradicted: on the other side; inconclusive: it includes both, which is all "
+        "one seed per point can give (the direction is still said).",
+        "",
+        _md(head, rows),
+    ]
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _p(p: float) -> str:
@@ -232,37 +409,78 @@ def _significance_md(comparisons: list[compare.Comparison]) -> str:
             "the other axes): " + " ".join(parts))
 
 
-def render_readme(entries: list[Entry], extra, results: pd.DataFrame, db_url: str,
-                  notes: dict[str, str] | None = None) -> str:
-    """``notes``: study -> a line under its table (which values differ from the baseline)."""
-    notes = notes or {}
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def _first_figures() -> dict[str, int]:
+    """Study -> its first registered figure, under which its table goes."""
+    out: dict[str, int] = {}
+    for n in sorted(figures.FIGURES):
+        out.setdefault(figures.FIGURES[n].study, n)
+    return out
+
+
+def figure_sections(entries: list[Entry], notes: dict[str, str]) -> dict[str, str]:
+    """``figure-N`` -> its README section: the image, the caption line, the study's table."""
+    first = _first_figures()
+    out = {}
+    for e in entries:
+        body = ["", f"## Figure {e.number}: {e.caption}" + (f" ({e.note})" if e.note else ""), ""]
+        if e.problem:
+            body.append(f"Not drawn: {e.problem}.")
+        elif e.png is None:
+            body.append(f"No finished runs of study `{e.study}` yet: `{e.command}` fills this figure.")
+        else:
+            body += [f"![Figure {e.number}]({e.png.name})", "", e.footer, "",
+                     f"Study `{e.study}`; numbers: [{e.csv.name}]({e.csv.name})."]
+            if e.table is not None and first.get(e.study) == e.number:
+                body += ["", _table_md(e.table)]
+                if e.study in notes:
+                    body += ["", notes[e.study]]
+        out[f"figure-{e.number}"] = _section(f"figure-{e.number}", body + [""])
+    return out
+
+
+def replace_sections(text: str, sections: dict[str, str]) -> str:
+    """``text`` with each named section replaced (or, if absent, put in figure order)."""
+    for name, section in sections.items():
+        pattern = re.compile(re.escape(SECTION.format(name)) + r".*?" + re.escape(END), re.S)
+        if pattern.search(text):
+            text = pattern.sub(lambda _: section, text, count=1)
+            continue
+        number = int(name.split("-")[1])
+        later = [m for m in re.finditer(r"<!-- ablate:figure-(\d+) -->", text) if int(m.group(1)) > number]
+        if later:
+            text = text[: later[0].start()] + section + "\n" + text[later[0].start():]
+        else:
+            text = text.rstrip("\n") + "\n" + section + "\n"
+    return text
+
+
+def _stamp(store: Store) -> str:
+    """When the newest run of the database ended (or was recorded): the report is a function
+    of the database, so it carries no clock of its own and redraws byte for byte."""
+    stamps = [t for r in store.runs() for t in (r["ended_at"], r["created_at"]) if t is not None]
+    return max(stamps).strftime("%Y-%m-%d %H:%M UTC") if stamps else "no runs yet"
+
+
+def render_readme(store: Store, sections: dict[str, str], extra: list[tuple[View, pd.DataFrame]],
+                  results: pd.DataFrame, verdicts: list[claims_.Verdict], notes: dict[str, str]) -> str:
     parts = [
         "# Study report",
         "",
-        f"Generated by `ablate report` from `{db_url}` on {stamp}. Every figure is drawn from "
-        "the database alone; `figure-NN.csv` beside each holds the exact numbers plotted. "
-        "Accuracies are final test accuracies: mean over seeds, 95% confidence interval (Student t).",
+        f"Generated by `ablate report` from `{store.url}` (its newest run: {_stamp(store)}). Every figure "
+        "is drawn from the database alone; `figure-NN.csv` beside each holds the exact numbers plotted. Each "
+        "study is drawn from one variant: the runs that share one config apart from the study's axes and the "
+        "seed, so each point is one config and n counts its seeds. Accuracies are final test accuracies: mean "
+        "over seeds, 95% confidence interval (Student t, clipped to 0 to 100%).",
     ]
     if not results.empty:
-        parts += ["", "## Results", "", _results_md(results)]
-    tabled: set[str] = set()  # a study feeding several figures gets its table once
-    for e in entries:
-        parts += ["", f"## Figure {e.number}: {e.caption}", ""]
-        if e.problem:
-            parts.append(f"Not drawn: {e.problem}.")
-            continue
-        if e.png is None:
-            parts.append(f"No finished runs of study `{e.study}` yet: `{e.command}` fills this figure.")
-            continue
-        parts += [f"![Figure {e.number}]({e.png.name})", "", f"Study `{e.study}`; numbers: [{e.csv.name}]({e.csv.name})."]
-        if e.table is not None and e.study not in tabled:
-            parts += ["", _table_md(e.table)]
-            if e.study in notes:
-                parts += ["", notes[e.study]]
-            tabled.add(e.study)
-    for name, description, table in extra:
-        parts += ["", f"## Study `{name}`", "", description, "", _table_md(table)]
-        if name in notes:
-            parts += ["", notes[name]]
+        parts += ["", _section("results", ["", "## Results", "", _results_md(results), ""])]
+    if verdicts:
+        parts += ["", _section("claims", ["", "## Claims", "", *_claims_md(verdicts), ""])]
+    parts += ["", *sections.values()]
+    for view, table in extra:
+        body = ["", f"## Study `{view.name}`", "", view.description, "", footer(view), "",
+                _table_md(table)]
+        if view.name in notes:
+            body += ["", notes[view.name]]
+        parts += ["", _section(f"study-{view.name}", body + [""])]
     return "\n".join(parts) + "\n"

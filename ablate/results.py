@@ -19,17 +19,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ablate import derived
 from ablate.config import ConfigError, flatten
 from ablate.store import Store
+from ablate.variants import Variant, select, study_base, variant_key, variants
 
 RUN_COLUMNS = [
-    "run_id", "study", "status", "seed", "config_hash", "label", "epochs_done",
-    "test_acc", "test_loss", "train_acc", "train_loss", "wall_s", "device",
-    "started_at", "ended_at", "error",
+    "run_id", "study", "variant", "status", "seed", "config_hash", "data_fp", "data_name", "label",
+    "epochs_done", "test_acc", "test_loss", "train_acc", "train_loss", "wall_s", "device",
+    "created_at", "started_at", "ended_at", "error",
 ]
 METRIC_COLUMNS = ["run_id", "step", "name", "value"]
 # The exported per-epoch table carries each run's identity so it joins without the runs table.
-LONG_METRIC_COLUMNS = ["study", "run_id", "seed", "label", "step", "name", "value"]
+LONG_METRIC_COLUMNS = ["study", "variant", "run_id", "seed", "label", "step", "name", "value"]
 FORMATS = ("csv", "parquet", "json")
 PARQUET_HINT = 'Parquet needs pyarrow: pip install -e ".[parquet]"'
 
@@ -45,13 +47,54 @@ def _with_store(db: str | Store | None):
 
 
 def runs_frame(store: Store, study: str | None = None) -> pd.DataFrame:
+    """Every run (of ``study``), any status: RUN_COLUMNS, then the config as dotted columns.
+
+    ``variant`` names the runs that share one config apart from the study's axes and the
+    seed (``ablate.variants``); statistics are only taken within one."""
+    specs = {s["name"]: s["spec"] for s in store.studies()}
+    bases: dict[str, dict] = {}
     rows = []
     for r in store.runs(study):
-        row = {c: r.get("id" if c == "run_id" else c) for c in RUN_COLUMNS}
+        spec = specs.get(r["study"], {})
+        if r["study"] not in bases:
+            bases[r["study"]] = study_base(spec)
+        row = {c: r.get("id" if c == "run_id" else c) for c in RUN_COLUMNS if c != "variant"}
+        row["variant"] = variant_key(r["config"], spec.get("axes") or {}, bases[r["study"]], r["data_fp"])
         row.update(flatten(r["config"]))
         rows.append(row)
     frame = pd.DataFrame(rows)
-    return frame if rows else pd.DataFrame(columns=RUN_COLUMNS)
+    return frame[RUN_COLUMNS + [c for c in frame.columns if c not in RUN_COLUMNS]] if rows else pd.DataFrame(
+        columns=RUN_COLUMNS)
+
+
+def study_spec(store: Store, study: str) -> dict:
+    return next((s["spec"] for s in store.studies() if s["name"] == study), {})
+
+
+def study_variants(store: Store, study: str, runs: pd.DataFrame | None = None) -> list[Variant]:
+    """The study's variants, the default (most finished runs, then most recent) first."""
+    runs = runs_frame(store, study) if runs is None else runs
+    return variants(runs, study_spec(store, study), study)
+
+
+def study_runs(store: Store, study: str, selector: str | dict | None = None) -> Variant | None:
+    """The variant of ``study`` that ``selector`` names (``variants.select``; None: the
+    default), or None if the study has no runs. Its ``runs`` and ``finished`` are what every
+    statistic of the study is taken over."""
+    found = study_variants(store, study)
+    return select(found, selector, study) if found else None
+
+
+def with_derived(store: Store, runs: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
+    """``runs`` with a column for each derived metric in ``names`` (``ablate.derived``); the
+    final metrics are columns already."""
+    names = [n for n in names if n in derived.DERIVED]
+    if not names or runs.empty:
+        return runs.assign(**{n: float("nan") for n in names}) if names else runs
+    ids = runs["run_id"].tolist()
+    metrics = metrics_frame(store, ids) if set(names) & derived.NEEDS_METRICS else pd.DataFrame(columns=METRIC_COLUMNS)
+    arrays = artifacts_map(store, ids) if set(names) & derived.NEEDS_ARTIFACTS else {}
+    return derived.add(runs, metrics, arrays, names)
 
 
 def metrics_frame(store: Store, run_ids: Iterable[int], names: Iterable[str] | None = None) -> pd.DataFrame:
@@ -76,39 +119,54 @@ def check_study(store: Store, study: str | None) -> None:
         raise UnknownStudy(f"unknown study '{study}'; {where}")
 
 
-def long_metrics_frame(store: Store, found: list[dict], names: Iterable[str] | None = None) -> pd.DataFrame:
-    """``store.metrics`` of the runs ``found`` (``store.runs`` rows), each row with its run's
-    study, seed and label."""
+def long_metrics_frame(store: Store, found: pd.DataFrame, names: Iterable[str] | None = None) -> pd.DataFrame:
+    """``store.metrics`` of the runs ``found`` (a runs frame), each row with its run's study,
+    variant, seed and label."""
     if isinstance(names, str):  # names="test_acc" would otherwise match its letters
         names = [names]
-    long = metrics_frame(store, [r["id"] for r in found], names)
-    who = pd.DataFrame(
-        [(r["study"], r["id"], r["seed"], r["label"]) for r in found], columns=["study", "run_id", "seed", "label"]
-    )
+    long = metrics_frame(store, found["run_id"].tolist() if len(found) else [], names)
+    who = found[["study", "variant", "run_id", "seed", "label"]] if len(found) else pd.DataFrame(
+        columns=["study", "variant", "run_id", "seed", "label"])
     return long.merge(who, on="run_id", how="left")[LONG_METRIC_COLUMNS]
 
 
-def runs(db: str | Store | None = None, study: str | None = None) -> pd.DataFrame:
+ALL = "all"  # --variant all: every run, whatever its variant
+
+
+def chosen_runs(store: Store, study: str | None = None, variant: str | dict | None = None) -> pd.DataFrame:
+    """The runs a statistic may be taken over: of ``study`` (else of every study) the variant
+    ``variant`` selects (None: each study's default); ``"all"``: every run."""
+    check_study(store, study)
+    if variant == ALL:
+        return runs_frame(store, study)
+    if variant is not None and study is None:
+        raise ConfigError("--variant names a variant of one study: give the study too (or --variant all)")
+    names = [study] if study else [s["name"] for s in store.studies()]
+    parts = [v.runs for v in (study_runs(store, name, variant) for name in names) if v is not None]
+    return pd.concat(parts, ignore_index=True) if parts else runs_frame(store, study).iloc[0:0]
+
+
+def runs(db: str | Store | None = None, study: str | None = None, variant: str | dict | None = ALL) -> pd.DataFrame:
     """One row per run: status, seed, final metrics (``test_acc`` a fraction) and config columns.
 
-    The columns ``ablate export`` writes. A study the database does not know is an error.
+    Every run by default, with its ``variant``; ``variant=None`` keeps each study's default
+    variant, as ``ablate export`` does. A study the database does not know is an error.
     """
     store, close = _with_store(db)
     try:
-        check_study(store, study)
-        return runs_frame(store, study)
+        return chosen_runs(store, study, variant)
     finally:
         if close:
             store.close()
 
 
-def metrics(db: str | Store | None = None, study: str | None = None, names: Iterable[str] | None = None) -> pd.DataFrame:
-    """The long per-epoch table (study, run_id, seed, label, step, name, value) of a study's
-    runs, or of every run; ``names`` keeps only those metrics. ``ablate export --metrics``."""
+def metrics(db: str | Store | None = None, study: str | None = None, names: Iterable[str] | None = None,
+            variant: str | dict | None = ALL) -> pd.DataFrame:
+    """The long per-epoch table (study, variant, run_id, seed, label, step, name, value) of the
+    runs ``runs`` returns; ``names`` keeps only those metrics. ``ablate export --metrics``."""
     store, close = _with_store(db)
     try:
-        check_study(store, study)
-        return long_metrics_frame(store, store.runs(study), names)
+        return long_metrics_frame(store, chosen_runs(store, study, variant), names)
     finally:
         if close:
             store.close()
@@ -202,19 +260,21 @@ def write(frame: pd.DataFrame, out: str | Path, format: str = "csv") -> None:
 
 
 def export(out: str | Path | None = None, db: str | Store | None = None, study: str | None = None,
-           format: str = "csv", per_epoch: bool = False) -> tuple[Path | str, int]:
+           format: str = "csv", per_epoch: bool = False, variant: str | dict | None = None) -> tuple[Path | str, int]:
     """``ablate export``: the runs table (or with ``per_epoch`` the metrics table) to a file.
 
-    ``out`` defaults to :func:`default_out`. Returns where it went and the number of rows.
-    A database without a single run is refused rather than exported as an empty table: a
-    missing file opens as an empty database, and a mistyped ``--db`` should not pass unseen.
+    The runs are those a figure of the study draws: its default variant, or the one
+    ``variant`` selects; ``"all"`` exports every run, each with its ``variant``. ``out``
+    defaults to :func:`default_out`. Returns where it went and the number of rows. A database
+    without a single run is refused rather than exported as an empty table: a missing file
+    opens as an empty database, and a mistyped ``--db`` should not pass unseen.
     """
     check_format(format)
     out = default_out(study, format, per_epoch) if out is None else out
     check_out(out)
     store, close = _with_store(db)
     try:
-        frame = (metrics if per_epoch else runs)(store, study)
+        frame = (metrics if per_epoch else runs)(store, study, variant=variant)
         if study is None and not store.runs():
             raise ConfigError(f"no runs in {store.url}")
     finally:

@@ -27,8 +27,17 @@ class Plan:
     data_source: str | None
     backend: str = "local"
     per_gpu: int | None = None  # None: one point per GPU here; on Ray, by model size
+    data: dict[str, datasets.DataIdentity] = field(default_factory=dict)  # data.dataset -> what it is
+    loaded: dict[str, datasets.Dataset] = field(default_factory=dict, repr=False)  # for local workers
     fuse: int | None = None  # most points in one fused step; None: automatic (fuse_cap)
     compile: bool = False  # torch.compile the training step (CUDA only)
+
+    def identity(self, point: GridPoint) -> datasets.DataIdentity:
+        return self.data[point.config.data.dataset]
+
+    def key(self, point: GridPoint) -> tuple[str, int, str]:
+        """What names a point's run in the store: config, seed and data."""
+        return point.config_hash, point.seed, self.identity(point).fingerprint
 
 
 @dataclass
@@ -87,26 +96,40 @@ def plan(
         kind = (device or "auto").strip()
         if kind not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"--device '{kind}' with --backend ray: accepted: auto, cpu, cuda (Ray places the points)")
-        return Plan(spec, points, [kind], source, backend, per_gpu, fuse, compile)
-    if any(p.config.data.dataset == "cifar10" for p in points):
-        datasets.check_source(source)
-    # Several processes per GPU: small models leave most of it idle when trained one at a time.
-    devices = [d for d in parse_devices(device) for _ in range(per_gpu or 1)]
-    return Plan(spec, points, devices, source, backend, per_gpu, fuse, compile)
+        devices = [kind]
+    else:
+        # Several processes per GPU: small models leave most of it idle when trained one at a time.
+        devices = [d for d in parse_devices(device) for _ in range(per_gpu or 1)]
+    # The data last, as it is the slow check: its fingerprint is part of every point's
+    # identity, so which points are done is only known once it is read. Ray workers read
+    # their own copy at the same path and check it against this fingerprint.
+    loaded, identities = _load_data(points, source)
+    return Plan(spec, points, devices, source, backend, per_gpu, identities,
+                loaded if backend == "local" else {}, fuse=fuse, compile=compile)
+
+
+def _load_data(points: list[GridPoint], source: str | None):
+    loaded, identities = {}, {}
+    for name in sorted({p.config.data.dataset for p in points}):
+        where = "synthetic" if name == "synthetic" else source
+        loaded[name] = datasets.load(where)
+        identities[name] = datasets.identify(where, loaded[name])
+    return loaded, identities
 
 
 def _study_spec(study: Study) -> dict[str, Any]:
     return {"base": study.base, "axes": study.axes, "seeds": study.seeds, "figures": list(study.figures),
-            "reported": study.reported, "path": str(study.path) if study.path else None}
+            "reported": study.reported, "claims": [c.to_dict() for c in study.claims],
+            "path": str(study.path) if study.path else None}
 
 
-def existing(store: Store, plan_: Plan) -> dict[tuple[str, int], dict[str, Any]]:
-    """The recorded runs of the plan's points, keyed (config_hash, seed)."""
-    wanted = {(p.config_hash, p.seed) for p in plan_.points}
+def existing(store: Store, plan_: Plan) -> dict[tuple[str, int, str], dict[str, Any]]:
+    """The recorded runs of the plan's points, keyed (config_hash, seed, data fingerprint)."""
+    wanted = {plan_.key(p) for p in plan_.points}
     return {
-        (r["config_hash"], r["seed"]): r
+        (r["config_hash"], r["seed"], r["data_fp"]): r
         for r in store.runs(plan_.study.name)
-        if (r["config_hash"], r["seed"]) in wanted
+        if (r["config_hash"], r["seed"], r["data_fp"]) in wanted
     }
 
 
@@ -130,8 +153,8 @@ def execute(
     new one on this machine).
     """
     reporter = reporter or QuietReporter()
-    # The data first, while nothing is written: a corrupted batch file leaves the database
-    # as it was. Skipped when every point is settled, so a finished study costs no load.
+    # The plan has read the data already, so a corrupted batch file has left the database as
+    # it was. What is left to check before the first write depends on what is left to train.
     before = existing(store, plan_)
     unsettled = len(before) < len(plan_.points) or any(
         r["status"] in ("pending", "running") or (retry_failed and r["status"] == "failed") for r in before.values()
@@ -140,10 +163,8 @@ def execute(
     if unsettled:
         _check_writable(folder)
     if plan_.backend == "local":
-        preloaded = _preload(plan_) if unsettled else {}
-
         def make_runner(study_id: int, groups: list[list[int]]) -> Runner:
-            return Runner(store, study_id, plan_.devices, plan_.data_source, reporter, preloaded,
+            return Runner(store, study_id, plan_.devices, plan_.data_source, reporter, plan_.loaded,
                           checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes,
                           groups=groups, fuse=fuse_cap(plan_), compile=plan_.compile)
 
@@ -168,7 +189,8 @@ def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Pat
     for r in stale:
         reporter.message(f"re-queued run {r['id']} ({r['label']}): {r['reason']}")
     store.add_runs(study_id, (
-        NewRun(p.config_hash, p.seed, to_dict(p.config), p.label) for p in plan_.points
+        NewRun(p.config_hash, p.seed, to_dict(p.config), p.label, plan_.identity(p).fingerprint, plan_.identity(p).name)
+        for p in plan_.points
     ))
     runs = existing(store, plan_)
     retried = 0
@@ -208,12 +230,6 @@ def _sweep_checkpoints(folder: Path, runs) -> None:
             remove_checkpoint(checkpoint_path(folder, r["id"]))
 
 
-def _preload(plan_: Plan) -> dict[str, datasets.Dataset]:
-    """Load the data once up front: a missing download fails here, not in every worker."""
-    names = {p.config.data.dataset for p in plan_.points}
-    return {n: datasets.load("synthetic" if n == "synthetic" else plan_.data_source) for n in names}
-
-
 EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address")
 
 
@@ -233,8 +249,8 @@ def dry_run(store: Store, plan_: Plan) -> list[dict[str, Any]]:
     its group (``fused_groups``: points of one group train in one fused step); writes nothing."""
     runs = existing(store, plan_)
     rows = [
-        {"label": p.label, "seed": p.seed, "config_hash": p.config_hash,
-         "status": runs.get((p.config_hash, p.seed), {}).get("status", "new"), "group": None}
+        {"label": p.label, "seed": p.seed, "config_hash": p.config_hash, "data": plan_.identity(p).name,
+         "status": runs.get(plan_.key(p), {}).get("status", "new"), "group": None}
         for p in plan_.points
     ]
     todo = [i for i, r in enumerate(rows) if r["status"] not in DONE]
@@ -268,12 +284,12 @@ def fuse_cap(plan_: Plan, kind: str | None = None) -> int:
     return FUSE_AUTO["cuda"] if any("cuda" in d for d in kinds) else FUSE_AUTO["cpu"]
 
 
-def fused_groups(plan_: Plan, runs: dict[tuple[str, int], dict[str, Any]], todo: set[int]) -> list[list[int]]:
+def fused_groups(plan_: Plan, runs: dict[tuple[str, int, str], dict[str, Any]], todo: set[int]) -> list[list[int]]:
     """The run ids of ``todo`` in groups that may train fused, uncapped (the runner claims up
     to ``fuse_cap`` of a group at a time)."""
     if fuse_cap(plan_) == 1:
         return []
-    points = [p for p in plan_.points if runs.get((p.config_hash, p.seed), {}).get("id") in todo]
-    ids = [runs[(p.config_hash, p.seed)]["id"] for p in points]
+    points = [p for p in plan_.points if runs.get(plan_.key(p), {}).get("id") in todo]
+    ids = [runs[plan_.key(p)]["id"] for p in points]
     return [[ids[i] for i in g] for g in fusion.group([p.config for p in points]) if len(g) > 1]
 

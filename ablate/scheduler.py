@@ -176,6 +176,7 @@ class Task:
     config_hash: str = ""
     seed: int = 0
     checkpoint: str | None = None  # this run's checkpoint file; None: no checkpoints
+    data_fp: str | None = None  # the data it was planned on; the worker's must be the same
 
 
 def _versions() -> dict[str, str]:
@@ -237,6 +238,7 @@ def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, s
     def dataset(name: str) -> datasets.Dataset:
         if name not in cache:
             raw = (preloaded or {}).get(name) or datasets.load("synthetic" if name == "synthetic" else data_source)
+            datasets.fingerprint(raw)  # on the host copy, once; to() carries it
             cache[name] = raw.to(device)
         return cache[name]
 
@@ -249,6 +251,8 @@ def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, s
             group = tasks.get()
             if group is None:
                 return
+            if isinstance(group, Task):  # one task alone is a group of one
+                group = [group]
             current[0] = [t.run_id for t in group]
             try:
                 _run_group(wid, device, group, dataset, events, should_stop, compile)
@@ -304,8 +308,17 @@ def _prepare(wid: int, task: Task, events) -> _Member:
 
 def _run_group(wid: int, device: str, group: list[Task], dataset: Callable[[str], datasets.Dataset], events,
                should_stop: Callable[[int], bool], compile: bool = False) -> None:
-    members = [_prepare(wid, task, events) for task in group]
-    data = dataset(members[0].cfg.data.dataset)
+    data = dataset(from_dict(group[0].config).data.dataset)  # one fusion group: one data set
+    fit = []
+    for task in group:
+        if task.data_fp is not None and data.fingerprint != task.data_fp:
+            # A worker on another machine (Ray) read another copy at the same --data path.
+            error = (f"DataError: this worker's data (fingerprint {data.fingerprint}) is not the data the run "
+                     f"was planned on ({task.data_fp}); give every machine the same copy")
+            events.put(("failed", wid, task.run_id, error))
+        else:
+            fit.append(task)
+    members = [_prepare(wid, task, events) for task in fit]
     parts: dict[tuple[int, int], list[_Member]] = {}
     for m in members:  # a member that resumes from another epoch trains apart
         parts.setdefault(m.start, []).append(m)
@@ -682,7 +695,7 @@ class Runner:
             for claim in claims:
                 path = checkpoint_path(self.checkpoint_dir, claim.run_id) if self.checkpoint_dir else None
                 group.append(Task(claim.run_id, claim.token, claim.config, claim.label, claim.config_hash, claim.seed,
-                                  str(path) if path else None))
+                                  str(path) if path else None, claim.data_fp))
             busy[slot.wid] = {t.run_id: t for t in group}
             slot.cancel.value = 0
             slot.inbox.put(group)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ablate.results import runs_frame, study_variants
 from ablate.store import STATUSES, Store, stale_reason, this_host
 from ablate.store.schema import utcnow
 
@@ -45,6 +46,23 @@ def study_status(store: Store, study: str | None = None) -> list[dict[str, Any]]
             "total": len(runs),
             "best_test_acc": max(accs) if accs else None,
             "last_update": max(stamps) if stamps else None,
+            "variants": _variants(store, name, runs),
             "runs": runs,
         })
+    return out
+
+
+def _variants(store: Store, study: str, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The study's variants, the one a report draws by default first, each with its counts
+    (stale as status shows them)."""
+    shown = {r["id"]: r["status"] for r in runs}
+    out = []
+    for i, v in enumerate(study_variants(store, study, runs_frame(store, study))):
+        counts = {s: 0 for s in (*STATUSES, "stale")}
+        for run_id in v.runs["run_id"]:
+            counts[shown[int(run_id)]] += 1
+        low, high = v.seeds()
+        out.append({"key": v.key, "default": i == 0, "differs": v.describe(), "diff": v.diff, "data": v.data,
+                     "data_fp": v.data_fp, "points": v.points, "done_points": v.done_points,
+                     "seeds": [low, high], "counts": counts})
     return out

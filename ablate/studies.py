@@ -29,6 +29,8 @@ from typing import Any, Iterable
 
 import torch
 
+from ablate.claims import Claim
+from ablate.claims import parse_all as parse_claims
 from ablate.config import (
     ConfigError,
     RunConfig,
@@ -42,7 +44,7 @@ from ablate.config import (
 from ablate.models import create_model, resolve_args
 
 LOCAL_DIR = Path("studies")
-_TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes", "reported"}
+_TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes", "reported", "claims"}
 
 
 class StudyError(ConfigError):
@@ -59,6 +61,7 @@ class Study:
     figures: tuple[int, ...]
     path: Path | None = None
     reported: dict[str, Any] | None = None  # a recipe's result in the report: acc, epochs, layers, params, note
+    claims: tuple[Claim, ...] = ()  # the report's claims this study's grid can check (ablate.claims)
 
     @property
     def size(self) -> int:
@@ -167,6 +170,7 @@ def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
         figures=tuple(figures),
         path=path,
         reported=doc.get("reported"),
+        claims=parse_claims(doc.get("claims"), axes),
     )
     expand(study, seeds=1)  # every point must be a valid config, checked at load time
     return study
@@ -198,9 +202,14 @@ def expand(
     collapsing the grid.
     """
     base = to_dict(from_dict(study.base))  # defaults filled in, base validated
+    tables = [a for a, values in study.axes.items() if any(isinstance(v, dict) for v in values)]
     for key, value in overrides:
         if key in study.axes:
             raise ConfigError(f"'{key}' is an axis of study '{study.name}'; edit its values in the study file")
+        under = next((a for a in tables if key.startswith(a + ".")), None)
+        if under:  # some of the axis's tables would take it and others not: set it in each table
+            raise ConfigError(f"'{key}' lies under the axis '{under}' of study '{study.name}', whose values are "
+                              "whole tables; set it in those tables in the study file (or a copy of it)")
         base = _set_checked(base, key, value)
     keys = list(study.axes)
     points = []

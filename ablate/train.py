@@ -30,6 +30,7 @@ from ablate.averaging import WeightAverage
 from ablate.config import RunConfig
 from ablate.data import Dataset, subset
 from ablate.fusion import SHARED, Stack, compiled, member_losses, why_alone
+from ablate.loss import build_loss
 from ablate.models import create_model
 from ablate.optim import build_optimizer, build_schedule
 from ablate.probes import first_kernels, loss_along_gradient, relative_grad_norms
@@ -99,7 +100,7 @@ class _Run:
         self.batch = min(cfg.batch_size, len(data.train_y))
         self.steps = len(data.train_y) // self.batch  # a ragged last batch would give BN a tiny, noisy one
         self.params = sum(p.numel() for p in self.model.parameters())
-        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.loss.label_smoothing)
+        self.loss_fn = build_loss(cfg.loss, len(data.classes))
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(cfg.seed)
         self.epoch = 0

@@ -48,7 +48,7 @@ def test_rerun_trains_nothing(smoke_db):
 def test_dry_run_shows_points_and_writes_nothing(smoke_db, tmp_path):
     result = invoke("run", "smoke", "--db", smoke_db, "--dry-run", "--seeds", "2")
     assert result.exit_code == 0
-    assert "8 points, 4 done, 4 to train" in result.output
+    assert "8 points on synthetic: 4 done, 4 to train" in result.output
     fresh = tmp_path / "fresh.db"
     assert invoke("run", "smoke", "--db", f"sqlite:///{fresh}", "--dry-run").exit_code == 0
     assert not fresh.exists()

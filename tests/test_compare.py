@@ -96,7 +96,7 @@ def test_cli_table_and_json(store, db_url):
     result = invoke("compare", "blocks", "--by", "model.block", "--db", db_url)
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == "blocks: test_acc by model.block, against original"
+    assert lines[0].startswith("blocks: test_acc by model.block, against original; variant ")
     better = next(line for line in lines if "better" in line)
     assert "+3.00" in better and "<0.001" in better and "yes" in better
     assert "no" in next(line for line in lines if "noise" in line)

@@ -79,3 +79,27 @@ def test_set_key_indexes_lists_and_copies():
 
 def test_flatten_uses_dotted_keys():
     assert flatten({"a": {"b": 1, "c": [2, 3]}}) == {"a.b": 1, "a.c.0": 2, "a.c.1": 3}
+
+
+def test_the_later_schedule_loss_and_resnet12_options_leave_earlier_hashes_alone():
+    from ablate.studies import _resolve, expand, load
+
+    # Computed with the code on main at 216f561, before schedule.start_frac, loss.smoothing_form
+    # and resnet12's downsample existed (python -c with the same calls).
+    resnet12 = _resolve({"model": {"name": "resnet12"}})
+    assert resnet12.model.args["downsample"] == "maxpool"  # stored resolved, yet not hashed
+    assert config_hash(resnet12) == "4ac87f5751386eff"
+    assert {p.config_hash for p in expand(load("ranger"))} == {"663b2325166073a4"}
+    onecycle = {"model": {"name": "resnet9"}, "schedule": {"name": "onecycle", "peak_at": 0.2},
+                "loss": {"label_smoothing": 0.2}}
+    assert config_hash(_resolve(onecycle)) == "8a3437e5a0d3b218"
+    assert {p.config_hash for p in expand(load("loss"))} == {
+        "0b00bf0b85e83366", "36ac7c370f122ec4", "4e73b80e2c5ee926", "6c641a030a726352",
+        "a89c46d1719c9b3d", "cd8904a84654aa21", "f7c687fd4aa77734", "fb862dd1f8dd72d3",
+    }
+    # Away from their defaults they are part of the identity.
+    assert config_hash(_resolve({"model": {"name": "resnet12", "downsample": "stride"}})) != config_hash(resnet12)
+    assert config_hash(_resolve({**onecycle, "loss": {"label_smoothing": 0.2, "smoothing_form": "report"}})) != \
+        "8a3437e5a0d3b218"
+    assert config_hash(_resolve({**onecycle, "schedule": {"name": "onecycle", "peak_at": 0.2, "start_frac": 0.1}})) != \
+        "8a3437e5a0d3b218"

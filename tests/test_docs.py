@@ -36,3 +36,10 @@ def test_every_option_of_ablate_run_is_in_the_readme():
     study = get_command(app).commands["run"].get_command(None, "smoke")
     options = [o for p in study.params for o in p.opts if o.startswith("--") and o != "--help"]
     assert options and [o for o in options if f"`{o}" not in README] == []
+
+
+@pytest.mark.parametrize("name", ["status", "report", "export", "compare"])
+def test_every_option_of_the_other_commands_is_in_the_readme(name):
+    command = get_command(app).commands[name]
+    options = [o for p in command.params for o in p.opts if o.startswith("--") and o != "--help"]
+    assert options and [o for o in options if f"`{o}" not in README] == []

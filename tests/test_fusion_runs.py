@@ -222,14 +222,14 @@ def test_dry_run_shows_the_groups_it_would_form(tmp_path):
     assert result.exit_code == 0, result.output
     assert "group" in result.output
     # 4 points x 3 seeds; a point's seeds fuse (2 at most), the points' shapes differ.
-    assert "12 points, 0 done, 12 to train, in 8 groups (4 fused, of 2, 2, 2, 2)" in result.output
+    assert "12 points on synthetic: 0 done, 12 to train, in 8 groups (4 fused, of 2, 2, 2, 2)" in result.output
     rows = [line for line in result.output.splitlines() if "depth=1 activation=relu" in line]
     assert [row.split("│")[-2].strip() for row in rows] == ["1", "1", "2"]
     off = invoke("run", "smoke", "--db", tmp_path / "d.db", "--dry-run", "--seeds", "3", "--fuse", "1")
-    assert "12 points, 0 done, 12 to train\n" in off.output
+    assert "12 points on synthetic: 0 done, 12 to train\n" in off.output
     dropout = invoke("run", "smoke", "--db", tmp_path / "d.db", "--dry-run", "--seeds", "3", "--fuse", "3",
                      "--set", "model.dropout=0.2")
-    assert "12 points, 0 done, 12 to train\n" in dropout.output  # dropout never fuses
+    assert "12 points on synthetic: 0 done, 12 to train\n" in dropout.output  # dropout never fuses
     assert not (tmp_path / "d.db").exists()
 
 

@@ -16,13 +16,16 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from ablate.cli import app
+from ablate.data import fingerprint
+from ablate.data import synthetic as synthetic_data
 from ablate.store import SCHEMA_VERSION, Store, StoreError
 from ablate.store.migrate import MIGRATIONS, REVISIONS
 from ablate.store.schema import Base
 from tests.conftest import file_digest, race
 
 ASSETS = Path(__file__).parent / "assets"
-FROZEN = {1: ASSETS / "results-v1.db"}  # one per earlier version; see tests/assets/make_v1_db.py
+# One per earlier version; see tests/assets/make_v*_db.py.
+FROZEN = {1: ASSETS / "results-v1.db", 2: ASSETS / "results-v2.db"}
 V1_RUN_COLUMNS = (
     "id", "study_id", "config_hash", "seed", "config_json", "label", "status", "device", "host", "pid",
     "created_at", "started_at", "ended_at", "heartbeat_at", "wall_s", "epochs_done", "test_acc", "test_loss",
@@ -128,9 +131,16 @@ def test_an_older_database_is_upgraded_on_open_with_its_data_intact(version, any
     assert _typed_rows(url, "alembic_version", ["version_num"], ("version_num",)) == [(REVISIONS[SCHEMA_VERSION],)]
     for table, spec in V1_TABLES.items():
         assert _typed_rows(url, table, *spec) == before[table], table
-    # Runs that ever started count as claimed once; the rest have not been claimed.
-    assert _typed_rows(url, "runs", ["id", "attempts", "notes"], ("id",)) == [
-        (r[0], int(r[11] is not None), None) for r in before["runs"]
+    if version == 1:  # runs that ever started count as claimed once; the rest have not been claimed
+        assert _typed_rows(url, "runs", ["id", "attempts", "notes"], ("id",)) == [
+            (r[0], int(r[11] is not None), None) for r in before["runs"]
+        ]
+    # Runs on the built-in synthetic data get its fingerprint; of the others' data nothing is known.
+    synthetic = {r[0] for r in before["runs"] if json.loads(r[4]).get("data", {}).get("dataset") == "synthetic"}
+    assert synthetic and len(synthetic) < len(before["runs"])
+    assert _typed_rows(url, "runs", ["id", "data_fp", "data_name"], ("id",)) == [
+        (r[0], *((fingerprint(synthetic_data()), "synthetic") if r[0] in synthetic else (None, None)))
+        for r in before["runs"]
     ]
     assert _schema_diff(url) == []
     assert file_digest(frozen) == asset_digest  # the asset itself is never opened for writing

@@ -1,14 +1,16 @@
 """The report's README from a database filled by hand: tables, results, gaps."""
 
+import json
 
 from ablate.report import axis_columns, write_report
 from ablate.store import NewRun
 
 
 def _fill(store, study, spec, points, description=""):
-    """points: (config dict, seed, test_acc, epoch_time)"""
+    """points: (config dict, seed, test_acc, epoch_time); one config hash per config, as a study makes them"""
     sid = store.sync_study(study, description, spec)
-    store.add_runs(sid, [NewRun(f"h{i}", seed, cfg, f"p{i}") for i, (cfg, seed, _, _) in enumerate(points)])
+    store.add_runs(sid, [NewRun(json.dumps(cfg, sort_keys=True), seed, cfg, f"p{i}")
+                         for i, (cfg, seed, _, _) in enumerate(points)])
     for cfg, seed, acc, epoch_s in points:
         claim = store.claim(sid, "cpu", "host", 1)
         store.record_epoch(claim.run_id, 1, {"test_acc": acc, "epoch_time": epoch_s, "params": 1234})

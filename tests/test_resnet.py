@@ -170,3 +170,31 @@ def test_unknown_block_is_refused_with_the_accepted_names(name):
 def test_unknown_downsampling_is_refused():
     with pytest.raises(ConfigError, match="model.downsample must be one of stride, maxpool"):
         create_model("resnet", downsample="avgpool")
+
+
+def _map_sizes(model: nn.Module) -> list[int]:
+    sizes = []
+    for layer in model:
+        layer.register_forward_hook(lambda m, i, out: sizes.append(out.shape[-1]))
+    with torch.no_grad():
+        assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    return sizes[:8]  # the four stages and their residual pairs, before the global pool
+
+
+@pytest.mark.parametrize("downsample, pools, strided", [("maxpool", 3, 0), ("stride", 0, 3)])
+def test_resnet12_downsamples_by_max_pool_or_by_stride(downsample, pools, strided):
+    model = create_model("resnet12", downsample=downsample)
+    assert count_params(model) == 7_827_786
+    assert sum(isinstance(m, nn.MaxPool2d) for m in model.modules()) == pools
+    assert sum(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in model.modules()) == strided
+    assert _map_sizes(model) == [32, 32, 16, 16, 8, 8, 4, 4]
+
+
+def test_resnet12_keeps_max_pool_by_default_and_resnet9_has_no_downsample():
+    default = create_model("resnet12")
+    pooled = create_model("resnet12", downsample="maxpool")
+    assert [type(m) for m in default.modules()] == [type(m) for m in pooled.modules()]
+    with pytest.raises(ConfigError, match="unknown config key 'model.downsample' for resnet9"):
+        create_model("resnet9", downsample="stride")
+    with pytest.raises(ConfigError, match="model.downsample must be one of stride, maxpool"):
+        create_model("resnet12", downsample="avgpool")

@@ -9,7 +9,7 @@ from ablate.cli.common import JsonOption, print_json, user_errors
 
 
 def studies(json_: JsonOption = False) -> None:
-    """List the studies: their axes and values, grid points, default seeds and figures.
+    """List the studies: their axes and values, grid points, default seeds, figures and the report's claims they check.
 
     Example: ablate studies --json
     """
@@ -19,16 +19,16 @@ def studies(json_: JsonOption = False) -> None:
         found = list_studies()
     rows = [
         {"name": s.name, "description": s.description, "axes": s.axes, "points": s.size,
-         "seeds": s.seeds, "figures": list(s.figures), "path": str(s.path)}
+         "seeds": s.seeds, "figures": list(s.figures), "claims": [c.to_dict() for c in s.claims], "path": str(s.path)}
         for s in found
     ]
     if json_:
         return print_json(rows)
-    table = Table("study", "axes", "points", "seeds", "figures", "description")
+    table = Table("study", "axes", "points", "seeds", "figures", "claims", "description")
     for r in rows:
         axes = "\n".join(f"{k} = {v}" for k, v in r["axes"].items()) or "-"
         table.add_row(r["name"], axes, str(r["points"]), str(r["seeds"]),
-                      ", ".join(map(str, r["figures"])) or "-", r["description"])
+                      ", ".join(map(str, r["figures"])) or "-", str(len(r["claims"])) or "-", r["description"])
     Console().print(table)
 
 

@@ -21,6 +21,26 @@ DbOption = Annotated[
     typer.Option("--db", envvar="ABLATE_DB", help="Database: a SQLAlchemy URL or a file path [default: sqlite:///results.db]."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+VariantOption = Annotated[Optional[str], typer.Option(
+    "--variant", metavar="KEY|K=V,...",
+    help="Which variant of the study (runs sharing one config apart from its axes and the seed): a key as "
+         "'ablate status STUDY' lists them, or KEY=VALUE pairs such as epochs=2,train_subset=256 "
+         "[default: the variant with the most finished runs].")]
+
+
+def selection(variant: str | None, sets: list[str] | None = None, epochs: int | None = None):
+    """``--variant``, or the ``--set``/``--epochs`` a variant was run with, as ``variants.select`` takes them."""
+    from ablate.config import parse_assignment
+    from ablate.variants import VariantError, parse_selector
+
+    if variant is not None and (sets or epochs is not None):
+        raise VariantError("give --variant, or --set/--epochs, not both")
+    if variant is not None:
+        return parse_selector(variant)
+    wanted = dict(parse_assignment(s) for s in sets or [])
+    if epochs is not None:
+        wanted["epochs"] = epochs
+    return wanted or None
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ablate.cli.common import DbOption, JsonOption, print_json, user_errors
+from ablate.cli.common import DbOption, JsonOption, VariantOption, print_json, selection, user_errors
 
 
 def compare(
@@ -18,23 +18,26 @@ def compare(
         help="The value to compare against (default: the axis's first value with runs). A table-valued "
              "axis's values go by their name key (adam), else by their keys (crop_padding=4,flip=True; {} "
              "for the empty table).")] = None,
-    metric: Annotated[str, typer.Option(help="test_acc, test_loss, train_acc, train_loss or wall_s.")] = "test_acc",
+    metric: Annotated[str, typer.Option(help="test_acc, test_loss, train_acc, train_loss, wall_s, or a derived "
+                                             "metric: epoch_time, mean_test_acc, early_test_acc, landscape_range, "
+                                             "kernel_norm, diverged.")] = "test_acc",
     db: DbOption = None,
+    variant: VariantOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Each value of an axis against a baseline, over runs paired by seed: the mean difference,
     its 95% confidence interval and the paired t-test's p-value.
 
-    A pair is two complete runs with the same seed whose configs differ only in the axis;
-    pairs from the study's other axes are pooled, and a comparison needs at least two.
-    p-values are not corrected for the number of values compared.
+    A pair is two finished runs of one variant of the study with the same seed whose configs
+    differ only in the axis; pairs from the study's other axes are pooled, and a comparison
+    needs at least two. p-values are not corrected for the number of values compared.
 
     Example: ablate compare resblock --by model.block --baseline original
     """
     from ablate.compare import compare as compare_  # pandas and scipy: only when asked
 
     with user_errors():
-        found = compare_(study, by, db, baseline, metric)
+        found = compare_(study, by, db, baseline, metric, selection(variant))
     if json_:
         return print_json(found.to_dict())
     show(found)
@@ -58,7 +61,7 @@ def show(found) -> None:
                           "nothing to compare it with")
     pp = found.metric.endswith("_acc")  # accuracies are fractions: differences read in points
     unit = " (pp)" if pp else ""
-    typer.echo(f"{found.study}: {found.metric} by {found.axis}, against {found.baseline}")
+    typer.echo(f"{found.study}: {found.metric} by {found.axis}, against {found.baseline}; variant {found.variant}")
     table = Table("value", "pairs", f"diff{unit}", f"95% CI{unit}", "p", "p < 0.05")
     for r in found.rows:
         ci = "-" if r.ci_low is None else f"{_num(r.ci_low, pp)} to {_num(r.ci_high, pp)}"

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ablate.cli.common import DbOption, user_errors
+from ablate.cli.common import DbOption, selection, user_errors
 
 
 class Format(str, Enum):
@@ -25,15 +25,22 @@ def export(
     metrics: Annotated[bool, typer.Option(
         "--metrics", help="The per-epoch table (study, run_id, seed, label, step, name, value) instead of the runs.")] = False,
     db: DbOption = None,
+    variant: Annotated[Optional[str], typer.Option(
+        "--variant", metavar="KEY|K=V,...|all",
+        help="Which variant of the study, as for report and compare, or 'all' for every run "
+             "[default: each study's variant with the most finished runs].")] = None,
 ) -> None:
     """Write one row per run: status, seed, final metrics (test_acc a fraction) and the config
-    as dotted columns (model.depth, optimizer.lr, ...). The same table as results.runs() in Python.
+    as dotted columns (model.depth, optimizer.lr, ...), from the variant a report draws (the
+    runs sharing one config apart from the study's axes and the seed), or every run with
+    --variant all. The same table as results.runs() in Python.
 
     Example: ablate export depth --format parquet --out depth.parquet
     """
     from ablate import results  # pandas and pyarrow: only when asked
 
     with user_errors():
-        where, n = results.export(out, db, study, format_.value, per_epoch=metrics)
+        chosen = variant if variant == results.ALL else selection(variant)
+        where, n = results.export(out, db, study, format_.value, per_epoch=metrics, variant=chosen)
     if str(where) != "-":
         typer.echo(f"{n} {'metric rows' if metrics else 'runs'} -> {where}")

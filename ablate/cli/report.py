@@ -7,16 +7,23 @@ from typing import Annotated, Optional
 
 import typer
 
-from ablate.cli.common import DbOption, user_errors
+from ablate.cli.common import DbOption, VariantOption, selection, user_errors
 from ablate.store import Store
 
 
 def report(
-    figure: Annotated[Optional[list[int]], typer.Option("--figure", "-f", help="Only this figure number; repeatable.")] = None,
+    figure: Annotated[Optional[list[int]], typer.Option("--figure", "-f", help="Only this figure number; repeatable. An existing README keeps its other sections.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for figure-NN.png, figure-NN.csv and README.md.")] = Path("reports"),
     db: DbOption = None,
+    variant: VariantOption = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Draw the variant run with this --set, as 'ablate run' took it; repeatable.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Draw the variant run with these --epochs.")] = None,
 ) -> None:
-    """Write the report's figures, the numbers behind them and a README.
+    """Write the report's figures, the numbers behind them, the report's claims checked, and a README.
+
+    Each study is drawn from one variant (the runs that share a config apart from its axes and
+    the seed): by default the one with the most finished runs; --variant, --set or --epochs
+    pick another.
 
     Example: ablate report --figure 4 --out reports/
     """
@@ -24,9 +31,11 @@ def report(
 
     with user_errors():
         check_numbers(figure)
+        chosen = selection(variant, set_, epochs)
         store = Store.open(db, create=False)
     try:
-        entries = write_report(store, out, figure)
+        with user_errors():
+            entries = write_report(store, out, figure, chosen)
     finally:
         store.close()
     for e in entries:
@@ -35,5 +44,5 @@ def report(
         elif e.png is None:
             typer.echo(f"figure {e.number:2d}: no runs of study '{e.study}' yet; fill it with: {e.command}")
         else:
-            typer.echo(f"figure {e.number:2d}: {e.png}")
+            typer.echo(f"figure {e.number:2d}: {e.png}" + (f" ({e.note})" if e.note else ""))
     typer.echo(f"report: {out / 'README.md'}")

@@ -98,12 +98,13 @@ def _print_dry_run(rows: list[dict]) -> None:
         table.add_row(r["label"], str(r["seed"]), r["config_hash"], r["status"], str(r["group"] or "-"))
     Console().print(table)
     done = sum(r["status"] in ("complete", "diverged") for r in rows)
+    data = ", ".join(dict.fromkeys(r["data"] for r in rows))
     sizes: dict[int, int] = {}
     for r in rows:
         if r["group"]:
             sizes[r["group"]] = sizes.get(r["group"], 0) + 1
     fused = sorted((n for n in sizes.values() if n > 1), reverse=True)
-    line = f"{len(rows)} points, {done} done, {len(rows) - done} to train"
+    line = f"{len(rows)} points on {data}: {done} done, {len(rows) - done} to train"
     if fused:
         line += f", in {len(sizes)} groups ({len(fused)} fused, of {', '.join(map(str, fused))})"
     typer.echo(line)

@@ -37,13 +37,16 @@ def status(
     if not found:
         typer.echo(f"no runs{' of ' + study if study else ''} in {store.url}")
         return
-    table = Table("study", *HEADERS, "best acc", "updated (UTC)")
+    table = Table("study", *HEADERS, "var", "best acc", "updated (UTC)")
     for s in found:
         best = f"{s['best_test_acc']:.4f}" if s["best_test_acc"] is not None else "-"
         last = s["last_update"].strftime("%m-%d %H:%M") if s["last_update"] else "-"
-        table.add_row(s["name"], *(str(s["counts"][c]) for c in COLUMNS), best, last)
+        table.add_row(s["name"], *(str(s["counts"][c]) for c in COLUMNS), str(len(s["variants"])), best, last)
     console = Console()
     console.print(table)
+    for s in found:
+        if study is not None or len(s["variants"]) > 1:
+            _print_variants(console, s)
     for s in found:
         for r in s["runs"]:
             if r["status"] not in ("failed", "stale"):
@@ -57,3 +60,17 @@ def status(
             if r["notes"]:
                 console.print(f"  notes: {'; '.join(r['notes'].splitlines())}", markup=False, highlight=False,
                               soft_wrap=True)
+
+
+def _print_variants(console: Console, s: dict) -> None:
+    """A study's variants: the runs that share one config apart from its axes and the seed.
+    Statistics never pool two of them; reports draw the first unless told otherwise."""
+    table = Table("variant", "points", "seeds", *HEADERS[:4], title=(
+        f"{s['name']}: {len(s['variants'])} variant(s); report, compare and export draw the first "
+        "(--variant KEY for another)"), title_justify="left")
+    table.add_column("differs from the study's base; data", overflow="fold")
+    for v in s["variants"]:
+        seeds = "-" if not v["seeds"][1] else "-".join(dict.fromkeys(map(str, v["seeds"])))
+        table.add_row(v["key"] + (" *" if v["default"] else ""), f"{v['done_points']}/{v['points']}", seeds,
+                      *(str(v["counts"][c]) for c in COLUMNS[:4]), f"{v['differs']}; {v['data']}")
+    console.print(table)

@@ -35,8 +35,8 @@ class ConvLayer(nn.Sequential):
     they commute with max pooling and cost a quarter as much on the pooled map.
     """
 
-    def __init__(self, c_in, c_out, kernel, act, batchnorm, pool, pool_first):
-        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=not batchnorm)]
+    def __init__(self, c_in, c_out, kernel, act, batchnorm, pool, pool_first, stride=1):
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=not batchnorm)]
         post = ([nn.BatchNorm2d(c_out)] if batchnorm else []) + [make_activation(act, c_out)]
         if pool is None:
             layers += post

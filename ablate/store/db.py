@@ -62,6 +62,8 @@ class NewRun:
     seed: int
     config: dict[str, Any]
     label: str
+    data_fp: str | None = None  # with the config and seed, what names a run
+    data_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Claim:
     config_hash: str = ""
     token: int = 0  # this claim's number (runs.attempts): pass it to every write of the run
     epochs_done: int = 0  # what the database holds; the checkpoint may be one epoch ahead
+    data_fp: str | None = None  # the data it must train on; None: recorded before fingerprints
 
 
 def resolve_url(url: str | None) -> str:
@@ -250,7 +253,7 @@ class Store:
             if self.engine.dialect.name == "sqlite":
                 self._wal()
             if not found.current:
-                with self.engine.execution_options(ablate_write=True).begin() as conn:
+                with self._upgrade_connection() as conn, conn.begin():
                     if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE, for a server
                         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({migrate.LOCK_ID})")
                     found = migrate.inspect(conn)  # another runner may have upgraded it meanwhile
@@ -263,6 +266,22 @@ class Store:
             raise StoreError(f"cannot open database '{self.url}': {e.orig}") from None
         except DatabaseError as e:
             raise StoreError(f"cannot open database '{self.url}': {e.orig}") from None
+
+    @contextmanager
+    def _upgrade_connection(self) -> Iterator[sa.Connection]:
+        """A write connection for the migrations. On SQLite with foreign keys off: changing a
+        constraint there copies the table and drops the old one, and dropping ``runs`` with
+        them on would cascade to every metric and artifact. The pragma only takes effect
+        outside a transaction, so it is set on the raw connection before ours begins."""
+        with self.engine.execution_options(ablate_write=True).connect() as conn:
+            raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys=OFF")
+            try:
+                yield conn
+            finally:
+                if raw is not None:
+                    raw.execute("PRAGMA foreign_keys=ON")
 
     def _refuse(self, found: migrate.Found) -> None:
         if found.newer:
@@ -317,14 +336,15 @@ class Store:
         runs = list(runs)
         with self.session(write=True) as s:
             have = {
-                tuple(r)
-                for r in s.execute(sa.select(RunRow.config_hash, RunRow.seed).where(RunRow.study_id == study_id))
+                tuple(r) for r in s.execute(
+                    sa.select(RunRow.config_hash, RunRow.seed, RunRow.data_fp).where(RunRow.study_id == study_id))
             }
-            new = [r for r in runs if (r.config_hash, r.seed) not in have]
+            new = [r for r in runs if (r.config_hash, r.seed, r.data_fp) not in have]
             for r in new:
                 s.add(RunRow(
-                    study_id=study_id, config_hash=r.config_hash, seed=r.seed,
-                    config_json=json.dumps(r.config, sort_keys=True), label=r.label, status="pending",
+                    study_id=study_id, config_hash=r.config_hash, seed=r.seed, data_fp=r.data_fp,
+                    data_name=r.data_name, config_json=json.dumps(r.config, sort_keys=True), label=r.label,
+                    status="pending",
                 ))
             return len(new)
 
@@ -353,10 +373,10 @@ class Store:
                 if done.rowcount == 1:
                     row = s.execute(
                         sa.select(RunRow.config_json, RunRow.seed, RunRow.label, RunRow.config_hash,
-                                  RunRow.attempts, RunRow.epochs_done).where(RunRow.id == run_id)
+                                  RunRow.attempts, RunRow.epochs_done, RunRow.data_fp).where(RunRow.id == run_id)
                     ).one()
                     return Claim(run_id, json.loads(row.config_json), row.seed, row.label, row.config_hash,
-                                 row.attempts, row.epochs_done)
+                                 row.attempts, row.epochs_done, row.data_fp)
 
     def _own(self, s: Session, run_id: int, token: int | None, **values: Any) -> bool:
         """Touch the run (heartbeat, plus ``values``) if it is still the claim ``token``'s.

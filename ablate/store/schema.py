@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 2  # 1: the first release; 2: runs.attempts and runs.notes
+SCHEMA_VERSION = 3  # 1: the first release; 2: runs.attempts and runs.notes; 3: runs.data_fp and data_name
 
 STATUSES = ("pending", "running", "complete", "failed", "diverged")
 
@@ -49,14 +49,19 @@ class StudyRow(Base):
 
 class RunRow(Base):
     __tablename__ = "runs"
-    # One row per grid point and seed: running a study again adds only what is missing.
-    __table_args__ = (sa.UniqueConstraint("study_id", "config_hash", "seed"),)
+    # One row per grid point, seed and data: running a study again adds only what is missing.
+    # Runs recorded before version 3 have no data fingerprint (NULL), and NULLs never collide.
+    __table_args__ = (sa.UniqueConstraint("study_id", "config_hash", "seed", "data_fp", name="uq_runs_identity"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(sa.ForeignKey("studies.id"), index=True)
     config_hash: Mapped[str] = mapped_column(sa.String(64))
     seed: Mapped[int]
     config_json: Mapped[str] = mapped_column(sa.Text)
+    # The data it trained and tested on (ablate.data.fingerprint of the decoded arrays) and
+    # its name; None for a run recorded before version 3 on data other than synthetic.
+    data_fp: Mapped[str | None] = mapped_column(sa.String(64))
+    data_name: Mapped[str | None] = mapped_column(sa.String(200))
     label: Mapped[str] = mapped_column(sa.String(500), default="")
     status: Mapped[str] = mapped_column(sa.String(16), default="pending", index=True)
     device: Mapped[str | None] = mapped_column(sa.String(64))
