@@ -64,7 +64,8 @@ class Claim:
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in ("text", "section", "check", "axis", "value", "than", "metric",
                                            "threshold", "over", "where")}
-        return {k: v for k, v in d.items() if v not in (None, "", {})}
+        # Left out where they hold nothing; value and than may be the empty table ({}, no augmentation).
+        return {k: v for k, v in d.items() if v is not None and not (k in ("section", "where") and not v)}
 
 
 @dataclass
@@ -194,7 +195,11 @@ def describe(claim: Claim, axes: dict[str, list[Any]]) -> str:
     where = "".join(f", with `{k}` = {v}" for k, v in claim.where.items())
     if claim.check in ("best", "worst"):
         word = "highest" if claim.check == "best" else "lowest"
-        return f"{a} = {one} has the {word} {m}: {'each beats' if len(named) > 1 else 'beats'} every other value{where}"
+        if len(named) > 1:
+            verb = "each beat" if claim.check == "best" else "each lose to"
+            return f"{a} = {one} have the {word} {m}: {verb} every other value{where}"
+        verb = "beats" if claim.check == "best" else "loses to"
+        return f"{a} = {one} has the {word} {m}: it {verb} every other value{where}"
     if claim.check == "not_best":
         return f"{a} = {one} does not have the highest {m}: some other value beats it{where}"
     if claim.check in ("higher", "lower"):
@@ -235,24 +240,23 @@ def _untested(rows) -> bool:
     return any(r.p is None for r in rows)
 
 
-NEEDS_SEEDS = "needs 2+ seeds per point: `ablate run STUDY --seeds 3` (with the options of this variant)"
-
-
-def evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str = "") -> Verdict:
-    """``claim`` over ``runs``: one variant's runs, with ``claim.metric`` as a column."""
-    verdict = _evaluate(claim, runs, axes, study)
+def evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str = "",
+             more_seeds: str = "") -> Verdict:
+    """``claim`` over ``runs``: one variant's runs, with ``claim.metric`` as a column.
+    ``more_seeds`` is the command that would add seeds to them, for an untested verdict."""
+    verdict = _evaluate(claim, runs, axes, study, more_seeds or f"ablate run {study or 'STUDY'} --seeds 3")
     verdict.study = study
     return verdict
 
 
-def _evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str) -> Verdict:
+def _evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str, more_seeds: str) -> Verdict:
     from ablate.compare import compare_frame
 
     check = describe(claim, axes)
     metric = claim.metric
     runs = _where(runs, claim, axes)
     named, than = _names(claim, axes)
-    seeds_hint = NEEDS_SEEDS.replace("STUDY", study or "STUDY")
+    seeds_hint = f"needs 2+ seeds per point: `{more_seeds}`"
     if runs.empty or metric not in runs.columns or runs[metric].notna().sum() == 0:
         why = f"no finished run records {metric}" + (f" ({derived.DERIVED[metric]})" if metric in derived.DERIVED else "")
         return Verdict(claim, "not run", check, "-", f"{why}: ablate run {study}".rstrip(": "))

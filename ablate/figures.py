@@ -27,6 +27,7 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
@@ -173,15 +174,24 @@ def figure(number: int, study: str, caption: str):
                 except ValueError as error:
                     raise ValueError(f"figure {number} (study {study!r}): {error}") from error
                 fig.suptitle(textwrap.fill(f"Figure {number}: {caption}" + (f" ({note})" if note else ""), TITLE_WIDTH))
-                if footer:  # below the plot; saving with a tight bounding box takes it in
-                    fig.text(0.0, 0.0, textwrap.fill(footer, FOOTER_WIDTH), ha="left", va="top",
-                             fontsize="small", color="0.25")
+                if footer:
+                    add_footer(fig, footer)
             return fig, frame.reset_index(drop=True)
 
         FIGURES[number] = FigureSpec(number, study, caption, run)
         return draw
 
     return register
+
+
+def add_footer(fig: Figure, text: str) -> None:
+    """``text`` under everything the figure shows, an outside legend included: laid out
+    first, so the line goes below what is there; saving with a tight box takes it in."""
+    FigureCanvasAgg(fig)  # a canvas that can measure text, without pyplot
+    fig.draw_without_rendering()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
+    fig.text(box.x0 / fig.get_figwidth(), (box.y0 - 0.08) / fig.get_figheight(), textwrap.fill(text, FOOTER_WIDTH),
+             ha="left", va="top", fontsize="small", color="0.25")
 
 
 def get(number: int) -> FigureSpec:
@@ -443,8 +453,8 @@ def convergence_history(runs: pd.DataFrame, metrics: pd.DataFrame, column: str,
         ax.set_ylabel(name)
     axes[0].yaxis.set_major_formatter(_percent())
     handles, texts = axes[0].get_legend_handles_labels()
-    fig.legend(handles, texts, loc="outside lower center", ncols=min(len(texts), 3),
-               title=label(column))
+    # To the right: the caption line goes under the figure, where a legend would collide with it.
+    fig.legend(handles, texts, loc="outside right upper", title=label(column))
     return fig, summary
 
 

@@ -233,32 +233,47 @@ def results_table(store: Store, views: Views) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def study_claims(view: View) -> list[claims_.Claim]:
-    """The claims recorded with the study; for a study recorded before claims were, those of
-    the study file of its name, where it has one."""
+def study_claims(view: View) -> tuple[list[claims_.Claim], dict[str, list[Any]]]:
+    """The claims recorded with the study and the axes they are over; for a study recorded
+    before claims were, or not run yet, those of the study file of its name."""
     items = view.spec.get("claims")
-    if items is None:
-        from ablate.studies import StudyError, load, study_files  # torch: only for such old records
+    if items is not None:
+        return list(claims_.parse_all(items, view.axes)), view.axes
+    from ablate.studies import StudyError, load, study_files  # torch: only for such studies
 
-        if view.name not in study_files():
-            return []
-        try:
-            study = load(view.name)
-        except StudyError:
-            return []
-        if study.axes != view.axes:  # another study under the same name
-            return []
-        items = [c.to_dict() for c in study.claims]
-    return list(claims_.parse_all(items, view.axes))
+    if view.name not in study_files():
+        return [], view.axes
+    try:
+        study = load(view.name)
+    except StudyError:
+        return [], view.axes
+    if view.spec and study.axes != view.axes:  # another grid recorded under the same name
+        return [], view.axes
+    return list(study.claims), study.axes
 
 
-def check_claims(store: Store, views: Views, studies: list[str] | None = None) -> list[claims_.Verdict]:
-    """Every claim of the studies (all of them by default), over each one's drawn variant."""
+def rerun(view: View) -> str:
+    """The command that adds seeds to the drawn variant: its options, three seeds."""
+    parts = [f"ablate run {view.name} --seeds 3"]
+    v = view.variant
+    if v is not None:
+        for key, value in sorted(v.diff.items()):
+            parts.append(f"--epochs {value}" if key == "epochs" else f"--set {key}={_cell(value)}")
+        if v.data_name != "synthetic":
+            parts.append("--data DIR")
+    return " ".join(parts)
+
+
+def check_claims(store: Store, views: Views) -> list[claims_.Verdict]:
+    """Every claim of the studies in the database and of the built-in ones, each over its
+    study's drawn variant ("not run" where it has none), in the report's order."""
+    from ablate.studies import study_files
+
     out = []
-    for name in studies or views.studies():
+    for name in dict.fromkeys([*views.studies(), *study_files()]):
         view = views(name)
         try:
-            found = study_claims(view)
+            found, axes = study_claims(view)
         except ConfigError as e:
             raise ConfigError(f"study '{name}': {e}") from None
         if not found:
@@ -266,11 +281,15 @@ def check_claims(store: Store, views: Views, studies: list[str] | None = None) -
         runs = with_derived(store, view.finished, {c.metric for c in found}) if not view.finished.empty else view.finished
         for claim in found:
             if view.variant is None:
-                why = view.problem or f"no runs yet: ablate run {name}"
-                out.append(claims_.Verdict(claim, "not run", claims_.describe(claim, view.axes), "-", why, name))
+                why = view.problem or f"ablate run {name}"
+                out.append(claims_.Verdict(claim, "not run", claims_.describe(claim, axes), "-", why, name))
             else:
-                out.append(claims_.evaluate(claim, runs, view.axes, name))
-    return out
+                out.append(claims_.evaluate(claim, runs, axes, name, rerun(view)))
+    return sorted(out, key=lambda v: (_section_key(v.claim.section), v.study))
+
+
+def _section_key(section: str) -> tuple:
+    return tuple(int(x) if x.isdigit() else 999 for x in (section or "999").split("."))
 
 
 def write_report(store: Store, out: Path, numbers: list[int] | None = None,

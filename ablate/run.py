@@ -52,6 +52,7 @@ class RunSummary:
     retried: int = 0  # failed runs re-queued by --retry-failed
     elsewhere: int = 0  # points another live runner is training now
     errors: list[str] = field(default_factory=list)  # not a point's result: workers given up
+    out_of_time: bool = False  # stopped at the deadline; the unfinished points stay pending
 
     @property
     def ok(self) -> bool:
@@ -73,8 +74,11 @@ def plan(
     per_gpu: int | None = None,
     fuse: int | str | None = None,
     compile: bool = False,
+    data_cache: dict | None = None,
 ) -> Plan:
-    """Check every input and expand the grid; touches no database, so bad input writes nothing."""
+    """Check every input and expand the grid; touches no database, so bad input writes nothing.
+
+    ``data_cache`` keeps the data sets read, for plans of several studies on the same data."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
@@ -103,17 +107,19 @@ def plan(
     # The data last, as it is the slow check: its fingerprint is part of every point's
     # identity, so which points are done is only known once it is read. Ray workers read
     # their own copy at the same path and check it against this fingerprint.
-    loaded, identities = _load_data(points, source)
+    loaded, identities = _load_data(points, source, {} if data_cache is None else data_cache)
     return Plan(spec, points, devices, source, backend, per_gpu, identities,
                 loaded if backend == "local" else {}, fuse=fuse, compile=compile)
 
 
-def _load_data(points: list[GridPoint], source: str | None):
+def _load_data(points: list[GridPoint], source: str | None, cache: dict):
     loaded, identities = {}, {}
     for name in sorted({p.config.data.dataset for p in points}):
         where = "synthetic" if name == "synthetic" else source
-        loaded[name] = datasets.load(where)
-        identities[name] = datasets.identify(where, loaded[name])
+        if where not in cache:
+            ds = datasets.load(where)
+            cache[where] = ds, datasets.identify(where, ds)
+        loaded[name], identities[name] = cache[where]
     return loaded, identities
 
 
@@ -143,6 +149,7 @@ def execute(
     checkpoints: str | Path | None = None,
     processes: bool | None = None,
     address: str | None = None,
+    deadline: float | None = None,
 ) -> RunSummary:
     """Record the plan's points, then train those not done yet.
 
@@ -150,7 +157,8 @@ def execute(
     checkpoints; with ``retry_failed``, so are the plan's failed points (from scratch).
     ``checkpoints`` is the folder for them (default: beside the database). ``address`` is
     the Ray cluster's, for a plan made with ``backend="ray"`` (None: a running one, or a
-    new one on this machine).
+    new one on this machine). At ``deadline`` (``time.monotonic()``) the workers stop after
+    their current step and the unfinished points go back to pending, to resume.
     """
     reporter = reporter or QuietReporter()
     # The plan has read the data already, so a corrupted batch file has left the database as
@@ -168,7 +176,7 @@ def execute(
                           checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes,
                           groups=groups, fuse=fuse_cap(plan_), compile=plan_.compile)
 
-        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_runner)
+        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_runner, deadline)
     from ablate.ray_runner import RayRunner, cluster
 
     # The cluster before any write: an address that answers nothing leaves the database as it was.
@@ -178,11 +186,13 @@ def execute(
                              checkpoint_dir=folder, keep_checkpoints=keep_checkpoints,
                              groups=groups, fuse=fuse_cap(plan_, kind), compile=plan_.compile)
 
-        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_ray_runner)
+        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_ray_runner,
+                                 deadline)
 
 
 def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Path, retry_failed: bool,
-                      keep_checkpoints: bool, make_runner: Callable[[int, list[list[int]]], Runner]) -> RunSummary:
+                      keep_checkpoints: bool, make_runner: Callable[[int, list[list[int]]], Runner],
+                      deadline: float | None = None) -> RunSummary:
     study = plan_.study
     study_id = store.sync_study(study.name, study.description, _study_spec(study))
     stale = store.requeue_stale(study_id, STALE_AFTER_S)
@@ -206,8 +216,9 @@ def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Pat
                          elsewhere=sum(r["status"] == "running" for r in runs.values()))
     if not todo:
         return summary
-    outcome = make_runner(study_id, fused_groups(plan_, runs, todo)).run(todo, len(todo), skipped)
+    outcome = make_runner(study_id, fused_groups(plan_, runs, todo)).run(todo, len(todo), skipped, deadline)
     summary.counts, summary.interrupted, summary.errors = outcome.counts, outcome.interrupted, outcome.errors
+    summary.out_of_time = outcome.out_of_time
     return summary
 
 
@@ -230,7 +241,7 @@ def _sweep_checkpoints(folder: Path, runs) -> None:
             remove_checkpoint(checkpoint_path(folder, r["id"]))
 
 
-EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address")
+EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address", "deadline")
 
 
 def run_study(study: str, db: str | None = None, reporter: Reporter | None = None, **options) -> RunSummary:

@@ -507,6 +507,7 @@ class Reporter(Protocol):
 class Outcome:
     counts: dict[str, int] = field(default_factory=dict)  # status -> runs this invocation ended
     interrupted: bool = False
+    out_of_time: bool = False  # the deadline passed: the workers stopped after their step
     errors: list[str] = field(default_factory=list)  # trouble that is no point's result (workers given up)
 
     def add(self, status: str) -> None:
@@ -618,7 +619,9 @@ class Runner:
 
     # ---------------------------------------------------------------- the loop
 
-    def run(self, run_ids: set[int], total: int, skipped: int) -> Outcome:
+    def run(self, run_ids: set[int], total: int, skipped: int, deadline: float | None = None) -> Outcome:
+        """Train ``run_ids`` until done, a Ctrl-C, or ``deadline`` (``time.monotonic()``):
+        then the workers stop after their current step and the points go back to pending."""
         outcome = Outcome()
         busy: dict[int, dict[int, Task]] = {}  # worker -> its group: run id -> task
         previous = self._install_sigint()
@@ -631,6 +634,10 @@ class Runner:
                 if self._interrupts == 1 and not told:
                     self._stop.value, outcome.interrupted, told = 1, True, True
                     self.reporter.message("stopping after the current step; Ctrl-C again to stop at once")
+                if deadline is not None and not outcome.out_of_time and time.monotonic() >= deadline:
+                    self._stop.value, outcome.out_of_time = 1, True
+                    self.reporter.message("the time budget is spent: stopping after the current step; "
+                                          "the unfinished points stay pending, to resume")
                 if not self._stop.value:
                     self._dispatch(run_ids, busy)
                     if not busy and any(not s.retired and not s.handle.is_alive() for s in self._slots):

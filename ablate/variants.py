@@ -39,6 +39,7 @@ AXIS = "<axis>"  # where a run's axis value stood and the study's base has none
 RESULTS = ("complete", "diverged")  # a diverged run is a finding: that setting does not train
 UNSETTLED = ("pending", "running", "failed")
 NO_DATA = "data not recorded (before ablate fingerprinted data)"
+CONFIG_HEADS = frozenset(f.name for f in dataclasses.fields(RunConfig))
 
 
 class VariantError(ConfigError):
@@ -46,6 +47,11 @@ class VariantError(ConfigError):
 
 
 # ------------------------------------------------------------------------- the key
+
+
+def is_config_column(column: str) -> bool:
+    """Whether a run-frame column is a (dotted) config key rather than a field of the run."""
+    return column.split(".", 1)[0] in CONFIG_HEADS
 
 
 def study_base(spec: dict[str, Any]) -> dict[str, Any]:
@@ -186,14 +192,6 @@ def variants(runs: pd.DataFrame, spec: dict[str, Any], study: str) -> list[Varia
     _name_differences(out, flatten(study_base(spec)))
     out.sort(key=lambda v: (-v.results, -(v.last.timestamp() if v.last is not None else 0.0), v.key))
     return out
-
-
-CONFIG_HEADS = frozenset(f.name for f in dataclasses.fields(RunConfig))
-
-
-def is_config_column(column: str) -> bool:
-    """Whether a run-frame column is a (dotted) config key rather than a field of the run."""
-    return column.split(".", 1)[0] in CONFIG_HEADS
 
 
 def _name_differences(found: list[Variant], base: dict[str, Any]) -> None:

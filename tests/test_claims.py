@@ -177,7 +177,8 @@ def test_the_report_writes_a_claims_table(store, tmp_path):
         store.finish(claim.run_id, "complete", {"test_acc": acc})
     write_report(store, tmp_path)
     readme = (tmp_path / "README.md").read_text()
-    assert "## Claims" in readme and "(1 supported, 1 contradicted)" in readme
+    assert "## Claims" in readme and "(1 supported, 1 contradicted, " in readme
+    assert "not run" in readme  # the built-in studies' claims without runs say so
     row = next(line for line in readme.splitlines() if line.startswith("| 4.7 | the optimal dropout"))
     assert "**supported**" in row and "`dropout`" in row and "0.5 vs 0.0: -9.67 pp" in row
     row = next(line for line in readme.splitlines() if line.startswith("| 4.7 | Dropout does not"))

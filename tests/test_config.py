@@ -82,18 +82,19 @@ def test_flatten_uses_dotted_keys():
 
 
 def test_the_later_schedule_loss_and_resnet12_options_leave_earlier_hashes_alone():
-    from ablate.studies import _resolve, expand, load
+    from ablate.studies import _resolve, expand, parse
 
     # Computed with the code on main at 216f561, before schedule.start_frac, loss.smoothing_form
-    # and resnet12's downsample existed (python -c with the same calls).
+    # and resnet12's downsample existed (python -c with the same calls), on the study files of
+    # that commit (since changed on purpose: they use the report's label smoothing now).
     resnet12 = _resolve({"model": {"name": "resnet12"}})
     assert resnet12.model.args["downsample"] == "maxpool"  # stored resolved, yet not hashed
     assert config_hash(resnet12) == "4ac87f5751386eff"
-    assert {p.config_hash for p in expand(load("ranger"))} == {"663b2325166073a4"}
+    assert {p.config_hash for p in expand(parse(RANGER_AT_216F561))} == {"663b2325166073a4"}
     onecycle = {"model": {"name": "resnet9"}, "schedule": {"name": "onecycle", "peak_at": 0.2},
                 "loss": {"label_smoothing": 0.2}}
     assert config_hash(_resolve(onecycle)) == "8a3437e5a0d3b218"
-    assert {p.config_hash for p in expand(load("loss"))} == {
+    assert {p.config_hash for p in expand(parse(LOSS_AT_216F561))} == {
         "0b00bf0b85e83366", "36ac7c370f122ec4", "4e73b80e2c5ee926", "6c641a030a726352",
         "a89c46d1719c9b3d", "cd8904a84654aa21", "f7c687fd4aa77734", "fb862dd1f8dd72d3",
     }
@@ -103,3 +104,32 @@ def test_the_later_schedule_loss_and_resnet12_options_leave_earlier_hashes_alone
         "8a3437e5a0d3b218"
     assert config_hash(_resolve({**onecycle, "schedule": {"name": "onecycle", "peak_at": 0.2, "start_frac": 0.1}})) != \
         "8a3437e5a0d3b218"
+
+
+RANGER_AT_216F561 = """description = "Recipe: a 12-layer residual net with Cutout, label smoothing and Ranger, 80 epochs (report: 94.89%)"
+figures = []
+seeds = 1
+reported = { acc = 0.9489, epochs = 80, layers = 12, params = 7827786, note = "Cutout, label smoothing, Ranger" }
+
+[base]
+epochs = 80
+batch_size = 128
+data = { aug = { crop_padding = 4, flip = true, cutout = 16 } }
+model = { name = "resnet12" }
+optimizer = { name = "ranger", lr = 3e-3, betas = [0.95, 0.999], weight_decay = 1e-4 }
+schedule = { name = "cosine", warmup_epochs = 2 }
+loss = { label_smoothing = 0.1 }
+"""
+LOSS_AT_216F561 = """description = "Label smoothing on the toy net and on a residual net that can overfit"
+figures = []
+seeds = 1
+
+[base]
+epochs = 20
+data = { aug = { crop_padding = 4, flip = true } }
+optimizer = { name = "sgd", lr = 0.05, nesterov = true }
+
+[axes]
+"loss.label_smoothing" = [0.0, 0.05, 0.1, 0.2]
+model = [{ name = "plain_cnn", depth = 3 }, { name = "resnet", depth = 2, width = 64 }]
+"""

@@ -13,7 +13,7 @@ COMMANDS = sorted(get_command(app).commands)
 
 
 def test_the_commands_are_the_documented_set():
-    assert COMMANDS == ["compare", "export", "models", "report", "run", "status", "studies"]
+    assert COMMANDS == ["compare", "export", "merge", "models", "report", "run", "status", "studies"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -38,8 +38,14 @@ def test_every_option_of_ablate_run_is_in_the_readme():
     assert options and [o for o in options if f"`{o}" not in README] == []
 
 
-@pytest.mark.parametrize("name", ["status", "report", "export", "compare"])
+@pytest.mark.parametrize("name", ["status", "report", "export", "compare", "merge"])
 def test_every_option_of_the_other_commands_is_in_the_readme(name):
     command = get_command(app).commands[name]
+    options = [o for p in command.params for o in p.opts if o.startswith("--") and o != "--help"]
+    assert options and [o for o in options if f"`{o}" not in README] == []
+
+
+def test_every_option_of_ablate_run_all_is_in_the_readme():
+    command = get_command(app).commands["run"].get_command(None, "all")
     options = [o for p in command.params for o in p.opts if o.startswith("--") and o != "--help"]
     assert options and [o for o in options if f"`{o}" not in README] == []

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from ablate.cli import app
@@ -152,6 +153,9 @@ def _as_someone_else(args: list[str]) -> tuple[int, str]:
     if pid == 0:  # the child: never returns into pytest
         try:
             os.close(read)
+            # torch's OpenMP pool does not survive a fork of a process that used it: one
+            # thread, or the child can hang in its first parallel op (the plan reads data).
+            torch.set_num_threads(1)
             os.chdir("/")  # the test's own directory is root's alone
             os.setgid(65534)
             os.setuid(65534)

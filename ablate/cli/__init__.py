@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ablate.cli import catalog, compare, export, report, run, status
+from ablate.cli import catalog, compare, export, merge, report, run, status
 
 app = typer.Typer(
     name="ablate",
@@ -18,6 +18,7 @@ app.command("status")(status.status)
 app.command("report")(report.report)
 app.command("export")(export.export)
 app.command("compare")(compare.compare)
+app.command("merge")(merge.merge)
 app.command("studies")(catalog.studies)
 app.command("models")(catalog.models)
 

@@ -128,10 +128,15 @@ class StudyGroup(TyperGroup):
     def list_commands(self, ctx: typer.Context) -> list[str]:
         from ablate.studies import study_files
 
-        return list(study_files())
+        return ["all", *study_files()]
 
     def get_command(self, ctx: typer.Context, name: str):
         from ablate.studies import StudyError, load, study_files
+
+        if name == "all":
+            from ablate.cli.run_all import all_command
+
+            return all_command()
 
         try:
             return study_command(name, load(name))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -37,7 +38,10 @@ def status(
     if not found:
         typer.echo(f"no runs{' of ' + study if study else ''} in {store.url}")
         return
-    table = Table("study", *HEADERS, "var", "best acc", "updated (UTC)")
+    # Light rules and a space between columns: the table fits 80 columns (a CI log, a pipe).
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    for header in ("study", *HEADERS, "var", "best", "updated (UTC)"):
+        table.add_column(header, no_wrap=True)
     for s in found:
         best = f"{s['best_test_acc']:.4f}" if s["best_test_acc"] is not None else "-"
         last = s["last_update"].strftime("%m-%d %H:%M") if s["last_update"] else "-"
@@ -64,10 +68,12 @@ def status(
 
 def _print_variants(console: Console, s: dict) -> None:
     """A study's variants: the runs that share one config apart from its axes and the seed.
-    Statistics never pool two of them; reports draw the first unless told otherwise."""
-    table = Table("variant", "points", "seeds", *HEADERS[:4], title=(
-        f"{s['name']}: {len(s['variants'])} variant(s); report, compare and export draw the first "
-        "(--variant KEY for another)"), title_justify="left")
+    Statistics never pool two of them; reports draw the first (*) unless told otherwise."""
+    console.print(f"{s['name']}: {len(s['variants'])} variant(s); report, compare and export draw the one "
+                  "marked * (--variant KEY for another)", markup=False, highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    for header in ("variant", "points", "seeds", *HEADERS[:4]):
+        table.add_column(header, no_wrap=True)
     table.add_column("differs from the study's base; data", overflow="fold")
     for v in s["variants"]:
         seeds = "-" if not v["seeds"][1] else "-".join(dict.fromkeys(map(str, v["seeds"])))

@@ -18,14 +18,17 @@ import json
 import os
 import random
 import re
+import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.pool import StaticPool
 from sqlalchemy.exc import ArgumentError, DatabaseError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,6 +79,16 @@ class Claim:
     token: int = 0  # this claim's number (runs.attempts): pass it to every write of the run
     epochs_done: int = 0  # what the database holds; the checkpoint may be one epoch ahead
     data_fp: str | None = None  # the data it must train on; None: recorded before fingerprints
+
+
+@dataclass(frozen=True)
+class Dump:
+    """A database's contents as plain data (``Store.dump``), for ``Store.absorb`` elsewhere."""
+
+    studies: list[dict[str, Any]]
+    runs: list[dict[str, Any]]  # every column, with the study's name in place of its id
+    metrics: dict[int, list[tuple]]  # run id -> (step, name, value)
+    artifacts: dict[int, list[tuple]]  # run id -> (name, dtype, shape, data)
 
 
 def resolve_url(url: str | None) -> str:
@@ -136,6 +149,32 @@ def _check_sqlite_file(path: Path, create: bool) -> bool:
             raise StoreError(f"cannot create database '{path}': directory '{parent}' is read-only; "
                              "give a writable directory")
     return False
+
+
+def _refuse(url: str, found: migrate.Found) -> None:
+    if found.newer:
+        raise StoreError(
+            f"database '{url}' has schema version {found.version}, newer than this "
+            f"ablate's {SCHEMA_VERSION}; upgrade ablate to use it"
+        )
+    if not found.empty and not found.ours:
+        raise StoreError(f"database '{url}' holds other tables, not an ablate database")
+
+
+def _readable_uri(path: Path, url: str) -> str:
+    """A read-only SQLite URI for ``path``. A database in WAL mode on a read-only mount
+    cannot be opened even read-only (SQLite wants its shared-memory file beside it), so
+    there it is read as immutable: nobody can be writing it there."""
+    base = f"file:{quote(str(path.resolve()))}"
+    error = None
+    for uri in (f"{base}?mode=ro", f"{base}?mode=ro&immutable=1"):
+        try:
+            with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return uri
+        except sqlite3.Error as e:
+            error = e
+    raise StoreError(f"cannot read database '{url}': {error}")
 
 
 def _sqlite_connect(dbapi_conn, _record) -> None:
@@ -207,9 +246,11 @@ class Store:
     def open(cls, url: str | None = None, create: bool = True) -> Store:
         """Open (and with ``create``, make) the database at ``url``, upgrading an older schema.
 
-        With ``create=False`` a missing SQLite file is not made: the store is empty and
-        in memory, so ``status`` and ``report`` on a fresh directory write nothing. A
-        database of a newer ablate is refused before anything is written to it.
+        With ``create=False``, as the reading commands open it, nothing is ever written: a
+        missing or empty SQLite file reads as an empty store, an older schema is upgraded
+        in a copy in memory rather than in the file, a file on a read-only mount is read as
+        it is, and a server database of an older schema is refused with what upgrades it.
+        A database of a newer ablate is refused before anything is written to it.
         """
         url = resolve_url(url)
         try:
@@ -218,48 +259,96 @@ class Store:
             raise StoreError(f"cannot parse database URL '{url}'; give a file path or e.g. sqlite:///results.db") from None
         url = parsed.render_as_string(hide_password=True)  # what messages and reports show: never a password
         path = _sqlite_path(parsed)
-        memory = parsed.get_backend_name() == "sqlite" and path is None
-        if path is not None and not _check_sqlite_file(path, create) and not create:
-            parsed, memory = sa.make_url("sqlite://"), True
+        if path is not None and not create:
+            return cls._open_file_to_read(url, path)
+        if parsed.get_backend_name() == "sqlite" and path is None:
+            return cls._memory(url)
+        if path is not None:
+            _check_sqlite_file(path, create)
         try:
             engine = sa.create_engine(parsed)
         except (ArgumentError, ImportError) as e:
             raise StoreError(f"cannot open database '{url}': {e}") from None
+        return cls._prepared(engine, url, path, writable=create)
+
+    @classmethod
+    def _prepared(cls, engine: sa.Engine, url: str, path: Path | None, writable: bool) -> Store:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_connect)
             event.listen(engine, "begin", _sqlite_begin)
         store = cls(engine, url)
-        store.path = None if memory else path
+        store.path = path
         try:
-            store._prepare(memory)
+            store._prepare(writable)
         except BaseException:
             engine.dispose()
             raise
         return store
 
-    @_retrying()
-    def _prepare(self, memory: bool) -> None:
+    @classmethod
+    def _memory(cls, url: str, conn: sqlite3.Connection | None = None) -> Store:
+        """A store in memory: empty (a database not made yet), or on ``conn``, a copy."""
+        if conn is None:  # made from the models at once: no migrations to import and run
+            engine = sa.create_engine("sqlite://", poolclass=StaticPool)
+            with engine.begin() as c:
+                Base.metadata.create_all(c)
+                c.execute(sa.insert(VersionRow).values(id=1, version=SCHEMA_VERSION))
+            conn = engine.raw_connection().dbapi_connection
+        engine = sa.create_engine("sqlite://", creator=lambda: conn, poolclass=StaticPool)
+        return cls._prepared(engine, url, None, writable=True)  # a copy: ours to upgrade
+
+    @classmethod
+    def _open_file_to_read(cls, url: str, path: Path) -> Store:
+        if not _check_sqlite_file(path, create=False) or path.stat().st_size == 0:
+            return cls._memory(url)
+        sidecars = [Path(f"{path}{s}") for s in ("-wal", "-shm")]
+        there = [p.exists() for p in sidecars]
+        uri = _readable_uri(path, url)
+        found = migrate.inspect_sqlite_file(path, uri)
+        if found is None:
+            raise StoreError(f"cannot read database '{url}': not a readable SQLite database")
         try:
-            if memory:
-                with self.engine.begin() as conn:
-                    Base.metadata.create_all(conn)
-                    conn.execute(sa.insert(VersionRow).values(id=1, version=SCHEMA_VERSION))
-                return
-            found = migrate.inspect_sqlite_file(self.path) if self.path is not None else None
+            _refuse(url, found)
+        except StoreError:
+            # Leave it as it was: the read-only look may have made an empty log beside it.
+            if not sidecars[0].exists() or sidecars[0].stat().st_size == 0:
+                for side, was in zip(sidecars, there):
+                    if not was:
+                        side.unlink(missing_ok=True)
+            raise
+        if found.empty or not found.current:  # upgraded (or made) in a copy, not in the file
+            copy = sqlite3.connect(":memory:", check_same_thread=False)
+            with closing(sqlite3.connect(uri, uri=True)) as source:
+                source.backup(copy)
+            return cls._memory(url, copy if not found.empty else None)
+        engine = sa.create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False))
+        return cls._prepared(engine, url, path, writable=False)
+
+    @_retrying()
+    def _prepare(self, writable: bool) -> None:
+        try:
+            found = migrate.inspect_sqlite_file(self.path) if self.path is not None and writable else None
             if found is None:
                 with self.engine.connect() as conn:  # a read: a refused database stays untouched
                     found = migrate.inspect(conn)
-            self._refuse(found)
-            if self.engine.dialect.name == "sqlite":
+            _refuse(self.url, found)
+            if found.current:
+                if writable and self.path is not None:
+                    self._wal()
+                return
+            if not writable:  # a server database that a reading command may not upgrade
+                raise StoreError(
+                    f"database '{self.url}' has schema version {found.version or 'none'}, older than this ablate's "
+                    f"{SCHEMA_VERSION}; the next 'ablate run' with this --db upgrades it")
+            if self.path is not None:
                 self._wal()
-            if not found.current:
-                with self._upgrade_connection() as conn, conn.begin():
-                    if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE, for a server
-                        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({migrate.LOCK_ID})")
-                    found = migrate.inspect(conn)  # another runner may have upgraded it meanwhile
-                    self._refuse(found)
-                    if not found.current:
-                        migrate.upgrade(conn, found)
+            with self._upgrade_connection() as conn, conn.begin():
+                if conn.dialect.name == "postgresql":  # SQLite's BEGIN IMMEDIATE, for a server
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({migrate.LOCK_ID})")
+                found = migrate.inspect(conn)  # another runner may have upgraded it meanwhile
+                _refuse(self.url, found)
+                if not found.current:
+                    migrate.upgrade(conn, found)
         except OperationalError as e:
             if _is_busy(e):
                 raise
@@ -282,15 +371,6 @@ class Store:
             finally:
                 if raw is not None:
                     raw.execute("PRAGMA foreign_keys=ON")
-
-    def _refuse(self, found: migrate.Found) -> None:
-        if found.newer:
-            raise StoreError(
-                f"database '{self.url}' has schema version {found.version}, newer than this "
-                f"ablate's {SCHEMA_VERSION}; upgrade ablate to use it"
-            )
-        if not found.empty and not found.ours:
-            raise StoreError(f"database '{self.url}' holds other tables, not an ablate database")
 
     def _wal(self) -> None:
         # WAL lets readers (status, report) read while runners write. It is a property of
@@ -592,6 +672,99 @@ class Store:
             if name is not None:
                 q = q.where(ArtifactRow.name == name)
             return [_artifact_tuple(r) for r in s.scalars(q.order_by(ArtifactRow.run_id, ArtifactRow.name))]
+
+    # ------------------------------------------------------------------ merging
+
+    @_retrying()
+    def dump(self) -> Dump:
+        """Everything, as plain data: studies, runs (every column), their metrics and
+        artifacts. What ``absorb`` takes; read in one transaction, so it is consistent."""
+        try:
+            with self.session() as s:
+                studies = {r.id: {"name": r.name, "description": r.description, "spec_json": r.spec_json,
+                                  "created_at": r.created_at} for r in s.scalars(sa.select(StudyRow))}
+                runs = [_as_dict(r) for r in s.scalars(sa.select(RunRow).order_by(RunRow.id))]
+                for r in runs:
+                    r["study"] = studies[r.pop("study_id")]["name"]
+                metrics: dict[int, list[tuple]] = {}
+                for m in s.execute(sa.select(MetricRow.run_id, MetricRow.step, MetricRow.name, MetricRow.value)):
+                    metrics.setdefault(m.run_id, []).append((m.step, m.name, m.value))
+                artifacts: dict[int, list[tuple]] = {}
+                for a in s.scalars(sa.select(ArtifactRow)):
+                    artifacts.setdefault(a.run_id, []).append((a.name, a.dtype, a.shape, a.data))
+        except DatabaseError as e:
+            if isinstance(e, OperationalError) and _is_busy(e):
+                raise
+            raise StoreError(f"cannot read database '{self.url}': {e.orig}") from None
+        return Dump(list(studies.values()), runs, metrics, artifacts)
+
+    @_retrying(integrity=True)
+    def absorb(self, dumps: list[Dump], assume: tuple[str, str] | None = None) -> list[dict[str, int]]:
+        """Import the finished runs of ``dumps`` (other databases'), all in one transaction.
+
+        A run is (study, config hash, seed, data fingerprint). One already finished here
+        stays; one pending, failed or stale here is replaced, and its claim number moves on
+        so that a runner still holding the old claim writes nothing more; one running here
+        is left to its runner. Runs recorded without a data fingerprint (on data other than
+        synthetic) take ``assume`` (fingerprint, name) where it is given. Unfinished runs of
+        ``dumps`` are not imported. Returns, per dump, the counts of each outcome.
+        """
+        now, host = utcnow(), this_host()
+        out = []
+        with self.session(write=True) as s:
+            for dump in dumps:
+                out.append(self._absorb(s, dump, assume, now, host))
+        return out
+
+    @staticmethod
+    def _absorb(s: Session, dump: Dump, assume: tuple[str, str] | None, now, host: str) -> dict[str, int]:
+        counts = dict.fromkeys(("added", "replaced", "finished_here", "running_here", "unfinished"), 0)
+        ids = {r.name: r.id for r in s.scalars(sa.select(StudyRow))}
+        for st in dump.studies:
+            if st["name"] not in ids:
+                row = StudyRow(name=st["name"], description=st["description"], spec_json=st["spec_json"],
+                               created_at=st["created_at"])
+                s.add(row)
+                s.flush()
+                ids[st["name"]] = row.id
+        here = {(r.study_id, r.config_hash, r.seed, r.data_fp): r for r in s.scalars(sa.select(RunRow))}
+        for run in dump.runs:
+            if run["status"] not in ("complete", "diverged"):
+                counts["unfinished"] += 1
+                continue
+            values = {k: v for k, v in run.items() if k not in ("id", "study", "attempts")}
+            values["study_id"] = ids[run["study"]]
+            if values["data_fp"] is None and assume and \
+                    (json.loads(values["config_json"]).get("data") or {}).get("dataset") != "synthetic":
+                values["data_fp"], values["data_name"] = assume
+                values["notes"] = _append(values["notes"], f"data assumed when merged: {assume[1]} ({assume[0]})")
+            target = here.get((values["study_id"], values["config_hash"], values["seed"], values["data_fp"]))
+            if target is None:
+                target = RunRow(**values, attempts=run["attempts"])
+                s.add(target)
+                s.flush()
+                here[(values["study_id"], values["config_hash"], values["seed"], values["data_fp"])] = target
+                counts["added"] += 1
+            elif target.status in ("complete", "diverged"):
+                counts["finished_here"] += 1
+                continue
+            elif target.status == "running" and stale_reason(_as_dict(target), now, host) is None:
+                counts["running_here"] += 1
+                continue
+            else:
+                s.execute(sa.delete(MetricRow).where(MetricRow.run_id == target.id))
+                s.execute(sa.delete(ArtifactRow).where(ArtifactRow.run_id == target.id))
+                history = _append(target.notes, f"attempt {target.attempts} ({target.status}) replaced by a merged run")
+                for k, v in values.items():
+                    setattr(target, k, v)
+                target.notes = _append(history, values["notes"]) if values["notes"] else history
+                target.attempts += 1  # a runner holding the old claim writes nothing more
+                counts["replaced"] += 1
+            s.add_all(MetricRow(run_id=target.id, step=step, name=name, value=value)
+                      for step, name, value in dump.metrics.get(run["id"], []))
+            s.add_all(ArtifactRow(run_id=target.id, name=name, dtype=dtype, shape=shape, data=data)
+                      for name, dtype, shape, data in dump.artifacts.get(run["id"], []))
+        return counts
 
 
 def _put_metrics(s: Session, run_id: int, step: int, values: dict[str, float]) -> None:

@@ -65,12 +65,14 @@ def inspect(conn: sa.Connection) -> Found:
     return Found(tables, version, revision)
 
 
-def inspect_sqlite_file(path: Path) -> Found | None:
-    """What a SQLite file holds, through a read-only connection: one that cannot even
-    checkpoint a write-ahead log someone else left, so a refused file keeps every byte.
-    None if it cannot be read that way (the caller then reads it as usual)."""
+def inspect_sqlite_file(path: Path, uri: str | None = None) -> Found | None:
+    """What a SQLite file holds, through a read-only connection (``uri``, by default
+    ``mode=ro``): one that cannot even checkpoint a write-ahead log someone else left, so a
+    refused file keeps every byte. None if it cannot be read that way (the caller then
+    reads it as usual)."""
+    uri = uri or f"file:{quote(str(path.resolve()))}?mode=ro"
     try:
-        with closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=30)) as conn:
+        with closing(sqlite3.connect(uri, uri=True, timeout=30)) as conn:
             tables = frozenset(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
             version = revision = None
             if "schema_version" in tables:

@@ -1,0 +1,149 @@
+"""ablate merge: the finished runs of other databases, with no duplicate, one transaction."""
+
+import json
+import os
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.merge import merge
+from ablate.store import NewRun, Store
+from tests.conftest import file_digest
+
+ASSETS = Path(__file__).parent / "assets"
+FP = "00000000000000aa"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def fill(path: Path, runs: list[tuple[str, int, str]], study: str = "toy", data_fp: str | None = FP) -> str:
+    """runs: (config hash, seed, status); each finished one with an epoch, a probe and an artifact."""
+    url = f"sqlite:///{path}"
+    store = Store.open(url)
+    sid = store.sync_study(study, "a toy", {"base": {}, "axes": {}})
+    store.add_runs(sid, [NewRun(h, seed, {"epochs": 1}, f"{h}/{seed}", data_fp, "toy data") for h, seed, _ in runs])
+    for h, seed, status in runs:
+        run = next(r for r in store.runs(study) if (r["config_hash"], r["seed"]) == (h, seed))
+        if status == "pending":
+            continue
+        claim = store.claim(sid, "cpu", "elsewhere", 1, only={run["id"]})
+        if status == "running":
+            continue
+        store.record_epoch(claim.run_id, 1, {"test_acc": 0.5 + seed / 10, "train_loss": 1.0})
+        store.record_metrics(claim.run_id, 7, {"relgrad.conv1": 0.01})
+        store.put_artifact(claim.run_id, "kernels.conv1", bytes(range(4)), "uint8", [2, 2])
+        store.finish(claim.run_id, status, {"test_acc": 0.5 + seed / 10}, wall_s=1.0)
+    store.close()
+    return url
+
+
+def table(url: str) -> list[tuple]:
+    store = Store.open(url, create=False)
+    try:
+        return sorted((r["study"], r["config_hash"], r["seed"], r["data_fp"], r["status"], r["test_acc"])
+                      for r in store.runs())
+    finally:
+        store.close()
+
+
+def counts(url: str) -> tuple[int, int]:
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+        return (conn.execute("SELECT count(*) FROM metrics").fetchone()[0],
+                conn.execute("SELECT count(*) FROM artifacts").fetchone()[0])
+
+
+def test_two_overlapping_databases_merge_into_their_union_once(tmp_path):
+    a = fill(tmp_path / "a.db", [("x", 0, "complete"), ("x", 1, "complete"), ("y", 0, "failed")])
+    b = fill(tmp_path / "b.db", [("x", 1, "complete"), ("y", 0, "complete"), ("z", 0, "pending")])
+    target = f"sqlite:///{tmp_path / 'all.db'}"
+    first = merge([a, b], target)
+    assert [(m.added, m.replaced, m.finished_here, m.unfinished) for m in first] == [(2, 0, 0, 1), (1, 0, 1, 1)]
+    assert [(h, s, st) for _, h, s, _, st, _ in table(target)] == [("x", 0, "complete"), ("x", 1, "complete"),
+                                                                    ("y", 0, "complete")]
+    assert counts(target) == (3 * 3, 3)  # each run's epoch (2 metrics) and probe, and its artifact
+    digest = file_digest(tmp_path / "all.db")
+    again = merge([a, b], target)
+    assert all(m.added == m.replaced == 0 for m in again) and table(target) == table(target)
+    assert counts(target) == (9, 3) and len(table(target)) == 3
+    assert file_digest(tmp_path / "all.db") == digest  # nothing to write, nothing written
+
+
+def test_a_finished_run_replaces_a_stale_pending_or_failed_one_but_not_a_live_one(tmp_path):
+    target = fill(tmp_path / "t.db", [("x", 0, "running"), ("x", 1, "pending"), ("x", 2, "failed"), ("x", 3, "running")])
+    with closing(sqlite3.connect(tmp_path / "t.db")) as conn:  # seed 0's runner died long ago; seed 3's beats now
+        conn.execute("UPDATE runs SET heartbeat_at = '2000-01-01 00:00:00', host = 'gone' WHERE seed = 0")
+        conn.execute("UPDATE runs SET heartbeat_at = CURRENT_TIMESTAMP, host = 'other', pid = 1 WHERE seed = 3")
+        conn.commit()
+    source = fill(tmp_path / "s.db", [("x", s, "complete") for s in range(4)])
+    (m,) = merge([source], target)
+    assert (m.added, m.replaced, m.running_here) == (0, 3, 1)
+    assert [st for *_, st, _ in table(target)] == ["complete", "complete", "complete", "running"]
+    store = Store.open(target, create=False)
+    notes = {r["seed"]: r["notes"] for r in store.runs()}
+    attempts = {r["seed"]: r["attempts"] for r in store.runs()}
+    store.close()
+    assert "(running) replaced by a merged run" in notes[0] and attempts[0] == 2  # the old claim is fenced out
+
+
+def test_a_failed_merge_leaves_the_target_byte_identical(tmp_path):
+    target = fill(tmp_path / "t.db", [("x", 0, "complete")])
+    before = file_digest(tmp_path / "t.db")
+    good = fill(tmp_path / "good.db", [("y", 0, "complete")])
+    corrupt = tmp_path / "corrupt.db"
+    shutil.copy(tmp_path / "good.db", corrupt)
+    with open(corrupt, "r+b") as f:  # a SQLite header, then junk where the pages were
+        f.seek(100)
+        f.write(os.urandom(8000))
+    for bad in (str(corrupt), str(tmp_path / "missing.db"), str(tmp_path / "t.db")):
+        result = invoke("merge", good, bad, "--db", target)
+        assert result.exit_code == 2 and result.output.startswith("error:") and result.output.count("\n") == 1, \
+            result.output
+        assert file_digest(tmp_path / "t.db") == before
+        assert sorted(p.name for p in tmp_path.glob("t.db*")) == ["t.db"]  # no log beside it either
+
+
+def test_an_older_source_is_upgraded_on_the_way_in_and_left_as_it_was(tmp_path):
+    source = tmp_path / "v1.db"
+    shutil.copy(ASSETS / "results-v1.db", source)
+    before = file_digest(source)
+    result = invoke("merge", source, "--db", tmp_path / "t.db")
+    assert result.exit_code == 0, result.output
+    assert "4 added" in result.output and "3 unfinished there, not imported" in result.output
+    assert file_digest(source) == before
+    assert {r[0] for r in table(f"sqlite:///{tmp_path / 't.db'}")} == {"smoke"}
+
+
+def test_runs_before_data_fingerprints_take_the_data_the_merge_is_told(tmp_path):
+    legacy = fill(tmp_path / "old.db", [("x", 0, "complete")], data_fp=None)
+    target = f"sqlite:///{tmp_path / 't.db'}"
+    merge([legacy], target, assume_data="76dbb8e3d834d9ca")
+    store = Store.open(target, create=False)
+    (run,) = store.runs()
+    store.close()
+    assert (run["data_fp"], run["data_name"]) == ("76dbb8e3d834d9ca", "CIFAR-10 (JPEG copy)")
+    assert "data assumed when merged: CIFAR-10 (JPEG copy)" in run["notes"]
+    result = invoke("merge", legacy, "--db", target, "--assume-data", "not-a-fingerprint")
+    assert result.exit_code == 2 and "--assume-data takes a data fingerprint" in result.output
+
+
+def test_the_cli_says_what_it_did(tmp_path):
+    a = fill(tmp_path / "a.db", [("x", 0, "complete"), ("x", 1, "pending")])
+    result = invoke("merge", a, "--db", tmp_path / "t.db")
+    assert result.exit_code == 0
+    assert result.output.strip().endswith(
+        "1 added, 0 replaced (pending, failed or stale here), 0 skipped (finished here already), "
+        "1 unfinished there, not imported")
+    status = json.loads(invoke("status", "--db", tmp_path / "t.db", "--json").output)
+    assert status["studies"][0]["counts"]["complete"] == 1
+
+
+@pytest.fixture(autouse=True)
+def _quiet_host(monkeypatch):
+    monkeypatch.setenv("ABLATE_DB", "")  # no default database steers a merge here
