@@ -28,13 +28,13 @@
 #   environment   (none)    ~8 s
 #   data         90+60 s   ~10 s
 #   tests           45 s   ~30 s  pytest tests/test_augment.py test_train.py test_fusion.py
-#   fusion         235 s  ~230 s  bench_fusion.py: a fused-vs-alone check on the device (5 seeds,
+#   fusion         225 s  ~220 s  bench_fusion.py: a fused-vs-alone check on the device (5 seeds,
 #                                 5,000 images, 2 epochs), then windows of 20 s: depth alone, fused 5,
 #                                 packed 8, fused 5 x packed 8; kernel alone, fused 5 x packed 8,
 #                                 packed 8, fused 5; depth fused 2 (what the budget leaves)
 #   recipes         90 s   ~80 s  bench_recipes.py: 2 epochs of best, ranger, densenet
 #   airbench        35 s   ~18 s  1 warm-up + 3 runs
-#   speedrun        30 s   ~15 s  1 warm-up (2 epochs) + 3 seeds
+#   speedrun        40 s   ~15 s  1 warm-up (2 epochs) + 3 seeds
 #   compiled        55 s   ~45 s  the same with --compile (torch.compile, CUDA graphs)
 #   finish          35 s   ~10 s  summary.json, tarballs
 # PART=baseline:
@@ -147,8 +147,8 @@ if [ "$QUICK" = 1 ]; then
     suite_data=synthetic   # a CPU evaluates 10k test images slowly; the real data ran in packing
     suite_set=(--set train_subset=500)
     # On a CPU a fused group of 5 needs minutes per epoch of the real data: synthetic, 500 images.
-    fusion_args=(--data synthetic --epochs 1 --window 40 --set train_subset=500 --check 3 --check-images 256
-                 --check-epochs 1 --runs kernel/alone=1:1 kernel/fused5=1:5 kernel/fused5x2=2:5)
+    fusion_args=(--data synthetic --epochs 1 --seeds 3 --window 50 --set train_subset=256 --check 3 --check-images 256
+                 --check-epochs 1 --runs kernel/alone=1:1 kernel/fused3=1:3 kernel/fused3x2=2:3)
     recipe_args=(--data synthetic --epochs 1 --set train_subset=128)
 else
     tests=(tests/test_augment.py tests/test_train.py tests/test_models.py)
@@ -157,7 +157,7 @@ else
     pack_args=(--ks 1 2 4 8 --epochs 3 --window 30)
     suite_data=$data
     suite_set=()
-    fusion_args=(--data "$data" --epochs 20 --window 20 --check 5 --check-images 5000 --check-epochs 2
+    fusion_args=(--data "$data" --epochs 20 --seeds 5 --window 20 --check 5 --check-images 5000 --check-epochs 2
                  --runs depth/alone=1:1 depth/fused5=1:5 depth/packed8=8:1 depth/fused5x8=8:5
                         kernel/alone=1:1 kernel/fused5x8=8:5 kernel/packed8=8:1 kernel/fused5=1:5 depth/fused2=1:2)
     recipe_args=(--data "$data" --epochs 2)
@@ -174,8 +174,8 @@ timed pytest "$([ "$PART" = fusion ] && echo 45 || echo 60)" python3 -m pytest -
 
 if [ "$PART" = fusion ]; then
     step "fusion: fused groups against one at a time and packing, 20-epoch points"
-    timed fusion 235 python3 bench/bench_fusion.py "${fusion_args[@]}" --seeds 5 --device "$DEVICE" \
-        --budget 225 --workdir "$work/bench/fusion" --out "$work/bench/fusion.json"
+    timed fusion 225 python3 bench/bench_fusion.py "${fusion_args[@]}" --device "$DEVICE" \
+        --budget 215 --workdir "$work/bench/fusion" --out "$work/bench/fusion.json"
     step "long recipes: a few epochs each (best, ranger, densenet)"
     timed recipes 90 python3 bench/bench_recipes.py "${recipe_args[@]}" --device "$DEVICE" --budget 60 \
         --out "$work/bench/recipes.json"
@@ -197,7 +197,7 @@ timed fast 100 python3 bench/bench_fast.py --study fast --data "$data" --device 
 fi
 if [ -f studies/speedrun.toml ]; then
     step "speedrun recipe through ablate.train (airbench94's techniques)"
-    timed speedrun "$([ "$PART" = fusion ] && echo 30 || echo 60)" python3 bench/bench_fast.py --study speedrun \
+    timed speedrun "$([ "$PART" = fusion ] && echo 40 || echo 60)" python3 bench/bench_fast.py --study speedrun \
         --data "$data" --device "$DEVICE" "${fast_args[@]}" --budget 50 --out "$work/bench/speedrun.json"
 fi
 if [ "$PART" = fusion ] && [ -f studies/speedrun.toml ]; then
