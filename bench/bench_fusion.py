@@ -12,7 +12,7 @@ epochs of a point (``--epochs``), so a point cut off halfway counts for its epoc
 - ``steady_points_per_hour``: the epochs recorded after the first one, over the time from the
   first record to the last: the rate once running, without imports, data loading and the
   first epoch's kernel tuning (a fused group records its epochs together, so this is the
-  rate between those bursts; None with fewer than two);
+  rate between those bursts; None when the records span under a quarter of the window);
 - ``vs_alone``: each rate over the same study's one-at-a-time setup (``K:G`` = ``1:1``).
 
 ``toy_suite_minutes``: the report's toy studies at 5 seeds and 20 epochs (about 450
@@ -111,7 +111,8 @@ def measure(study: str, name: str, k: int, g: int, args, workdir: Path, round_: 
     fused = sum("trained fused" in (notes or "") for _, notes in runs)
     window = stopped - launched
     steady = None
-    if len(changes) > 1 and changes[-1][0] - changes[0][0] > 1.0:
+    # Two bursts close together (K processes ending their first epochs at once) say nothing of the rate.
+    if len(changes) > 1 and changes[-1][0] - changes[0][0] >= max(1.0, args.window / 4):
         (t0, n0), (t1, n1) = changes[0], changes[-1]
         steady = (n1 - n0) / args.epochs / (t1 - t0) * 3600
     first_epoch = changes[0] if changes else None
