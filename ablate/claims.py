@@ -220,12 +220,12 @@ def _first_label(values: list[Any]) -> str:
 
 def _row_text(metric: str, value: str, row, against: str) -> str:
     ci = "" if row.ci_low is None else f", 95% CI {derived.fmt(metric, row.ci_low, True)} to " \
-                                      f"{derived.fmt(metric, row.ci_high, True)}, p = {_p(row.p)}"
+                                      f"{derived.fmt(metric, row.ci_high, True)}, p {_p(row.p)}"
     return f"{value} vs {against}: {derived.fmt(metric, row.mean_diff, True)} (n = {row.n}{ci})"
 
 
 def _p(p: float | None) -> str:
-    return "-" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "-" if p is None else "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
 def _above(row) -> bool:  # the row's value beats the baseline, at p < 0.05
@@ -370,7 +370,7 @@ def _steadier(claim: Claim, runs: pd.DataFrame, axes, check: str, seeds_hint: st
                 f"{derived.fmt(metric, float(theirs[both].mean()))} with {claim.than}: "
                 f"{derived.fmt(metric, mean, True)} (n = {n}"
                 + ("" if n < 2 else f", 95% CI {derived.fmt(metric, low, True)} to {derived.fmt(metric, high, True)}, "
-                                    f"p = {_p(p)}") + ")")
+                                    f"p {_p(p)}") + ")")
     if n >= 2 and high < 0:
         return Verdict(claim, "supported", check, evidence)
     if n >= 2 and low > 0:

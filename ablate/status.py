@@ -62,7 +62,7 @@ def _variants(store: Store, study: str, runs: list[dict[str, Any]]) -> list[dict
         for run_id in v.runs["run_id"]:
             counts[shown[int(run_id)]] += 1
         low, high = v.seeds()
-        out.append({"key": v.key, "default": i == 0, "differs": v.describe(), "diff": v.diff, "data": v.data,
+        out.append({"key": v.key, "default": i == 0, "differs": v.describe(data=True), "diff": v.diff, "data": v.data,
                      "data_fp": v.data_fp, "points": v.points, "done_points": v.done_points,
                      "seeds": [low, high], "counts": counts})
     return out

@@ -143,10 +143,11 @@ class Variant:
             return NO_DATA
         return f"{self.data_name or 'data'} (fingerprint {self.data_fp[:8]})"
 
-    def describe(self) -> str:
-        """``epochs=2, train_subset=256`` and, where the study's variants differ in it, the data."""
+    def describe(self, data: bool = False) -> str:
+        """``epochs=2, train_subset=256`` and, where the study's variants differ in it (or
+        with ``data``), the data."""
         parts = [f"{k}={_text(v)}" for k, v in sorted(self.diff.items())]
-        if self.data_differs:
+        if self.data_differs or data:
             parts.append(f"data: {self.data}")
         return ", ".join(parts) or "the study's base"
 

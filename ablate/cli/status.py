@@ -74,9 +74,9 @@ def _print_variants(console: Console, s: dict) -> None:
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
     for header in ("variant", "points", "seeds", *HEADERS[:4]):
         table.add_column(header, no_wrap=True)
-    table.add_column("differs from the study's base; data", overflow="fold")
+    table.add_column("differs from the study's base", overflow="fold")
     for v in s["variants"]:
         seeds = "-" if not v["seeds"][1] else "-".join(dict.fromkeys(map(str, v["seeds"])))
         table.add_row(v["key"] + (" *" if v["default"] else ""), f"{v['done_points']}/{v['points']}", seeds,
-                      *(str(v["counts"][c]) for c in COLUMNS[:4]), f"{v['differs']}; {v['data']}")
+                      *(str(v["counts"][c]) for c in COLUMNS[:4]), v["differs"])
     console.print(table)
