@@ -287,14 +287,13 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
         options = typing.get_args(hint)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
             try:
                 return coerce(key, value, option)
-            except ConfigError as e:
-                errors.append(e)
+            except ConfigError:
+                pass  # the next option may take it; the message names them all
         raise ConfigError(f"{key} must be {_type_name(hint)}, got {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):

@@ -18,11 +18,14 @@ handed to another slot sees that it is no longer the hub's current task and stop
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import socket
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import ray
@@ -211,6 +214,20 @@ def _check_reachable(address: str | None) -> None:
         raise ConfigError(f"--address {address}: cannot reach a Ray cluster ({e.strerror or e})") from None
 
 
+def _this_machines_cluster() -> str | None:
+    """The address of the Ray cluster started on this machine, if it answers. Ray records it
+    in a file that outlives a cluster that died, and ``ray.init()`` then waits minutes on
+    the dead address; a new local instance is what an unreachable one should mean."""
+    recorded = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray" / "ray_current_cluster"
+    try:
+        address = recorded.read_text().strip()
+        host, _, port = address.rpartition(":")
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        return None
+    return address
+
+
 @contextmanager
 def cluster(address: str | None, kind: str, connect: bool = True) -> Iterator[str]:
     """Joined to the Ray cluster at ``address`` (None: the running one, else a new one on
@@ -223,7 +240,8 @@ def cluster(address: str | None, kind: str, connect: bool = True) -> Iterator[st
     if owned:
         _check_reachable(address)
         try:
-            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address or _this_machines_cluster() or "local", include_dashboard=False,
+                     logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"--address {address or 'auto'}: cannot reach a Ray cluster ({first})") from None

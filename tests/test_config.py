@@ -6,6 +6,8 @@ from ablate.config import (
     config_hash,
     flatten,
     from_dict,
+    get_key,
+    merge,
     parse_assignment,
     set_key,
     to_dict,
@@ -79,6 +81,71 @@ def test_set_key_indexes_lists_and_copies():
 
 def test_flatten_uses_dotted_keys():
     assert flatten({"a": {"b": 1, "c": [2, 3]}}) == {"a.b": 1, "a.c.0": 2, "a.c.1": 3}
+
+
+# Each message in full: it is all the user sees of a bad value (one line, exit code 2).
+MESSAGES = [
+    ({"epochs": "ten"}, "epochs must be an integer, got 'ten'"),
+    ({"train_subset": "all"}, "train_subset must be an integer or none, got 'all'"),
+    ({"optimizer": {"betas": 0.9}}, "optimizer.betas must be a list, got 0.9"),
+    ({"optimizer": {"betas": [0.9]}}, "optimizer.betas must have 2 items, got [0.9]"),
+    ({"optimizer": {"betas": [0.9, "x"]}}, "optimizer.betas.1 must be a number, got 'x'"),
+    ({"probes": {"landscape_steps": [0.5, "x"]}}, "probes.landscape_steps.1 must be a number, got 'x'"),
+    ({"optimizer": {"name": 3}}, "optimizer.name must be a string, got 3"),
+    ({"data": {"aug": {"flip": 1}}}, "data.aug.flip must be true or false, got 1"),
+    ({"model": {"name": 3}}, "model.name must be a string, got 3"),
+    ({"data": {"aug": 5}}, "data.aug must be a table of keys, got 5"),
+    ({"optimizer": {"lrr": 1}}, "unknown config key 'optimizer.lrr'; accepted here: optimizer.betas, "
+     "optimizer.decay_weights_only, optimizer.lr, optimizer.momentum, optimizer.name, optimizer.nesterov, "
+     "optimizer.weight_decay"),
+    ({"optimizer": {"lr": 0}}, "optimizer.lr must be >0.0, got 0.0"),
+    ({"data": {"aug": {"jitter": 1.01}}}, "data.aug.jitter must be in [0.0, 1.0], got 1.01"),
+    ({"epochs": 2, "switch": {"at_epoch": 2}}, "switch.at_epoch must be below epochs (2), got 2"),
+    ({"data": {"pipeline": "pil", "aug": {"pad_mode": "reflect"}}},
+     'data.aug.flip_mode and data.aug.pad_mode other than random and zeros need data.pipeline = "device"'),
+    ({"data": {"pipeline": "pil", "aug": {"flip": True, "flip_mode": "alternate"}}},
+     'data.aug.flip_mode and data.aug.pad_mode other than random and zeros need data.pipeline = "device"'),
+]
+
+
+@pytest.mark.parametrize("d, message", MESSAGES)
+def test_bad_values_are_refused_with_the_whole_message(d, message):
+    with pytest.raises(ConfigError) as e:
+        from_dict(d)
+    assert str(e.value) == message
+
+
+def test_values_at_the_ends_of_a_range_and_whole_floats_are_accepted():
+    cfg = from_dict({"epochs": 3.0, "data": {"aug": {"jitter": 1.0, "crop_padding": 16}}, "train_subset": None})
+    assert cfg.epochs == 3 and type(cfg.epochs) is int
+    assert cfg.data.aug.jitter == 1.0 and cfg.data.aug.crop_padding == 16 and cfg.train_subset is None
+    assert from_dict({"epochs": 2, "switch": {"at_epoch": 1}}).switch.at_epoch == 1
+    assert from_dict({"probes": {"landscape_steps": [1, 2]}}).probes.landscape_steps == (1.0, 2.0)
+
+
+def test_set_key_makes_missing_tables_and_names_what_is_wrong():
+    assert set_key({}, "optimizer.lr", 0.1) == {"optimizer": {"lr": 0.1}}
+    with pytest.raises(ConfigError) as e:
+        set_key({"model": {"kernel_size": [3, 3]}}, "model.kernel_size.2", 7)
+    assert str(e.value) == "model.kernel_size has 2 items; 'model.kernel_size.2' is out of range"
+    with pytest.raises(ConfigError) as e:
+        set_key({"optimizer": {"lr": 0.1}}, "optimizer.lr.x", 1)
+    assert str(e.value) == "unknown config key 'optimizer.lr.x': optimizer.lr is a value, not a table"
+
+
+def test_get_key_follows_tables_and_list_indices():
+    assert get_key({"model": {"kernel_size": [3, {"a": 5}]}}, "model.kernel_size.1.a") == 5
+
+
+def test_merge_is_deep_and_the_update_wins():
+    base = {"optimizer": {"lr": 0.1, "name": "sgd"}, "epochs": 3, "data": 1}
+    out = merge(base, {"optimizer": {"lr": 0.2}, "data": {"dataset": "synthetic"}})
+    assert out == {"optimizer": {"lr": 0.2, "name": "sgd"}, "epochs": 3, "data": {"dataset": "synthetic"}}
+    assert base["optimizer"]["lr"] == 0.1  # a copy
+
+
+def test_an_assignment_splits_at_its_first_equals_sign():
+    assert parse_assignment("data.dataset=a=b") == ("data.dataset", "a=b")
 
 
 def test_the_later_schedule_loss_and_resnet12_options_leave_earlier_hashes_alone():

@@ -1,11 +1,13 @@
 """Every registered model is tested for free: forward, backward, defaults."""
 
+import math
+
 import pytest
 import torch
 
 from ablate.config import ConfigError
 from ablate.models import count_params, create_model, default_args, list_models, resolve_args
-from ablate.models.layers import ACTIVATIONS
+from ablate.models.layers import ACTIVATIONS, activation
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -38,10 +40,53 @@ def test_plain_cnn_depth_counts_conv_layers(depth):
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == depth
 
 
-@pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_plain_cnn_activations(activation):
-    model = create_model("plain_cnn", depth=2, activation=activation)
+# Each activation's definition, written out in plain math (the slopes are the registry's:
+# leaky 0.1, PReLU's learnable slope starting at 0.25, ELU and CELU with alpha 1).
+DEFINITIONS = {
+    "relu": lambda v: max(v, 0.0),
+    "leaky_relu": lambda v: v if v > 0 else 0.1 * v,
+    "prelu": lambda v: v if v > 0 else 0.25 * v,
+    "elu": lambda v: v if v > 0 else math.exp(v) - 1,
+    "celu": lambda v: v if v > 0 else math.exp(v) - 1,
+    "gelu": lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2))),
+    "silu": lambda v: v / (1 + math.exp(-v)),
+    "mish": lambda v: v * math.tanh(math.log1p(math.exp(v))),
+}
+KNOWN_INPUTS = [-4.0, -2.5, -1.0, -0.5, -0.1, 0.0, 0.1, 0.5, 1.0, 2.5, 4.0, 7.0]
+
+
+def test_every_activation_has_a_definition_here():
+    assert set(DEFINITIONS) == set(ACTIVATIONS)
+
+
+def assert_computes(module: torch.nn.Module, name: str, channels: int) -> None:
+    x = torch.tensor(KNOWN_INPUTS, dtype=torch.float64).repeat(channels, 1).view(1, channels, 3, 4)
+    # PReLU learns one slope per channel; the others have nothing to learn.
+    assert sum(p.numel() for p in module.parameters()) == (channels if name == "prelu" else 0)
+    out = module.double()(x.clone())  # a clone: several of them work in place
+    want = torch.tensor([DEFINITIONS[name](v) for v in KNOWN_INPUTS], dtype=torch.float64)
+    torch.testing.assert_close(out, want.repeat(channels, 1).view_as(x), rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_each_activation_computes_its_definition(name):
+    assert_computes(activation(name, 5), name, 5)
+
+
+def test_an_unknown_activation_is_refused_naming_those_accepted():
+    with pytest.raises(ConfigError) as e:
+        activation("swish2", 4)
+    assert str(e.value) == "model.activation must be one of relu, leaky_relu, prelu, elu, celu, gelu, silu, mish, got 'swish2'"
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_plain_cnn_uses_the_activation_it_is_given(name):
+    model = create_model("plain_cnn", depth=2, activation=name, width=6)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    for layer, channels in [(model[0], 6), (model[1], 12)]:
+        conv, bn, act = layer[0], layer[1], layer[2]
+        assert (type(conv), type(bn)) == (torch.nn.Conv2d, torch.nn.BatchNorm2d)
+        assert_computes(act, name, channels)
 
 
 def test_plain_cnn_per_layer_kernels_and_channels():

@@ -42,9 +42,18 @@ def test_bad_ray_inputs_are_one_line_errors_that_write_nothing(tmp_path):
     assert not (tmp_path / "results.db").exists()
 
 
+@pytest.fixture
+def ray_not_joined():
+    """Ray not joined in this process: a process already joined would not connect again,
+    so the address under test would never be tried. An instance an earlier test started
+    is shut down (``ray_cluster`` starts it again for a later test that needs it)."""
+    if ray.is_initialized():
+        ray.shutdown()
+    yield
+
+
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"])
-def test_an_address_that_answers_nothing_is_one_line_and_writes_nothing(tmp_path, address):
-    assert not ray.is_initialized()  # this file's first tests: a joined process would not connect again
+def test_an_address_that_answers_nothing_is_one_line_and_writes_nothing(tmp_path, address, ray_not_joined):
     Store.open(f"sqlite:///{tmp_path / 'results.db'}").close()
     before = file_digest(tmp_path / "results.db")
     result = CliRunner().invoke(app, ["run", "smoke", "--backend", "ray", "--address", address])
@@ -63,13 +72,73 @@ def test_without_ray_the_backend_says_what_to_install(monkeypatch):
     assert 'pip install "ablate[ray]"' in result.output
 
 
+def _hold_after_epoch_1(hold: str):
+    """A setup hook for each Ray worker: while the file ``hold`` exists, a task that has just
+    reported its first epoch (its checkpoint is on disk by then) writes ``hold.PID`` and
+    waits. A test can then kill it knowing it is alive and mid-point, with nothing racing it.
+    A closure, so Ray ships it by value: the workers cannot import this test module."""
+
+    def setup() -> None:
+        import importlib.abc
+        import importlib.util
+        import os
+        import sys
+        import time
+
+        def patch(ray_runner) -> None:
+            put = ray_runner._HubEvents.put
+
+            def put_then_hold(self, event: tuple) -> None:
+                put(self, event)
+                if event[0] == "epoch" and event[3] == 1 and os.path.exists(hold):
+                    with open(f"{hold}.{os.getpid()}", "w"):
+                        pass
+                    while os.path.exists(hold):
+                        time.sleep(0.05)
+
+            ray_runner._HubEvents.put = put_then_hold
+
+        class PatchOnImport(importlib.abc.MetaPathFinder):
+            # Patched when the task imports it, not here: torch imported before Ray has set
+            # the task's OMP_NUM_THREADS would take two threads, and other numbers.
+            def find_spec(self, name, path, target=None):
+                if name != "ablate.ray_runner":
+                    return None
+                sys.meta_path.remove(self)
+                spec = importlib.util.find_spec(name)
+                load = spec.loader.exec_module
+                spec.loader.exec_module = lambda module: (load(module), patch(module))
+                return spec
+
+        sys.meta_path.insert(0, PatchOnImport())
+
+    return setup
+
+
 @pytest.fixture(scope="module")
-def ray_cluster():
-    """One local instance for the module: starting Ray costs seconds. The runner finds it
-    running and leaves it up; a Ray task gets one CPU, so one torch thread."""
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False)
+def hold_file(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ray-hold") / "hold"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _ray_down_after_the_module():
     yield
-    ray.shutdown()
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def ray_cluster(hold_file) -> Path:
+    """A local two-CPU instance, started by the first test that needs it and kept for the
+    next (starting Ray costs seconds). The runner finds it running and leaves it up; a Ray
+    task gets one CPU, so one torch thread. ``address="local"`` always starts a new one:
+    with no address Ray joins whatever /tmp/ray/ray_current_cluster names, a cluster that
+    may have died long ago, or another user's. Yields the file that holds tasks after
+    their first epoch (see ``_hold_after_epoch_1``)."""
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
+                 log_to_driver=False, runtime_env={"worker_process_setup_hook": _hold_after_epoch_1(str(hold_file))})
+    yield hold_file
 
 
 @pytest.fixture
@@ -134,10 +203,10 @@ def test_the_cli_runs_on_ray_and_a_second_run_trains_nothing(ray_cluster):
 
 
 LONG_STUDY = """
-description = "two points long enough to kill a worker in the middle of one"
+description = "two points, each killed after its first epoch"
 seeds = 1
 [base]
-epochs = 4
+epochs = 3
 batch_size = 64
 data = { dataset = "synthetic" }
 model = { name = "plain_cnn", width = 8, depth = 2 }
@@ -147,31 +216,12 @@ optimizer = { name = "sgd", lr = 0.05 }
 """
 
 
-def _ray_task_pids() -> list[int]:
-    """Processes running our task: Ray titles a worker after the task it runs."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if cmdline.startswith(b"ray::train_point"):
-            pids.append(int(entry.name))
-    return pids
+def _held_pids(hold: Path) -> list[int]:
+    return [int(p.suffix[1:]) for p in hold.parent.glob(f"{hold.name}.*")]
 
 
-def _epochs_recorded(db: str) -> int:
-    store = Store.open(db, create=False)
-    try:
-        return max((r["epochs_done"] or 0 for r in store.runs("long")), default=0)
-    finally:
-        store.close()
-
-
-@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="finds Ray's workers through /proc")
 def test_a_worker_killed_mid_point_still_ends_with_every_point_complete_once(ray_cluster, one_thread, tmp_path):
+    hold = ray_cluster
     study = tmp_path / "long.toml"
     study.write_text(LONG_STUDY)
     db, reference = f"sqlite:///{tmp_path / 'ray.db'}", f"sqlite:///{tmp_path / 'local.db'}"
@@ -179,19 +229,28 @@ def test_a_worker_killed_mid_point_still_ends_with_every_point_complete_once(ray
     outcome: dict = {}
     runner = threading.Thread(target=lambda: outcome.setdefault("summary", run_study(
         str(study), db=db, reporter=QuietReporter(said.append), backend="ray", device="cpu")))
-    runner.start()
-    deadline = time.monotonic() + 120
-    while (not Path(tmp_path / "ray.db").exists() or _epochs_recorded(db) < 1) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    killed = _ray_task_pids()
-    assert killed, "no Ray task running after the first epoch"
-    for pid in killed:
-        os.kill(pid, signal.SIGKILL)
+    hold.touch()
+    try:
+        runner.start()
+        # Both points run at once (two CPUs) and each stops after its first epoch while
+        # `hold` exists: both are alive, mid-point, when they are killed.
+        deadline = time.monotonic() + 120
+        while len(_held_pids(hold)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        held = _held_pids(hold)
+        assert len(held) == 2, f"tasks held after their first epoch: {held}; {said}"
+        for pid in held:
+            os.kill(pid, signal.SIGKILL)
+    finally:
+        hold.unlink()
+        for pid in _held_pids(hold):
+            hold.with_name(f"{hold.name}.{pid}").unlink()
     runner.join(timeout=300)
     assert not runner.is_alive()
     summary = outcome["summary"]
     assert summary.ok and summary.counts == {"complete": 2}, said
-    assert any("resuming from epoch" in line for line in said), said  # Ray's retry found the checkpoint
+    resumed = [line for line in said if "resuming from epoch 1" in line]
+    assert len(resumed) == 2, said  # Ray's retry of each found its checkpoint
 
     # Resumed from the checkpoint, each killed point ends with the numbers of a run that was
     # never stopped: nothing counted twice, nothing missing.
@@ -200,3 +259,22 @@ def test_a_worker_killed_mid_point_still_ends_with_every_point_complete_once(ray
     assert curves(db, "long").equals(curves(reference, "long"))
     again = run_study(str(study), db=db, reporter=QuietReporter(lambda _: None), backend="ray", device="cpu")
     assert again.counts == {} and again.skipped == 2
+
+
+def test_a_cluster_recorded_on_this_machine_counts_only_while_it_answers(tmp_path, monkeypatch):
+    """Ray's record of the local cluster outlives a cluster that died; ray.init() would then
+    wait minutes on the dead address instead of starting a new instance."""
+    import socket
+
+    from ablate.ray_runner import _this_machines_cluster
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    assert _this_machines_cluster() is None  # nothing recorded
+    with socket.socket() as live:
+        live.bind(("127.0.0.1", 0))
+        live.listen()
+        port = live.getsockname()[1]
+        (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+        assert _this_machines_cluster() == f"127.0.0.1:{port}"
+    assert _this_machines_cluster() is None  # the same record, nobody answering

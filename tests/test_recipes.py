@@ -1,11 +1,13 @@
 """Each recipe runs on the CPU for a handful of steps, through the real study file."""
 
+import math
+
 import pytest
 
 from ablate.data import synthetic
 from ablate.models import count_params, create_model
 from ablate.studies import expand, load
-from ablate.train import train
+from ablate.train import Hooks, train
 
 RECIPES = ["fast", "best", "ranger", "densenet"]
 
@@ -23,8 +25,13 @@ def test_recipe_runs_a_few_steps_on_cpu(name, data):
     if study.base.get("switch"):
         overrides.append(("switch.at_epoch", 1))  # both phases, one epoch each
     (point,) = expand(study, overrides)
-    result = train(point.config, data, "cpu")
-    assert result.status in ("complete", "diverged") and result.epochs_done >= 1
+    epochs = []
+    result = train(point.config, data, "cpu", Hooks(epoch=lambda e, m: epochs.append((e, m))))
+    assert result.status == "complete" and result.epochs_done == 2
+    assert [e for e, _ in epochs] == [1, 2]
+    for _, m in epochs:  # a recipe that blows up in its first epochs is broken, whatever it ends at
+        assert all(math.isfinite(m[k]) for k in ("train_loss", "test_loss")), m
+        assert 0 <= m["train_acc"] <= 1 and 0 <= m["test_acc"] <= 1
 
 
 @pytest.mark.parametrize("name, params", [("fast", 6_573_130), ("best", None)])

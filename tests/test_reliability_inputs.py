@@ -139,6 +139,38 @@ def test_bad_input_is_refused_in_one_line_and_changes_nothing(case, tmp_path, sm
     assert not (tmp_path / "no").exists() and not (tmp_path / "checkpoints").exists()
 
 
+# ------------------------------------------------- a database that does not exist yet
+
+
+NEW_DB_CASES = {  # arguments after `run smoke --db new.db`, and what the one line must name
+    "--device unknown": (["--device", "tpu"], ["'tpu'", "accepted"]),
+    "--per-gpu 0": (["--per-gpu", "0"], ["--per-gpu must be a positive integer"]),
+    "--backend unknown": (["--backend", "slurm"], ["unknown backend 'slurm'"]),
+    "--set unknown key": (["--set", "optimizer.lrr=1"], ["optimizer.lrr"]),
+    "--checkpoints not a folder": (["--checkpoints", "notes.txt/ckpt"], ["notes.txt", "not a folder", "--checkpoints"]),
+}
+
+
+@pytest.mark.parametrize("case", NEW_DB_CASES)
+def test_bad_input_for_a_new_database_creates_nothing(case, tmp_path):
+    # The local backend: no Ray needed. Nothing may be left behind, not even an empty database.
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    args, fragments = NEW_DB_CASES[case]
+    result = invoke("run", "smoke", "--db", "new.db", "--device", "cpu", *args)
+    _assert_refused(result.exit_code, result.output, fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_run_study_refuses_a_bad_checkpoint_folder_before_creating_the_database(tmp_path):
+    from ablate.config import ConfigError
+    from ablate.run import run_study
+
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    with pytest.raises(ConfigError, match="not a folder"):
+        run_study("smoke", db=str(tmp_path / "new.db"), device="cpu", checkpoints=tmp_path / "notes.txt" / "ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
 # ------------------------------------------------------------ read-only places
 
 

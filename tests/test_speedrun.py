@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ablate.augment import alternating_flips, augment
+from ablate.augment import alternating_flips, augment, normalize
 from ablate.averaging import WeightAverage
 from ablate.config import AugCfg, AverageCfg, ConfigError, OptimCfg, config_hash, from_dict, to_dict
 from ablate.data import synthetic
@@ -163,6 +163,32 @@ def test_flip_tta_changes_nothing_for_a_flip_symmetric_model(data):
     plain = evaluate(model, data.test_x, data.test_y)
     flipped = evaluate(model, data.test_x, data.test_y, tta="flip")
     assert flipped == plain
+
+
+def test_flip_tta_changes_the_evaluation_of_an_asymmetric_model(data):
+    # A plain CNN tells an image from its mirror image: averaging the two must show.
+    torch.manual_seed(0)
+    model = create_model("plain_cnn", depth=2, width=4).eval()
+    x, y = data.test_x, data.test_y
+    with torch.no_grad():
+        xn = normalize(x)
+        assert not torch.allclose(model(xn), model(xn.flip(3)), atol=1e-3)
+        logits = (model(xn) + model(xn.flip(3))) / 2
+    want_loss, want_acc = F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+    plain_loss, _ = evaluate(model, x, y)
+    loss, acc = evaluate(model, x, y, tta="flip")
+    assert loss == pytest.approx(want_loss, rel=1e-5) and acc == pytest.approx(want_acc)
+    assert abs(loss - plain_loss) > 1e-4
+
+
+def test_the_trainer_evaluates_with_the_configured_tta(data):
+    seen = {}
+    for tta in ("none", "flip"):
+        cfg = from_dict({**TINY, "epochs": 1, "model": {"name": "plain_cnn", "depth": 2, "width": 4},
+                         "eval": {"tta": tta}})
+        seen[tta] = train(cfg, data, "cpu").metrics
+    assert seen["flip"]["train_loss"] == seen["none"]["train_loss"]  # the same training ...
+    assert seen["flip"]["test_loss"] != seen["none"]["test_loss"]  # ... evaluated another way
 
 
 def mirror_rows(n: int, shift: int) -> list[int]:

@@ -95,3 +95,49 @@ def test_paired_needs_two_and_equal_differences_leave_no_doubt():
     assert (mean, n) == (0.02, 1) and all(math.isnan(v) for v in (low, high, p))
     assert paired([0.02, 0.02, 0.02])[3:] == (3, 0.0)
     assert paired([0.0, 0.0])[4] == 1.0
+
+
+def test_summarize_keeps_a_group_whose_key_is_missing():
+    # Runs recorded before a config key existed have no value for it: they are a group too.
+    frame = pd.DataFrame(
+        {
+            "act": ["relu", None, "gelu", None, "relu"],
+            "test_acc": [0.5, 0.6, 0.7, 0.8, 0.7],
+        }
+    )
+    out = summarize(frame, ["act"])
+    assert list(out["act"].iloc[:2]) == ["gelu", "relu"] and pd.isna(out["act"].iloc[2])  # missing sorts last
+    assert list(out["n"]) == [1, 2, 2]
+    assert list(out["mean"]) == pytest.approx([0.7, 0.6, 0.7])
+    assert out["n"].sum() == len(frame)  # no run dropped
+
+
+def test_summarize_keeps_missing_keys_among_several():
+    frame = pd.DataFrame({"depth": [1, 1, 2, 2], "lr": [0.1, np.nan, 0.1, np.nan], "test_acc": [0.1, 0.2, 0.3, 0.4]})
+    out = summarize(frame, ["depth", "lr"])
+    assert len(out) == 4 and list(out["n"]) == [1, 1, 1, 1]
+    assert list(out["mean"]) == pytest.approx([0.1, 0.2, 0.3, 0.4])
+    assert out["lr"].isna().tolist() == [False, True, False, True]
+
+
+def test_values_read_from_a_database_with_nulls_count_as_missing():
+    # A column with NULLs can arrive as Python objects: None, not NaN.
+    values = pd.Series([0.5, None, 0.7], dtype=object)
+    assert mean_ci(values) == pytest.approx(mean_ci([0.5, 0.7]))
+    from ablate.stats import paired
+
+    assert paired(pd.Series([0.02, None, 0.03, 0.025], dtype=object)) == pytest.approx(paired([0.02, 0.03, 0.025]))
+
+
+def test_paired_interval_follows_the_level():
+    from ablate.stats import paired
+
+    d = [0.02, 0.03, 0.025, 0.01]
+    assert paired(d, level=0.8)[1:3] == pytest.approx(mean_ci(d, level=0.8)[1:3])
+    assert paired(d, level=0.8)[1] > paired(d)[1]  # narrower than the 95% one
+
+
+def test_summarize_counts_are_integers():
+    frame = pd.DataFrame({"depth": [1, 1, 2], "test_acc": [0.5, 0.6, np.nan]})
+    out = summarize(frame, ["depth"])
+    assert pd.api.types.is_integer_dtype(out["n"]) and list(out["n"]) == [2, 0]
