@@ -8,6 +8,7 @@ gives the same batch. Order: crop, flip, jitter, rotate, cutout.
 from __future__ import annotations
 
 import functools
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,13 +16,19 @@ import torch.nn.functional as F
 from ablate.config import AugCfg
 from ablate.data import MEAN, STD
 
+# One generator, or one per equal share of the batch (the members of a fused group).
+Generators = torch.Generator | Sequence[torch.Generator]
+
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale uses.
 _GRAY = (0.299, 0.587, 0.114)
 
 
-def augment(x: torch.Tensor, aug: AugCfg, generator: torch.Generator,
+def augment(x: torch.Tensor, aug: AugCfg, generator: Generators,
             flips: torch.Tensor | None = None) -> torch.Tensor:
     """A randomly augmented copy of uint8 [B, 3, H, W] ``x`` (``x`` itself if all is off).
+
+    ``generator``: a list of G generators augments G equal shares of the batch, each share
+    exactly as that generator alone would augment it (a fused group's batches in one go).
 
     ``flips``: which images to flip, for ``flip_mode = "alternate"`` (see ``alternating_flips``):
     the choice depends on the image and the epoch, which only the caller knows.
@@ -78,20 +85,37 @@ def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return 1 / (255 * std), -mean / std
 
 
-def _uniform(shape: tuple[int, ...], lo: float, hi: float, x: torch.Tensor,
-             g: torch.Generator) -> torch.Tensor:
-    return torch.rand(shape, generator=g, device=x.device) * (hi - lo) + lo
+def _draw(make: Callable[[int, torch.Generator], torch.Tensor], g: Generators, b: int, dim: int = 0) -> torch.Tensor:
+    """``make(n, generator)``: n draws along ``dim``. With a list of generators each draws
+    for its own share of the batch, so every generator sees the sequence it sees alone."""
+    if isinstance(g, torch.Generator):
+        return make(b, g)
+    n = b // len(g)
+    return torch.cat([make(n, one) for one in g], dim) if len(g) > 1 else make(n, g[0])
 
 
-def _crop(x: torch.Tensor, p: int, g: torch.Generator, pad_mode: str = "zeros") -> torch.Tensor:
+def _randint(high: int, b: int, x: torch.Tensor, g: Generators) -> torch.Tensor:
+    """[b, 1] integers in [0, high)."""
+    return _draw(lambda n, one: torch.randint(0, high, (n, 1), generator=one, device=x.device), g, b)
+
+
+def _uniform(shape: tuple[int, ...], lo: float, hi: float, x: torch.Tensor, g: Generators,
+             dim: int = 0) -> torch.Tensor:
+    """Uniform in [lo, hi); ``shape[dim]`` is the batch."""
+    def make(n: int, one: torch.Generator) -> torch.Tensor:
+        return torch.rand((*shape[:dim], n, *shape[dim + 1 :]), generator=one, device=x.device)
+
+    return _draw(make, g, shape[dim], dim) * (hi - lo) + lo
+
+
+def _crop(x: torch.Tensor, p: int, g: Generators, pad_mode: str = "zeros") -> torch.Tensor:
     """Pad by ``p`` (zeros, or the image mirrored without its edge row), then take an H x W
     window at a random offset per image."""
     if pad_mode == "reflect":
         return _reflect_crop(x, p, g)
     b, c, h, w = x.shape
     padded = F.pad(x, (p, p, p, p))
-    dy = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=x.device)
-    dx = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=x.device)
+    dy, dx = _randint(2 * p + 1, b, x, g), _randint(2 * p + 1, b, x, g)
     rows = dy + torch.arange(h, device=x.device)  # [b, h]
     cols = dx + torch.arange(w, device=x.device)  # [b, w]
     # One gather over flattened pixels: each image reads its own window.
@@ -100,14 +124,13 @@ def _crop(x: torch.Tensor, p: int, g: torch.Generator, pad_mode: str = "zeros") 
     return out.reshape(b, c, h, w)
 
 
-def _reflect_crop(x: torch.Tensor, p: int, g: torch.Generator) -> torch.Tensor:
+def _reflect_crop(x: torch.Tensor, p: int, g: Generators) -> torch.Tensor:
     """``_crop`` with reflect padding, read straight from ``x``: a pixel's source index is
     mirrored at the border, so no padded copy is made (and uint8 needs no float round trip)."""
     b, c, h, w = x.shape
     if p >= min(h, w):
         raise ValueError(f"reflect padding must be smaller than the image, got {p} for {h}x{w}")
-    dy = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=x.device)
-    dx = torch.randint(0, 2 * p + 1, (b, 1), generator=g, device=x.device)
+    dy, dx = _randint(2 * p + 1, b, x, g), _randint(2 * p + 1, b, x, g)
     rows = _mirror(dy - p + torch.arange(h, device=x.device), h)  # [b, h]
     cols = _mirror(dx - p + torch.arange(w, device=x.device), w)  # [b, w]
     index = (rows[:, :, None] * w + cols[:, None, :]).reshape(b, 1, h * w)
@@ -119,8 +142,8 @@ def _mirror(i: torch.Tensor, n: int) -> torch.Tensor:
     return (n - 1) - ((n - 1) - i.abs()).abs()
 
 
-def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    coin = torch.rand(x.shape[0], generator=g, device=x.device) < 0.5
+def _flip(x: torch.Tensor, g: Generators) -> torch.Tensor:
+    coin = _draw(lambda n, one: torch.rand(n, generator=one, device=x.device), g, x.shape[0]) < 0.5
     return torch.where(coin.view(-1, 1, 1, 1), x.flip(3), x)
 
 
@@ -129,10 +152,10 @@ def _gray(xf: torch.Tensor) -> torch.Tensor:
     return (_GRAY[0] * r + _GRAY[1] * gr + _GRAY[2] * b).unsqueeze(1)
 
 
-def _jitter(xf: torch.Tensor, j: float, g: torch.Generator) -> torch.Tensor:
+def _jitter(xf: torch.Tensor, j: float, g: Generators) -> torch.Tensor:
     """Brightness, contrast, saturation, each by a factor in [1 - j, 1 + j], as torchvision's
     ColorJitter does them (in a fixed order), clamping to [0, 255] after each."""
-    bright, contrast, sat = _uniform((3, xf.shape[0], 1, 1, 1), 1 - j, 1 + j, xf, g)
+    bright, contrast, sat = _uniform((3, xf.shape[0], 1, 1, 1), 1 - j, 1 + j, xf, g, dim=1)
     xf = (xf * bright).clamp_(0, 255)
     mean = _gray(xf).mean((1, 2, 3), keepdim=True)
     xf = (mean + contrast * (xf - mean)).clamp_(0, 255)
@@ -140,7 +163,7 @@ def _jitter(xf: torch.Tensor, j: float, g: torch.Generator) -> torch.Tensor:
     return (gray + sat * (xf - gray)).clamp_(0, 255)
 
 
-def _rotate(xf: torch.Tensor, degrees: float, g: torch.Generator) -> torch.Tensor:
+def _rotate(xf: torch.Tensor, degrees: float, g: Generators) -> torch.Tensor:
     """Rotate each image about its centre by an angle in [-degrees, degrees]; corners that
     come from outside the image are black. Assumes square images: affine_grid's [-1, 1]
     coordinates would otherwise stretch the rotation."""
@@ -151,12 +174,12 @@ def _rotate(xf: torch.Tensor, degrees: float, g: torch.Generator) -> torch.Tenso
     return F.grid_sample(xf, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def _cutout(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tensor:
+def _cutout(x: torch.Tensor, size: int, g: Generators) -> torch.Tensor:
     """Zero a size x size square centred anywhere in the image, clipped at the border
     (DeVries & Taylor 2017), so some images lose less than a full square."""
     b, _, h, w = x.shape
-    top = torch.randint(0, h, (b, 1), generator=g, device=x.device) - size // 2
-    left = torch.randint(0, w, (b, 1), generator=g, device=x.device) - size // 2
+    top = _randint(h, b, x, g) - size // 2
+    left = _randint(w, b, x, g) - size // 2
     rows = torch.arange(h, device=x.device)
     cols = torch.arange(w, device=x.device)
     in_rows = (rows >= top) & (rows < top + size)  # [b, h]

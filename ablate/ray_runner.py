@@ -7,7 +7,8 @@ process, and events travel through one small actor (``_Hub``) instead of a pipe,
 database is whole even when the workers' disks are not shared.
 
 A task asks for one CPU and, on a GPU cluster, a share of a GPU (``1 / per_gpu``), so Ray
-packs small models several to a GPU. A worker that dies is retried by Ray
+packs small models several to a GPU. A task trains one point or, with ``--fuse``, a group of
+points in one fused step, exactly as a local worker does (``worker_loop`` is shared). A worker that dies is retried by Ray
 (``MAX_RETRIES``); its retry resumes from the run's checkpoint when it lands where that
 was written, else starts over. A task Ray gives up on counts as a dead worker, as in the
 local backend: re-queued once, then failed. A retry of a task whose point has since been
@@ -66,11 +67,10 @@ class _Hub:
         return events
 
     def flags(self, wid: int, run_id: int) -> tuple[int, int]:
-        """(stop, run to give up): a retried task whose slot has moved on gives itself up."""
-        cancel = self.cancel.get(wid, 0)
+        """(stop, run to give up): a retried task whose slot has moved on stops, all of it."""
         if self.current.get(wid) != run_id:
-            cancel = run_id
-        return self.stop, cancel
+            return 1, 0
+        return self.stop, self.cancel.get(wid, 0)
 
 
 class _Flag:
@@ -79,10 +79,10 @@ class _Flag:
 
 
 class _OneTask:
-    """worker_loop's task queue for a Ray task: its one task, then the end."""
+    """worker_loop's task queue for a Ray task: its one group of tasks, then the end."""
 
-    def __init__(self, task: Task):
-        self.items = [task, None]
+    def __init__(self, group: list[Task]):
+        self.items = [group, None]
 
     def get(self):
         return self.items.pop(0)
@@ -112,21 +112,23 @@ class _LazyData:
 
 
 @ray.remote(max_retries=MAX_RETRIES)
-def train_point(wid: int, task: Task, data_source: str | None, hub) -> None:
-    """One grid point on whatever device Ray gave this task (it sets CUDA_VISIBLE_DEVICES)."""
+def train_point(wid: int, group: list[Task], data_source: str | None, hub, compile: bool = False) -> None:
+    """One grid point, or a group of them trained fused, on whatever device Ray gave this
+    task (it sets CUDA_VISIBLE_DEVICES)."""
     device = "cuda:0" if ray.get_gpu_ids() else "cpu"
     stop, cancel = _Flag(), _Flag()
     done = threading.Event()
+    first = group[0].run_id  # the hub knows the group by it
 
     def poll() -> None:
         while not done.wait(POLL_S):
-            stop.value, cancel.value = ray.get(hub.flags.remote(wid, task.run_id))
+            stop.value, cancel.value = ray.get(hub.flags.remote(wid, first))
 
-    stop.value, cancel.value = ray.get(hub.flags.remote(wid, task.run_id))
+    stop.value, cancel.value = ray.get(hub.flags.remote(wid, first))
     threading.Thread(target=poll, daemon=True, name="ablate-ray-flags").start()
     try:
-        worker_loop(wid, device, data_source, _OneTask(task), _HubEvents(hub), stop, cancel,
-                    preloaded=_LazyData(data_source))
+        worker_loop(wid, device, data_source, _OneTask(group), _HubEvents(hub), stop, cancel,
+                    preloaded=_LazyData(data_source), compile=compile)
     finally:
         done.set()
 
@@ -158,14 +160,14 @@ class _Inbox:
     def __init__(self, runner: RayRunner, wid: int, handle: _TaskHandle):
         self.runner, self.wid, self.handle = runner, wid, handle
 
-    def put(self, task: Task | None) -> None:
-        if task is None:
+    def put(self, group: list[Task] | None) -> None:
+        if group is None:
             return
         r = self.runner
-        ray.get(r.hub.assign.remote(self.wid, task.run_id))
-        share = r.gpu_share(task) if r.kind == "cuda" else 0
+        ray.get(r.hub.assign.remote(self.wid, group[0].run_id))
+        share = r.gpu_share(group[0]) if r.kind == "cuda" else 0
         self.handle.ref = train_point.options(num_cpus=1, num_gpus=share).remote(
-            self.wid, task, r.data_source, r.hub)
+            self.wid, group, r.data_source, r.hub, r.compile)
 
 
 class _HubQueue:

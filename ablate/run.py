@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ablate import data as datasets
+from ablate import fusion
 from ablate.config import ConfigError, parse_assignment, to_dict
 from ablate.scheduler import QuietReporter, Reporter, Runner, checkpoint_path, parse_devices, remove_checkpoint
 from ablate.store import STALE_AFTER_S, NewRun, Store
@@ -28,6 +29,8 @@ class Plan:
     per_gpu: int | None = None  # None: one point per GPU here; on Ray, by model size
     data: dict[str, datasets.DataIdentity] = field(default_factory=dict)  # data.dataset -> what it is
     loaded: dict[str, datasets.Dataset] = field(default_factory=dict, repr=False)  # for local workers
+    fuse: int | None = None  # most points in one fused step; None: automatic (fuse_cap)
+    compile: bool = False  # torch.compile the training step (CUDA only)
 
     def identity(self, point: GridPoint) -> datasets.DataIdentity:
         return self.data[point.config.data.dataset]
@@ -69,6 +72,8 @@ def plan(
     device: str | None = None,
     backend: str = "local",
     per_gpu: int | None = None,
+    fuse: int | str | None = None,
+    compile: bool = False,
     data_cache: dict | None = None,
 ) -> Plan:
     """Check every input and expand the grid; touches no database, so bad input writes nothing.
@@ -80,6 +85,7 @@ def plan(
         raise ConfigError("--backend ray needs Ray, which is not installed: pip install \"ablate[ray]\"")
     if per_gpu is not None and per_gpu < 1:
         raise ConfigError(f"--per-gpu must be a positive integer, got {per_gpu}")
+    fuse = parse_fuse(fuse)
     spec = load(study)
     overrides = [parse_assignment(s) for s in sets]
     if epochs is not None:
@@ -103,7 +109,7 @@ def plan(
     # their own copy at the same path and check it against this fingerprint.
     loaded, identities = _load_data(points, source, {} if data_cache is None else data_cache)
     return Plan(spec, points, devices, source, backend, per_gpu, identities,
-                loaded if backend == "local" else {})
+                loaded if backend == "local" else {}, fuse=fuse, compile=compile)
 
 
 def _load_data(points: list[GridPoint], source: str | None, cache: dict):
@@ -165,25 +171,27 @@ def execute(
     if unsettled:
         check_writable(folder)
     if plan_.backend == "local":
-        def make_runner(study_id: int) -> Runner:
+        def make_runner(study_id: int, groups: list[list[int]]) -> Runner:
             return Runner(store, study_id, plan_.devices, plan_.data_source, reporter, plan_.loaded,
-                          checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes)
+                          checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes,
+                          groups=groups, fuse=fuse_cap(plan_), compile=plan_.compile)
 
         return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_runner, deadline)
     from ablate.ray_runner import RayRunner, cluster
 
     # The cluster before any write: an address that answers nothing leaves the database as it was.
     with cluster(address, plan_.devices[0], connect=unsettled) as kind:
-        def make_ray_runner(study_id: int) -> Runner:
+        def make_ray_runner(study_id: int, groups: list[list[int]]) -> Runner:
             return RayRunner(store, study_id, kind, plan_.data_source, reporter, per_gpu=plan_.per_gpu,
-                             checkpoint_dir=folder, keep_checkpoints=keep_checkpoints)
+                             checkpoint_dir=folder, keep_checkpoints=keep_checkpoints,
+                             groups=groups, fuse=fuse_cap(plan_, kind), compile=plan_.compile)
 
         return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_ray_runner,
                                  deadline)
 
 
 def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Path, retry_failed: bool,
-                      keep_checkpoints: bool, make_runner: Callable[[int], Runner],
+                      keep_checkpoints: bool, make_runner: Callable[[int, list[list[int]]], Runner],
                       deadline: float | None = None) -> RunSummary:
     study = plan_.study
     study_id = store.sync_study(study.name, study.description, _study_spec(study))
@@ -208,7 +216,7 @@ def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Pat
                          elsewhere=sum(r["status"] == "running" for r in runs.values()))
     if not todo:
         return summary
-    outcome = make_runner(study_id).run(todo, len(todo), skipped, deadline)
+    outcome = make_runner(study_id, fused_groups(plan_, runs, todo)).run(todo, len(todo), skipped, deadline)
     summary.counts, summary.interrupted, summary.errors = outcome.counts, outcome.interrupted, outcome.errors
     summary.out_of_time = outcome.out_of_time
     return summary
@@ -250,11 +258,51 @@ def run_study(study: str, db: str | None = None, reporter: Reporter | None = Non
 
 
 def dry_run(store: Store, plan_: Plan) -> list[dict[str, Any]]:
-    """Each point with its recorded status (``new`` if never run); writes nothing."""
+    """Each point with its recorded status (``new`` if never run) and, if it is to be trained,
+    its group (``fused_groups``: points of one group train in one fused step); writes nothing."""
     runs = existing(store, plan_)
-    return [
+    rows = [
         {"label": p.label, "seed": p.seed, "config_hash": p.config_hash, "data": plan_.identity(p).name,
-         "status": runs.get(plan_.key(p), {}).get("status", "new")}
+         "status": runs.get(plan_.key(p), {}).get("status", "new"), "group": None}
         for p in plan_.points
     ]
+    todo = [i for i, r in enumerate(rows) if r["status"] not in DONE]
+    cap = fuse_cap(plan_)
+    for n, members in enumerate(fusion.group([plan_.points[i].config for i in todo], cap), 1):
+        for j in members:
+            rows[todo[j]]["group"] = n
+    return rows
+
+
+# ---------------------------------------------------------------------- fusion
+
+FUSE_AUTO = {"cuda": 16, "cpu": 1}  # --fuse by default: on the CPU, fusion was measured not to pay
+
+
+def parse_fuse(value: int | str | None) -> int | None:
+    """``--fuse``: a positive integer, or ``auto`` (None)."""
+    if value is None or value == "auto":
+        return None
+    text = str(value).strip()
+    if not text.lstrip("-").isdigit() or int(text) < 1:
+        raise ConfigError(f"--fuse takes a positive integer (1 turns fusion off) or auto, got {value!r}")
+    return int(text)
+
+
+def fuse_cap(plan_: Plan, kind: str | None = None) -> int:
+    """``--fuse``, or by default by device: see FUSE_AUTO; on a GPU, an OOM halves the group."""
+    if plan_.fuse is not None:
+        return plan_.fuse
+    kinds = [kind] if kind else plan_.devices
+    return FUSE_AUTO["cuda"] if any("cuda" in d for d in kinds) else FUSE_AUTO["cpu"]
+
+
+def fused_groups(plan_: Plan, runs: dict[tuple[str, int, str], dict[str, Any]], todo: set[int]) -> list[list[int]]:
+    """The run ids of ``todo`` in groups that may train fused, uncapped (the runner claims up
+    to ``fuse_cap`` of a group at a time)."""
+    if fuse_cap(plan_) == 1:
+        return []
+    points = [p for p in plan_.points if runs.get(plan_.key(p), {}).get("id") in todo]
+    ids = [runs[plan_.key(p)]["id"] for p in points]
+    return [[ids[i] for i in g] for g in fusion.group([p.config for p in points]) if len(g) > 1]
 

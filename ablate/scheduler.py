@@ -5,6 +5,13 @@ the only writer of the database. Workers send events (epochs, probes, artifacts,
 heartbeats, results) back, so a worker never holds a database connection. Events are
 tuples ``(kind, worker, run_id, *payload)`` of plain, picklable values.
 
+A worker is handed a group of points: one, or with ``--fuse`` up to N points of one fusion
+group (``ablate.fusion``), each claimed on its own. Those that start from the same epoch
+train as one fused step (``ablate.train.train_group``); every event still names one run,
+and each member ends on its own. Out of memory, a group is split in two halves (from the
+members' last checkpoints) before a lone run's batch is halved; any other failure of a
+fused group retries each member alone.
+
 With one CPU device the worker is a thread (no process start-up, same code path); with
 CUDA devices, one spawned process per device, each with pipes of its own: a worker killed
 mid-message damages only its own pipes. A dead worker is restarted and its point resumed.
@@ -44,9 +51,9 @@ import torch
 
 import ablate
 from ablate import data as datasets
-from ablate.config import ConfigError, from_dict
+from ablate.config import ConfigError, RunConfig, from_dict
 from ablate.store import HEARTBEAT_S
-from ablate.train import Hooks, train
+from ablate.train import Hooks, RunResult, train, train_group
 
 MAX_WORKER_DEATHS = 3  # a device slot whose worker dies this often in a row is given up
 TEST_PAUSE_ENV = "ABLATE_TEST_PAUSE"
@@ -200,18 +207,21 @@ def _free_device_memory(device: str) -> None:
 
 
 def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, stop, cancel,
-                preloaded: dict[str, datasets.Dataset] | None = None, watch_parent: bool = False) -> None:
-    """Train tasks from ``tasks`` until a None arrives, reporting on ``events``.
+                preloaded: dict[str, datasets.Dataset] | None = None, watch_parent: bool = False,
+                compile: bool = False) -> None:
+    """Train groups of tasks from ``tasks`` (a list each) until a None arrives, reporting on
+    ``events``. A group of several trains fused where it may (``ablate.train.train_group``).
 
     ``stop`` (shared, set by Ctrl-C) stops every run after its current step; ``cancel``
     holds the id of a run this worker must give up (another runner took it over). A
     process worker (``watch_parent``) exits when the runner that started it is gone.
+    ``compile``: torch.compile the training step (CUDA only).
     """
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     parent = mp.parent_process() if watch_parent else None
     cache: dict[str, datasets.Dataset] = {}
-    current: list[int | None] = [None]
+    current: list[list[int]] = [[]]
     done = threading.Event()
 
     def beat() -> None:
@@ -220,9 +230,9 @@ def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, s
         while not done.wait(min(1.0, HEARTBEAT_S)):
             if parent is not None and not parent.is_alive():
                 os._exit(3)  # orphaned: the runner was killed, and nobody reads our events
-            run_id = current[0]
-            if run_id is not None and time.monotonic() - last >= HEARTBEAT_S:
-                events.put(("beat", wid, run_id))
+            if current[0] and time.monotonic() - last >= HEARTBEAT_S:
+                for run_id in current[0]:  # a group's members all beat, those waiting their turn too
+                    events.put(("beat", wid, run_id))
                 last = time.monotonic()
 
     def dataset(name: str) -> datasets.Dataset:
@@ -232,82 +242,171 @@ def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, s
             cache[name] = raw.to(device)
         return cache[name]
 
+    def should_stop(run_id: int) -> bool:
+        return bool(stop.value) or cancel.value == run_id
+
     threading.Thread(target=beat, daemon=True, name=f"ablate-beat-{wid}").start()
     try:
         while True:
-            task = tasks.get()
-            if task is None:
+            group = tasks.get()
+            if group is None:
                 return
-            current[0] = task.run_id
+            if isinstance(group, Task):  # one task alone is a group of one
+                group = [group]
+            current[0] = [t.run_id for t in group]
             try:
-                should_stop = lambda rid=task.run_id: bool(stop.value) or cancel.value == rid  # noqa: E731
-                _run_task(wid, device, task, dataset, events, should_stop)
-            except Exception as e:  # one point's failure is a result; the study goes on
-                events.put(("failed", wid, task.run_id, _error_text(e)))
+                _run_group(wid, device, group, dataset, events, should_stop, compile)
+            except Exception as e:  # one group's failure is a result; the study goes on
+                for task in group:  # the runner ignores word of members it has already closed
+                    events.put(("failed", wid, task.run_id, _error_text(e)))
             finally:
-                current[0] = None
+                current[0] = []
     finally:
         done.set()
 
 
-def _run_task(wid: int, device: str, task: Task, dataset: Callable[[str], datasets.Dataset], events,
-              should_stop: Callable[[], bool]) -> None:
+@dataclass
+class _Member:
+    """One task of a group, as its worker sees it: its config and where it resumes from."""
+
+    task: Task
+    cfg: RunConfig
+    path: Path | None
+    state: dict[str, Any] | None = None
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    halved: bool = False  # its batch size is half the config's, after running out of memory
+    ended: bool = False  # its result has been sent
+
+    @property
+    def start(self) -> tuple[int, int]:
+        """Members fuse only with members that start at the same epoch and batch size."""
+        return (self.state["epoch"] if self.state else 0, self.cfg.batch_size)
+
+
+def _prepare(wid: int, task: Task, events) -> _Member:
+    """The task's checkpoint read (or found unusable), and the runner told where it starts."""
     rid = task.run_id
-    cfg = from_dict(task.config)
-    data = dataset(cfg.data.dataset)
-    if task.data_fp is not None and data.fingerprint != task.data_fp:
-        # A worker on another machine (Ray) read another copy at the same --data path.
-        raise datasets.DataError(f"this worker's data (fingerprint {data.fingerprint}) is not the data the run "
-                                 f"was planned on ({task.data_fp}); give every machine the same copy")
-    path = Path(task.checkpoint) if task.checkpoint else None
-    state, why = None, None
-    if path is not None:
-        for tmp in path.parent.glob(f"{path.name}.*.tmp"):  # left by a write that was cut short
+    m = _Member(task, from_dict(task.config), Path(task.checkpoint) if task.checkpoint else None)
+    why = None
+    if m.path is not None:
+        for tmp in m.path.parent.glob(f"{m.path.name}.*.tmp"):  # left by a write that was cut short
             tmp.unlink(missing_ok=True)
-        state, why = load_checkpoint(path, task)
+        m.state, why = load_checkpoint(m.path, task)
     if why:
         events.put(("note", wid, rid, why))
-    halved = False
-    if state is not None and state["meta"].get("batch_size") != cfg.batch_size:
-        if state["meta"].get("batch_size") == cfg.batch_size // 2:  # an earlier attempt ran out of memory
-            cfg, halved = replace(cfg, batch_size=cfg.batch_size // 2), True
+    if m.state is not None and m.state["meta"].get("batch_size") != m.cfg.batch_size:
+        if m.state["meta"].get("batch_size") == m.cfg.batch_size // 2:  # an earlier attempt ran out of memory
+            m.cfg, m.halved = replace(m.cfg, batch_size=m.cfg.batch_size // 2), True
         else:
-            state = None
-            events.put(("note", wid, rid, f"checkpoint {path} has another batch size; starting from scratch"))
-    history: list[tuple[int, dict[str, float]]] = []
-    if state is not None:
-        history = [(int(e), dict(m)) for e, m in state["meta"]["history"]] + [(state["epoch"], dict(state["metrics"]))]
-    events.put(("resumed", wid, rid, state["epoch"] if state else 0, history))
+            m.state = None
+            events.put(("note", wid, rid, f"checkpoint {m.path} has another batch size; starting from scratch"))
+    if m.state is not None:
+        m.history = [(int(e), dict(mt)) for e, mt in m.state["meta"]["history"]] + [(m.state["epoch"], dict(m.state["metrics"]))]
+    events.put(("resumed", wid, rid, m.state["epoch"] if m.state else 0, m.history))
+    return m
 
+
+def _run_group(wid: int, device: str, group: list[Task], dataset: Callable[[str], datasets.Dataset], events,
+               should_stop: Callable[[int], bool], compile: bool = False) -> None:
+    data = dataset(from_dict(group[0].config).data.dataset)  # one fusion group: one data set
+    fit = []
+    for task in group:
+        if task.data_fp is not None and data.fingerprint != task.data_fp:
+            # A worker on another machine (Ray) read another copy at the same --data path.
+            error = (f"DataError: this worker's data (fingerprint {data.fingerprint}) is not the data the run "
+                     f"was planned on ({task.data_fp}); give every machine the same copy")
+            events.put(("failed", wid, task.run_id, error))
+        else:
+            fit.append(task)
+    members = [_prepare(wid, task, events) for task in fit]
+    parts: dict[tuple[int, int], list[_Member]] = {}
+    for m in members:  # a member that resumes from another epoch trains apart
+        parts.setdefault(m.start, []).append(m)
+    for part in parts.values():
+        _train(wid, device, part, data, events, should_stop, compile)
+
+
+def _train(wid, device, members: list[_Member], data, events, should_stop, compile) -> None:
+    """Train the members fused; out of memory, in two halves; any other failure, each alone."""
+    if len(members) == 1:
+        m = members[0]
+        try:
+            _run_alone(wid, device, m, data, events, should_stop, compile)
+        except Exception as e:  # this member's failure is its result; its mates go on
+            m.ended = True
+            events.put(("failed", wid, m.task.run_id, _error_text(e)))
+        return
+    ids = [m.task.run_id for m in members]
+    for m in members:
+        events.put(("fused", wid, m.task.run_id, ids))
+    try:
+        _attempt(wid, device, members, data, events, should_stop, [False], compile)
+        return
+    except Exception as e:
+        oom, why = _is_oom(e), _first_line(e)
+    # Outside the except block: the traceback, and the tensors its frames hold, are gone.
+    _free_device_memory(device)
+    left = [m for m in members if not m.ended]
+    if oom:
+        half = (len(left) + 1) // 2
+        parts = [left[:half], left[half:]]
+        note = (f"out of memory with {len(members)} runs fused ({why}); retried from the last checkpoint "
+                f"in groups of {len(parts[0])} and {len(parts[1])}")
+    else:
+        parts = [[m] for m in left]
+        note = f"fused training failed ({why}); each run retried alone from its last checkpoint"
+    for m in left:
+        events.put(("note", wid, m.task.run_id, note))
+    again = [_prepare(wid, m.task, events) for m in left]
+    by_id = {m.task.run_id: m for m in again}
+    for part in parts:
+        if part:
+            _train(wid, device, [by_id[m.task.run_id] for m in part], data, events, should_stop, compile)
+
+
+def _run_alone(wid, device, m: _Member, data, events, should_stop, compile) -> None:
+    rid = m.task.run_id
     while True:
         progressed = [False]
         retry_note = None
         try:
-            result = _attempt(wid, device, task, cfg, data, state, history, path, events, should_stop, progressed)
-            break
+            _attempt(wid, device, [m], data, events, should_stop, progressed, compile)
+            return
         except Exception as e:
-            if _is_oom(e) and not halved and cfg.batch_size > 1:
-                half = cfg.batch_size // 2
-                retry_note = (f"out of memory at batch size {cfg.batch_size} ({_first_line(e)}); "
+            if _is_oom(e) and not m.halved and m.cfg.batch_size > 1:
+                half = m.cfg.batch_size // 2
+                retry_note = (f"out of memory at batch size {m.cfg.batch_size} ({_first_line(e)}); "
                               f"retried from scratch at batch size {half}")
-                cfg, halved = replace(cfg, batch_size=half), True
-            elif state is not None and not progressed[0] and not _is_oom(e):
-                retry_note = f"cannot resume from checkpoint {path} ({_first_line(e)}); starting from scratch"
+                m.cfg, m.halved = replace(m.cfg, batch_size=half), True
+            elif m.state is not None and not progressed[0] and not _is_oom(e):
+                retry_note = f"cannot resume from checkpoint {m.path} ({_first_line(e)}); starting from scratch"
             else:
                 raise
         # Outside the except block: the traceback, and the tensors its frames hold, are gone.
         _free_device_memory(device)
         events.put(("note", wid, rid, retry_note))
-        if path is not None:
-            remove_checkpoint(path)
-        state, history = None, []
+        if m.path is not None:
+            remove_checkpoint(m.path)
+        m.state, m.history = None, []
         events.put(("resumed", wid, rid, 0, []))
-    events.put(("done", wid, rid, result.status, result.metrics, result.wall_s, _versions()))
 
 
-def _attempt(wid, device, task, cfg, data, state, history, path, events, should_stop, progressed):
-    rid = task.run_id
-    seen = list(history)
+def _attempt(wid, device, members: list[_Member], data, events, should_stop, progressed, compile) -> None:
+    hooks = [_hooks(wid, m, events, should_stop, progressed) for m in members]
+    options = {"compile": True} if compile else {}
+    if len(members) == 1:
+        m = members[0]
+        results = [train(m.cfg, data, device, hooks[0], resume=m.state, **options)]
+    else:
+        results = train_group([m.cfg for m in members], data, device, hooks, [m.state for m in members], **options)
+    for m, h, result in zip(members, hooks, results):
+        if not m.ended:  # a trainer that returns without calling the hook
+            h.end(result)
+
+
+def _hooks(wid: int, m: _Member, events, should_stop: Callable[[int], bool], progressed: list[bool]) -> Hooks:
+    task, rid = m.task, m.task.run_id
+    seen = list(m.history)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         progressed[0] = True
@@ -319,12 +418,12 @@ def _attempt(wid, device, task, cfg, data, state, history, path, events, should_
         # The epoch this snapshot ends is reported right after it, so `seen` stops one short.
         snapshot["meta"] = {
             "run_id": rid, "config_hash": task.config_hash, "seed": task.seed,
-            "batch_size": cfg.batch_size, "history": [[e, m] for e, m in seen],
+            "batch_size": m.cfg.batch_size, "history": [[e, mt] for e, mt in seen],
         }
         try:
-            save_checkpoint(path, snapshot)
+            save_checkpoint(m.path, snapshot)
         except OSError as e:
-            events.put(("message", wid, rid, f"cannot write checkpoint {path} ({_first_line(e)}); "
+            events.put(("message", wid, rid, f"cannot write checkpoint {m.path} ({_first_line(e)}); "
                                               "the run goes on, but cannot resume from this epoch"))
 
     def on_probe(step: int, values: dict[str, float]) -> None:
@@ -335,9 +434,13 @@ def _attempt(wid, device, task, cfg, data, state, history, path, events, should_
         array = np.ascontiguousarray(array)
         events.put(("artifact", wid, rid, name, array.tobytes(), str(array.dtype), list(array.shape)))
 
-    hooks = Hooks(epoch=on_epoch, probe=on_probe, artifact=on_artifact,
-                  checkpoint=on_checkpoint if path is not None else None, should_stop=should_stop)
-    return train(cfg, data, device, hooks, resume=state)
+    def on_end(result: RunResult) -> None:
+        m.ended = True
+        events.put(("done", wid, rid, result.status, result.metrics, result.wall_s, _versions()))
+
+    return Hooks(epoch=on_epoch, probe=on_probe, artifact=on_artifact,
+                 checkpoint=on_checkpoint if m.path is not None else None,
+                 should_stop=lambda: should_stop(rid), end=on_end)
 
 
 class _PipeEvents:
@@ -362,9 +465,9 @@ class _PipeTasks:
             return None
 
 
-def _process_main(wid, device, data_source, task_conn, event_conn, stop, cancel) -> None:
+def _process_main(wid, device, data_source, task_conn, event_conn, stop, cancel, compile=False) -> None:
     worker_loop(wid, device, data_source, _PipeTasks(task_conn), _PipeEvents(event_conn), stop, cancel,
-                watch_parent=True)
+                watch_parent=True, compile=compile)
 
 
 def _forward(conn, events: queue.Queue) -> None:
@@ -443,8 +546,13 @@ class Runner:
     def __init__(self, store, study_id: int, devices: list[str], data_source: str | None,
                  reporter: Reporter, preloaded: dict[str, datasets.Dataset] | None = None, *,
                  checkpoint_dir: str | Path | None = None, keep_checkpoints: bool = False,
-                 processes: bool | None = None):
+                 processes: bool | None = None, groups: list[list[int]] | None = None, fuse: int = 1,
+                 compile: bool = False):
+        """``groups``: run ids that may train fused (``ablate.fusion.group``); a worker is given
+        up to ``fuse`` pending runs of one group at a time. ``compile``: see ``worker_loop``."""
         self.store, self.study_id, self.devices = store, study_id, devices
+        self.fuse, self.compile = fuse, compile
+        self._mates = {rid: g for g in (groups or []) for rid in g}
         self.data_source, self.reporter, self.preloaded = data_source, reporter, preloaded
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.keep_checkpoints = keep_checkpoints
@@ -465,14 +573,15 @@ class Runner:
         cancel = self._ctx.RawValue("q", 0)
         if not self.processes:
             inbox: queue.Queue = queue.Queue()
-            args = (wid, device, self.data_source, inbox, self._events, self._stop, cancel, self.preloaded)
+            args = (wid, device, self.data_source, inbox, self._events, self._stop, cancel, self.preloaded, False,
+                    self.compile)
             t = threading.Thread(target=worker_loop, args=args, daemon=True, name=f"ablate-worker-{wid}")
             t.start()
             return _Slot(wid, device, t, inbox, cancel)
         task_r, task_w = self._ctx.Pipe(duplex=False)
         event_r, event_w = self._ctx.Pipe(duplex=False)
         p = self._ctx.Process(target=_process_main, daemon=True, name=f"ablate-worker-{wid}",
-                              args=(wid, device, self.data_source, task_r, event_w, self._stop, cancel))
+                              args=(wid, device, self.data_source, task_r, event_w, self._stop, cancel, self.compile))
         with _sigint_ignored():
             p.start()
         task_r.close()  # the child has its own copies; ours would keep EOF from arriving
@@ -514,7 +623,7 @@ class Runner:
         """Train ``run_ids`` until done, a Ctrl-C, or ``deadline`` (``time.monotonic()``):
         then the workers stop after their current step and the points go back to pending."""
         outcome = Outcome()
-        busy: dict[int, Task] = {}
+        busy: dict[int, dict[int, Task]] = {}  # worker -> its group: run id -> task
         previous = self._install_sigint()
         try:
             self._slots = [self._start(wid, device) for wid, device in enumerate(self.devices)]
@@ -546,12 +655,13 @@ class Runner:
             if self._interrupts:
                 outcome.interrupted = True
             if self._interrupts >= 2:
-                self.reporter.message(f"stopped at once; {len(busy)} unfinished point(s) go back to pending")
+                unfinished = sum(map(len, busy.values()))
+                self.reporter.message(f"stopped at once; {unfinished} unfinished point(s) go back to pending")
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             self._stop.value = 1
-            for task in busy.values():  # interrupted points go back to pending, to resume
+            for task in [t for group in busy.values() for t in group.values()]:  # back to pending, to resume
                 if task.run_id not in self._lost:
                     self._quietly(self.store.release, task.run_id, task.token)
             self._shutdown()
@@ -565,28 +675,49 @@ class Runner:
             self.reporter.message(f"could not put a run back in the queue ({_first_line(e)}); "
                                   "the next ablate run finds it stale and re-queues it")
 
-    def _dispatch(self, run_ids: set[int], busy: dict[int, Task]) -> None:
+    def _claim_group(self, device: str, run_ids: set[int]) -> list:
+        """The oldest pending run, and up to ``fuse - 1`` pending runs of its group; each
+        member is claimed on its own, as a lone run is."""
+        claim = self.store.claim(self.study_id, device, self.host, self.pid, only=run_ids)
+        if claim is None:
+            return []
+        claims = [claim]
+        mates = {r for r in self._mates.get(claim.run_id, ()) if r in run_ids} - {claim.run_id}
+        while mates and len(claims) < self.fuse:
+            more = self.store.claim(self.study_id, device, self.host, self.pid, only=mates)
+            if more is None:
+                break
+            claims.append(more)
+            mates.discard(more.run_id)
+        return claims
+
+    def _dispatch(self, run_ids: set[int], busy: dict[int, dict[int, Task]]) -> None:
         for slot in self._slots:
             if slot.retired or slot.wid in busy or not slot.handle.is_alive():
                 continue
-            claim = self.store.claim(self.study_id, slot.device, self.host, self.pid, only=run_ids)
-            if claim is None:
+            claims = self._claim_group(slot.device, run_ids)
+            if not claims:
                 return
-            path = checkpoint_path(self.checkpoint_dir, claim.run_id) if self.checkpoint_dir else None
-            task = Task(claim.run_id, claim.token, claim.config, claim.label, claim.config_hash, claim.seed,
-                        str(path) if path else None, claim.data_fp)
-            busy[slot.wid] = task
+            group = []
+            for claim in claims:
+                path = checkpoint_path(self.checkpoint_dir, claim.run_id) if self.checkpoint_dir else None
+                group.append(Task(claim.run_id, claim.token, claim.config, claim.label, claim.config_hash, claim.seed,
+                                  str(path) if path else None, claim.data_fp))
+            busy[slot.wid] = {t.run_id: t for t in group}
             slot.cancel.value = 0
-            slot.inbox.put(task)
-            self.reporter.claimed(slot.wid, claim.label, claim.config.get("epochs", 0))
+            slot.inbox.put(group)
+            label = claims[0].label + (f" (+{len(claims) - 1} fused)" if len(claims) > 1 else "")
+            self.reporter.claimed(slot.wid, label, claims[0].config.get("epochs", 0))
 
-    def _handle(self, event: tuple, busy: dict[int, Task], outcome: Outcome) -> None:
+    def _handle(self, event: tuple, busy: dict[int, dict[int, Task]], outcome: Outcome) -> None:
         kind, wid, run_id, *rest = event
-        task = busy.get(wid)
-        if task is None or task.run_id != run_id:
+        task = busy.get(wid, {}).get(run_id)
+        if task is None:
             return  # late word of a point this runner already gave back
         if kind in ("done", "failed"):
-            busy.pop(wid)
+            del busy[wid][run_id]
+            if not busy[wid]:
+                del busy[wid]
             self._slots[wid].deaths = 0
             if run_id not in self._lost:
                 self._end(wid, task, kind, rest, outcome)
@@ -619,6 +750,10 @@ class Runner:
             self.reporter.message(f"{task.label}: {note}")
         elif kind == "message":
             self.reporter.message(f"{task.label}: {rest[0]}")
+        elif kind == "fused":  # on record, not on screen: every member of every group says it
+            (ids,) = rest
+            mates = ", ".join(str(i) for i in ids if i != run_id)
+            ok = store.add_note(run_id, f"attempt {token}: trained fused with run(s) {mates}", token)
         if not ok:
             self._lose(wid, task)
 
@@ -654,7 +789,7 @@ class Runner:
         if self.checkpoint_dir is not None and not self.keep_checkpoints:
             remove_checkpoint(checkpoint_path(self.checkpoint_dir, run_id))
 
-    def _check_workers(self, busy: dict[int, Task], outcome: Outcome) -> None:
+    def _check_workers(self, busy: dict[int, dict[int, Task]], outcome: Outcome) -> None:
         """A worker that died (killed, out of host memory, a segfault) is restarted, and its
         point re-queued to resume from its checkpoint; a point that kills two workers fails."""
         for i, slot in enumerate(self._slots):
@@ -665,8 +800,9 @@ class Runner:
                 self._drain(busy, outcome)
             code = getattr(slot.handle, "exitcode", None)
             what = f"worker {slot.wid} ({slot.device}) died" + (f" (exit code {code})" if code is not None else "")
-            task = busy.pop(slot.wid, None)
-            if task is not None and task.run_id not in self._lost:
+            for task in busy.pop(slot.wid, {}).values():
+                if task.run_id in self._lost:
+                    continue
                 self._deaths[task.run_id] += 1
                 if self._deaths[task.run_id] >= 2:
                     error = f"{what}; the second worker to die training this point"
@@ -689,7 +825,7 @@ class Runner:
             new.deaths = slot.deaths
             self._slots[i] = new
 
-    def _drain(self, busy: dict[int, Task], outcome: Outcome) -> None:
+    def _drain(self, busy: dict[int, dict[int, Task]], outcome: Outcome) -> None:
         while True:
             try:
                 event = self._events.get_nowait()

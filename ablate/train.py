@@ -1,8 +1,16 @@
 """The one trainer every study, recipe and benchmark goes through.
 
-It knows a config, a data set, a device and its hooks; nothing of databases or schedulers.
+It knows configs, a data set, a device and its hooks; nothing of databases or schedulers.
 The data set sits on the training device as uint8 and whole batches are augmented there,
 so no loader workers stand between the GPU and its next batch.
+
+It trains a group of G runs (``train_group``); a lone run (``train``) is a group of one and
+takes the path it always took: its own module, called directly. A group of more runs is
+fused (``ablate.fusion``): every run keeps its own module, optimizer, schedule, generator and
+hooks, and only the forward and backward pass are shared, one batched call for all. Each
+member draws its data order and augmentation from its own generator, seeded as alone, so
+those are bitwise the lone run's; its losses and accuracies equal the lone run's up to
+rounding. A member ends on its own (diverged, stopped) and the others go on.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +29,7 @@ from ablate.augment import alternating_flips, augment, normalize
 from ablate.averaging import WeightAverage
 from ablate.config import RunConfig
 from ablate.data import Dataset, subset
+from ablate.fusion import SHARED, Stack, compiled, member_losses, why_alone
 from ablate.loss import build_loss
 from ablate.models import create_model
 from ablate.optim import build_optimizer, build_schedule
@@ -40,6 +49,7 @@ class Hooks:
     artifact: Callable[[str, np.ndarray], None] | None = None  # an array kept after the run ends
     checkpoint: Callable[[dict[str, Any]], None] | None = None  # state to resume from, after each epoch
     should_stop: Callable[[], bool] | None = None  # polled after every step
+    end: Callable[[RunResult], None] | None = None  # the run has ended; in a group, before its mates
 
 
 @dataclass
@@ -63,23 +73,34 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _rng_states() -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+
+
 class _Run:
     """A run's mutable state: what a checkpoint holds and a resume restores."""
 
-    def __init__(self, cfg: RunConfig, data: Dataset, device: torch.device, fresh: bool = True):
+    def __init__(self, cfg: RunConfig, data: Dataset, device: torch.device, fresh: bool = True,
+                 hooks: Hooks | None = None, own_rng: bool = False):
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
+        self.hooks = hooks or Hooks()
         self.model = create_model(cfg.model.name, num_classes=len(data.classes), **cfg.model.args).to(device)
         # A model may set weights from the training images (airbench's patch whitening). Only a
         # fresh run asks: a resumed one gets them back from its checkpoint.
         init = getattr(self.model, "init_from_data", None)
         if fresh and init is not None:
             init(normalize(data.train_x[:DATA_INIT_IMAGES]))
+        # A lone run's global RNG is the process's. A fused member's forward draws nothing
+        # (fusion refuses models that do), so its global RNG stays where its init left it:
+        # kept here, it is what the same run alone would checkpoint.
+        self.rng = _rng_states() if own_rng else None
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.batch = min(cfg.batch_size, len(data.train_y))
         self.steps = len(data.train_y) // self.batch  # a ragged last batch would give BN a tiny, noisy one
         self.params = sum(p.numel() for p in self.model.parameters())
+        self.loss_fn = build_loss(cfg.loss, len(data.classes))
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(cfg.seed)
         self.epoch = 0
@@ -87,6 +108,9 @@ class _Run:
         self.start_phase(1)
         averaging = cfg.averaging
         self.average = None if averaging.name == "none" else WeightAverage(averaging, self.model, cfg.epochs * self.steps)
+        self.metrics: dict[str, float] = {}
+        self.earlier_s = 0.0  # training time before a resume
+        self.result: RunResult | None = None
 
     def start_phase(self, phase: int) -> None:
         """Phase 1 is the config's optimizer and schedule; phase 2 its ``switch``."""
@@ -104,6 +128,7 @@ class _Run:
 
     def state(self, metrics: dict[str, float], wall_s: float) -> dict[str, Any]:
         """A snapshot (copies, not views of live tensors), safe to keep while training goes on."""
+        cpu_rng, cuda_rng = self.rng or _rng_states()
         return copy.deepcopy({
             "epoch": self.epoch,
             "phase": self.phase,
@@ -114,11 +139,11 @@ class _Run:
             "schedule": self.schedule.state_dict(),
             "average": self.average.state_dict() if self.average else None,
             "generator": self.gen.get_state(),
-            "cpu_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cpu_rng": cpu_rng,
+            "cuda_rng": cuda_rng,
         })
 
-    def restore(self, state: dict[str, Any]) -> tuple[dict[str, float], float]:
+    def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         if state["phase"] != self.phase:
             self.start_phase(state["phase"])
@@ -127,23 +152,50 @@ class _Run:
         if self.average:
             self.average.load_state_dict(state["average"])
         self.gen.set_state(state["generator"])
-        torch.set_rng_state(state["cpu_rng"])
-        if state["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if self.rng is not None:
+            self.rng = (state["cpu_rng"], state["cuda_rng"])
+        else:
+            torch.set_rng_state(state["cpu_rng"])
+            if state["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch = state["epoch"]
-        return dict(state["metrics"]), state["wall_s"]
+        self.metrics, self.earlier_s = dict(state["metrics"]), state["wall_s"]
+
+    def end(self, status: str, epochs_done: int, wall_s: float) -> None:
+        self.result = RunResult(status, epochs_done, self.metrics, wall_s)
+        if self.hooks.end:
+            self.hooks.end(self.result)
 
 
-def _device_batches(data: Dataset, aug, run: _Run, epoch: int):
-    """Shuffle on the device, augment whole batches there: no workers, no host copies."""
-    flips = None
-    if aug.flip and aug.flip_mode == "alternate":
-        flips = alternating_flips(len(data.train_y), run.cfg.seed, epoch, data.train_y.device)
-    perm = torch.randperm(len(data.train_y), device=data.train_y.device, generator=run.gen)
-    for i in range(run.steps):
-        idx = perm[i * run.batch : (i + 1) * run.batch]
-        x = normalize(augment(data.train_x[idx], aug, run.gen, None if flips is None else flips[idx]))
-        yield x.contiguous(memory_format=run.memory_format), data.train_y[idx]
+def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int):
+    """Shuffle on the device, augment whole batches there: no workers, no host copies.
+
+    One run: x [B, ...], y [B]. Several: x [G, B, ...], y [G, B], each run's share drawn from
+    its own generator exactly as alone. ``runs`` is read at every step: a run that leaves
+    the group mid-epoch (stopped) leaves its share out from the next step on.
+    """
+    n, device = len(data.train_y), data.train_y.device
+    perms, flips = {}, {}
+    for r in runs:
+        if aug.flip and aug.flip_mode == "alternate":
+            flips[r] = alternating_flips(n, r.cfg.seed, epoch, device)
+        perms[r] = torch.randperm(n, device=device, generator=r.gen)
+    b = runs[0].batch
+    for i in range(runs[0].steps):
+        live = list(runs)
+        one = len(live) == 1  # a lone run: exactly the ops it always ran, no concatenation
+        idxs = [perms[r][i * b : (i + 1) * b] for r in live]
+        idx = idxs[0] if one else torch.cat(idxs)
+        gens = live[0].gen if one else [r.gen for r in live]
+        flip = None
+        if flips:
+            shares = [flips[r][ix] for r, ix in zip(live, idxs)]
+            flip = shares[0] if one else torch.cat(shares)
+        x = normalize(augment(data.train_x[idx], aug, gens, flip)).contiguous(memory_format=live[0].memory_format)
+        y = data.train_y[idx]
+        if not one:
+            x, y = x.view(len(live), b, *x.shape[1:]), y.view(len(live), b)
+        yield x, y
 
 
 def _pil_batches(loader, device: torch.device, run: _Run):
@@ -157,96 +209,187 @@ def train(
     device: str | torch.device,
     hooks: Hooks | None = None,
     resume: dict[str, Any] | None = None,
+    compile: bool = False,
 ) -> RunResult:
-    """Train ``cfg`` on ``data``, evaluating after every epoch.
+    """Train ``cfg`` on ``data``, evaluating after every epoch: a group of one.
 
     ``resume`` is a state a ``checkpoint`` hook was given: the run goes on from the end of
     that epoch and, on the CPU, ends with the numbers of a run that never stopped.
     A non-finite training loss ends the run as ``diverged`` at that epoch.
     """
-    hooks = hooks or Hooks()
+    return train_group([cfg], data, device, [hooks or Hooks()], [resume], compile)[0]
+
+
+def check_group(cfgs: Sequence[RunConfig]) -> None:
+    """A group of more than one must share what the fused step shares (``fusion.SHARED``)."""
+    if len(cfgs) < 2:
+        return
+    first = cfgs[0]
+    for cfg in cfgs:
+        why = why_alone(cfg)
+        if why:
+            raise ValueError(f"cannot train fused: {why}")
+        for key in SHARED:
+            if getattr(cfg, key) != getattr(first, key):
+                raise ValueError(f"cannot train fused: the runs differ in {key}")
+
+
+def train_group(
+    cfgs: Sequence[RunConfig],
+    data: Dataset,
+    device: str | torch.device,
+    hooks: Sequence[Hooks] | None = None,
+    resumes: Sequence[dict[str, Any] | None] | None = None,
+    compile: bool = False,
+) -> list[RunResult]:
+    """Train the runs ``cfgs`` together, one result each (see ``train``).
+
+    More than one run: they must agree on ``fusion.SHARED``, and resume (if at all) from the
+    same epoch. ``compile``: torch.compile the step on CUDA (ignored on the CPU).
+    """
+    check_group(cfgs)
+    hooks = list(hooks) if hooks is not None else [Hooks() for _ in cfgs]
+    resumes = list(resumes) if resumes is not None else [None] * len(cfgs)
     device = torch.device(device)
     if device.type == "cuda":
         # Fixed shapes every step: let cuDNN time its kernels once and keep the fastest.
         torch.backends.cudnn.benchmark = True
+    compile = compile and device.type == "cuda"
     start = time.perf_counter()
-    data = subset(data, cfg.train_subset).to(device)
-    run = _Run(cfg, data, device, fresh=resume is None)
-    metrics, earlier_s = run.restore(resume) if resume else ({}, 0.0)
-    amp = autocast_dtype(cfg.precision, device)
+    first = cfgs[0]
+    data = subset(data, first.train_subset).to(device)
+    fused = len(cfgs) > 1
+    runs = [_Run(cfg, data, device, resume is None, h, own_rng=fused) for cfg, h, resume in zip(cfgs, hooks, resumes)]
+    for run, resume in zip(runs, resumes):
+        if resume:
+            run.restore(resume)
+    if len({r.epoch for r in runs}) > 1:
+        raise ValueError(f"cannot train fused: the runs resume from epochs {sorted({r.epoch for r in runs})}")
+    amp = autocast_dtype(first.precision, device)
     autocast = lambda: _autocast(device, amp)  # noqa: E731
-    loss_fn = build_loss(cfg.loss, len(data.classes))
-    probes = cfg.probes
-    grad_every, land_every = (probes.grad_norm_every, probes.landscape_every) if hooks.probe else (0, 0)
     loader = None
-    if cfg.data.pipeline == "pil":
+    if first.data.pipeline == "pil":
+        if fused:
+            raise ValueError("cannot train fused: the PIL pipeline loads each run's batches on its own")
         from ablate.pil_pipeline import pil_loader  # torchvision's transforms: only for this baseline
 
-        loader = pil_loader(data.train_x, data.train_y, cfg.data.aug, run.batch, cfg.seed)
-    model = run.model
+        loader = pil_loader(data.train_x, data.train_y, first.data.aug, runs[0].batch, first.seed)
 
-    def elapsed() -> float:
-        return earlier_s + time.perf_counter() - start
+    def elapsed(run: _Run) -> float:
+        return run.earlier_s + time.perf_counter() - start
 
-    for epoch in range(run.epoch + 1, cfg.epochs + 1):
-        if run.phase_of(epoch) != run.phase:
-            run.start_phase(run.phase_of(epoch))
-        optimizer, schedule = run.optimizer, run.schedule
-        model.train()
+    live = list(runs)
+    forwards: dict[tuple[int, ...], Callable] = {}  # by who is in the group: rebuilt only when that changes
+    for epoch in range(runs[0].epoch + 1, first.epochs + 1):
+        for run in live:
+            if run.phase_of(epoch) != run.phase:
+                run.start_phase(run.phase_of(epoch))
+            run.model.train()
         t0 = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        batches = _device_batches(data, cfg.data.aug, run, epoch) if loader is None else _pil_batches(loader, device, run)
+        lrs = [run.optimizer.param_groups[0]["lr"] for run in live]
+        forward = _forward(live, compile, forwards)
+        loss_sum = torch.zeros(len(live), device=device)
+        correct = torch.zeros(len(live), device=device, dtype=torch.long)
+        batches = _device_batches(data, first.data.aug, live, epoch) if loader is None else _pil_batches(loader, device, runs[0])
         for i, (x, y) in enumerate(batches):
             with autocast():
-                out = model(x)
-                loss = loss_fn(out, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            step = (epoch - 1) * run.steps + i + 1
-            if grad_every and step % grad_every == 0:
-                hooks.probe(step, relative_grad_norms(model))
-            if land_every and step % land_every == 0:
-                step_lr = optimizer.param_groups[0]["lr"]
-                hooks.probe(step, loss_along_gradient(model, loss_fn, x, y, step_lr, probes.landscape_steps, autocast))
-            optimizer.step()
-            schedule.step()
-            if run.average:
-                run.average.update(model, step)
+                out = forward(x)
+                loss = _loss(live, out, y)
+            for run in live:
+                run.optimizer.zero_grad(set_to_none=True)
+            (loss if loss.dim() == 0 else loss.sum()).backward()  # a member's loss reaches only its own weights
+            step = (epoch - 1) * runs[0].steps + i + 1
+            for j, run in enumerate(live):
+                _probe(run, step, *((x, y) if len(live) == 1 else (x[j], y[j])), autocast)
+                run.optimizer.step()
+                run.schedule.step()
+                if run.average:
+                    run.average.update(run.model, step)
             # Accumulate on the device: a .item() per step would stall the GPU queue.
-            loss_sum += loss.detach().float() * len(y)
-            correct += (out.argmax(1) == y).sum()
-            if hooks.should_stop is not None and hooks.should_stop():
-                return RunResult("stopped", epoch - 1, metrics, elapsed())
-        seen = run.steps * run.batch
-        train_loss = loss_sum.item() / seen  # one sync per epoch
+            loss_sum += loss.detach().float() * runs[0].batch
+            correct += (out.argmax(-1) == y).sum(-1)
+            stop = [j for j, run in enumerate(live) if run.hooks.should_stop is not None and run.hooks.should_stop()]
+            if stop:
+                for j in stop:
+                    live[j].end("stopped", epoch - 1, elapsed(live[j]))
+                keep = [j for j in range(len(live)) if j not in stop]
+                live[:] = [live[j] for j in keep]  # in place: the batches read it
+                if not live:
+                    return [run.result for run in runs]
+                loss_sum, correct, lrs = loss_sum[keep], correct[keep], [lrs[j] for j in keep]
+                forward = _forward(live, compile, forwards)
+        seen = runs[0].steps * runs[0].batch
         train_time = time.perf_counter() - t0
-        metrics = {
-            "params": run.params,
-            "train_loss": train_loss,
-            "train_acc": correct.item() / seen,
-            "lr": lr,
-            "epoch_time": train_time,
-            "images_per_s": seen / train_time,
-        }
-        if not torch.isfinite(torch.tensor(train_loss)):
-            if hooks.epoch:
-                hooks.epoch(epoch, metrics)
-            return RunResult("diverged", epoch, metrics, elapsed())
-        if epoch % cfg.eval.every == 0 or epoch == cfg.epochs:
-            with run.average.applied(model) if run.average else contextlib.nullcontext():
-                test_loss, test_acc = evaluate(model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta)
-            metrics.update(test_loss=test_loss, test_acc=test_acc)
-        run.epoch = epoch
-        # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
-        if hooks.checkpoint and epoch < cfg.epochs:
-            hooks.checkpoint(run.state(metrics, elapsed()))
+        for run, lr, total, right in zip(list(live), lrs, loss_sum.tolist(), correct.tolist()):  # one sync per epoch
+            run.metrics = {
+                "params": run.params,
+                "train_loss": total / seen,
+                "train_acc": right / seen,
+                "lr": lr,
+                "epoch_time": train_time,
+                "images_per_s": seen / train_time,
+            }
+            if not _close_epoch(run, epoch, data, amp, elapsed):
+                live.remove(run)
+        if not live:
+            break
+    for run in live:
+        if run.cfg.probes.kernels and run.hooks.artifact:
+            run.hooks.artifact("kernels.conv1", first_kernels(run.model))
+        run.end("complete", first.epochs, elapsed(run))
+    return [run.result for run in runs]
+
+
+def _loss(live: list[_Run], out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A lone run's loss (a scalar), or each member's [G]."""
+    if len(live) == 1:
+        return live[0].loss_fn(out, y)
+    same = all(run.cfg.loss == live[0].cfg.loss for run in live)
+    return member_losses([run.loss_fn for run in live], out, y, same)
+
+
+def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_Run], float]) -> bool:
+    """Evaluate, checkpoint and report the epoch ``run`` has just trained; False if it diverged."""
+    cfg, hooks = run.cfg, run.hooks
+    if not np.isfinite(run.metrics["train_loss"]):
         if hooks.epoch:
-            hooks.epoch(epoch, metrics)
-    if probes.kernels and hooks.artifact:
-        hooks.artifact("kernels.conv1", first_kernels(model))
-    return RunResult("complete", cfg.epochs, metrics, elapsed())
+            hooks.epoch(epoch, run.metrics)
+        run.end("diverged", epoch, elapsed(run))
+        return False
+    if epoch % cfg.eval.every == 0 or epoch == cfg.epochs:
+        with run.average.applied(run.model) if run.average else contextlib.nullcontext():
+            test_loss, test_acc = evaluate(run.model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta)
+        run.metrics.update(test_loss=test_loss, test_acc=test_acc)
+    run.epoch = epoch
+    # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
+    if hooks.checkpoint and epoch < cfg.epochs:
+        hooks.checkpoint(run.state(run.metrics, elapsed(run)))
+    if hooks.epoch:
+        hooks.epoch(epoch, run.metrics)
+    return True
+
+
+def _forward(live: list[_Run], compile: bool, cache: dict) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The step's model: a lone run's own module, or the members stacked (``fusion.Stack``)."""
+    key = tuple(id(run) for run in live)
+    if key not in cache:
+        if len(live) > 1:
+            cache[key] = Stack([run.model for run in live], compile)
+        else:
+            cache[key] = compiled(live[0].model) if compile else live[0].model
+    return cache[key]
+
+
+def _probe(run: _Run, step: int, x: torch.Tensor, y: torch.Tensor, autocast) -> None:
+    """The run's probes due at ``step``, on its own module and its own share of the batch."""
+    probes, hook = run.cfg.probes, run.hooks.probe
+    if hook is None:
+        return
+    if probes.grad_norm_every and step % probes.grad_norm_every == 0:
+        hook(step, relative_grad_norms(run.model))
+    if probes.landscape_every and step % probes.landscape_every == 0:
+        lr = run.optimizer.param_groups[0]["lr"]
+        hook(step, loss_along_gradient(run.model, run.loss_fn, x, y, lr, probes.landscape_steps, autocast))
 
 
 @torch.no_grad()

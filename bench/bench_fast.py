@@ -35,7 +35,7 @@ from ablate.train import Hooks, train
 WARMUP_SEED = 1000  # not one of the timed seeds
 
 
-def timed_train(cfg, data: Dataset, device: torch.device) -> dict:
+def timed_train(cfg, data: Dataset, device: torch.device, compile: bool = False) -> dict:
     epochs: list[dict] = []
     hooks = Hooks(epoch=lambda e, m: epochs.append(dict(m, epoch=e)))
     cuda = device.type == "cuda"
@@ -44,7 +44,7 @@ def timed_train(cfg, data: Dataset, device: torch.device) -> dict:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
     t0 = time.perf_counter()
-    result = train(cfg, data, device, hooks)
+    result = train(cfg, data, device, hooks, compile=compile)
     if cuda:
         end.record()
         torch.cuda.synchronize(device)
@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--test-subset", type=int, help="evaluate on N test images of a fixed draw only (quick CPU checks)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--budget", type=float, help="seconds: start no run that would end past this")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the step (ablate run --compile; CUDA only)")
     ap.add_argument("--out", default="bench/out/fast.json")
     args = ap.parse_args()
     began = time.perf_counter()
@@ -116,7 +117,7 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "data": args.data, "train_images": len(data.train_y),
         "test_images": len(data.test_y), "overrides": args.sets, "load_s": load_s,
-        "config": to_dict(points[0].config), "timing": "CUDA events around ablate.train.train (host clock on CPU)",
+        "config": to_dict(points[0].config), "compile": args.compile, "timing": "CUDA events around ablate.train.train (host clock on CPU)",
         "warmup": [], "runs": [], "stopped_by_budget": False,
     }
     write_json(out, report)
@@ -128,7 +129,7 @@ def main() -> None:
             cfg = dataclasses.replace(base, seed=WARMUP_SEED + i)
             if args.warmup_epochs:
                 cfg = dataclasses.replace(cfg, epochs=args.warmup_epochs)
-            r = timed_train(cfg, data, device)
+            r = timed_train(cfg, data, device, args.compile)
             report["warmup"].append(r)
             write_json(out, report)
             print(f"warm-up  {r['epochs']:>3} ep  acc {fmt(r['test_acc'])}  {r['seconds']:.2f} s")
@@ -141,7 +142,7 @@ def main() -> None:
                 print(f"budget of {args.budget:.0f} s reached: {len(done)} of {len(points)} seeds run")
                 write_json(out, report)
                 break
-            r = timed_train(p.config, data, device)
+            r = timed_train(p.config, data, device, args.compile)
             done.append(r)
             report.update(summarise(done))
             write_json(out, report)

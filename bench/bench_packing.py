@@ -1,6 +1,7 @@
 """Points per hour against K, the points trained at once on one GPU (``ablate run --per-gpu K``).
 
-For each K, ``ablate run STUDY --per-gpu K`` runs on the full training set with reduced
+For each K, ``ablate run STUDY --per-gpu K --fuse 1`` (packing alone; bench_fusion.py
+measures fusion) runs on the full training set with reduced
 epochs, into a database of its own, for a fixed window of wall-clock time; then it is
 stopped the way a user stops it (SIGINT: the workers stop after their current step and
 the unfinished points go back to pending). The grid has more points than the window can
@@ -102,7 +103,7 @@ def measure(k: int, args, workdir: Path) -> dict:
     for p in workdir.glob(f"pack-{k}.db*"):
         p.unlink()
     seeds = k * args.seeds_per_k
-    cmd = [sys.executable, "-m", "ablate", "run", args.study, "--per-gpu", str(k), "--seeds", str(seeds),
+    cmd = [sys.executable, "-m", "ablate", "run", args.study, "--per-gpu", str(k), "--fuse", "1", "--seeds", str(seeds),
            "--epochs", str(args.epochs), "--device", args.device, "--db", f"sqlite:///{db}",
            "--checkpoints", str(workdir / f"pack-{k}-checkpoints")]
     if args.data:

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# Every GPU check of issue 5 in one go, for ONE call on the device machine:
+# The GPU checks in one go, for ONE call on the device machine. PART picks which:
+#   PART=fusion (default)  issue 11: fused training against one at a time and packing (depth and
+#                          kernel studies, 20 epochs, 5 seeds, full training set), 2 epochs of each
+#                          long recipe, and the speedrun recipe plain and compiled beside airbench94
+#   PART=baseline          issue 5 (measured on 2026-11-30, ../shared/gpu-runs/): fast and speedrun
+#                          against airbench94, --per-gpu packing, the figure suite
+# Either way:
 #   bash bench/prepare_device.sh        # here, first: wheels into .whl/, data + airbench into .device/
 #   run(command="bash bench/gpu_check.sh", carry=[".whl", ".device"], timeout_s=540)
 # Writes into $OUT (else bench/out/gpu/), four files in all:
 #   gpu_check.log   everything printed
 #   summary.json    date, device, versions, exact commands, each step's rc and seconds, and the
-#                   results: tests, fast vs airbench94, packing, the figure suite (bench/RESULTS.md
-#                   is written from it)
-#   results.tgz     results.db + reports/ of the figure suite, to unpack at the repository's top level
+#                   results: tests, fast/speedrun vs airbench94, packing, fusion, the long recipes,
+#                   the figure suite (bench/RESULTS.md is written from it)
+#   results.tgz     results.db + reports/ of the figure suite (baseline), to unpack at the top level
 #   bench.tgz       every benchmark JSON, log, nvidia-smi trace and per-study log
 # Try it on the CPU first (tiny settings, airbench skipped for want of CUDA):
 #   bash bench/prepare_device.sh && DEVICE=cpu QUICK=1 OUT=/tmp/gpucheck bash bench/gpu_check.sh
@@ -17,6 +23,21 @@
 # later), capped by the time left minus RESERVE (35 s kept for status, report, summary and
 # tarballs) minus those 10 s, and a step that would get less than 20 s is skipped. A failing
 # step records its rc and the script goes on; what finished lands in summary.json and the tarballs.
+# PART=fusion, most valuable first (on an H200; the fusion and compile numbers are guesses, none ran yet):
+#   step          cap     expected
+#   environment   (none)    ~8 s
+#   data         90+60 s   ~10 s
+#   tests           45 s   ~30 s  pytest tests/test_augment.py test_train.py test_fusion.py
+#   fusion         225 s  ~220 s  bench_fusion.py: a fused-vs-alone check on the device (5 seeds,
+#                                 5,000 images, 2 epochs), then windows of 20 s: depth alone, fused 5,
+#                                 packed 8, fused 5 x packed 8; kernel alone, fused 5 x packed 8,
+#                                 packed 8, fused 5; depth fused 2 (what the budget leaves)
+#   recipes         90 s   ~80 s  bench_recipes.py: 2 epochs of best, ranger, densenet
+#   airbench        35 s   ~18 s  1 warm-up + 3 runs
+#   speedrun        40 s   ~15 s  1 warm-up (2 epochs) + 3 seeds
+#   compiled        55 s   ~45 s  the same with --compile (torch.compile, CUDA graphs)
+#   finish          35 s   ~10 s  summary.json, tarballs
+# PART=baseline:
 #   step          cap     expected on an H100
 #   environment   (none)    ~8 s  wheels into /tmp/site, versions, nvidia-smi
 #   data         90+60 s   ~20 s  unpack the JPEG copy, decode it once (ablate's cache), write
@@ -38,6 +59,7 @@ REPO=$PWD
 OUT="${OUT:-bench/out/gpu}"
 DEVICE="${DEVICE:-cuda}"
 QUICK="${QUICK:-0}"          # 1: tiny settings, to check the script itself on a CPU
+PART="${PART:-fusion}"       # fusion | baseline (above)
 DEADLINE="${DEADLINE:-520}"  # seconds after the start by which everything has ended
 RESERVE=35
 mkdir -p "$OUT"
@@ -124,6 +146,10 @@ if [ "$QUICK" = 1 ]; then
     pack_args=(--ks 1 2 --epochs 1 --window 25 --set train_subset=500)
     suite_data=synthetic   # a CPU evaluates 10k test images slowly; the real data ran in packing
     suite_set=(--set train_subset=500)
+    # On a CPU a fused group of 5 needs minutes per epoch of the real data: synthetic, 500 images.
+    fusion_args=(--data synthetic --epochs 1 --seeds 3 --window 50 --set train_subset=256 --check 3 --check-images 256
+                 --check-epochs 1 --runs kernel/alone=1:1 kernel/fused3=1:3 kernel/fused3x2=2:3)
+    recipe_args=(--data synthetic --epochs 1 --set train_subset=128)
 else
     tests=(tests/test_augment.py tests/test_train.py tests/test_models.py)
     fast_args=(--seeds 5 --warmup-epochs 2)   # the warm-up loads kernels and fills caches; untimed
@@ -131,29 +157,56 @@ else
     pack_args=(--ks 1 2 4 8 --epochs 3 --window 30)
     suite_data=$data
     suite_set=()
+    fusion_args=(--data "$data" --epochs 20 --seeds 5 --window 20 --check 5 --check-images 5000 --check-epochs 2
+                 --runs depth/alone=1:1 depth/fused5=1:5 depth/packed8=8:1 depth/fused5x8=8:5
+                        kernel/alone=1:1 kernel/fused5x8=8:5 kernel/packed8=8:1 kernel/fused5=1:5 depth/fused2=1:2)
+    recipe_args=(--data "$data" --epochs 2)
+fi
+if [ "$PART" = fusion ]; then
+    tests=(tests/test_augment.py tests/test_train.py tests/test_fusion.py)
+    [ "$QUICK" = 1 ] && tests=(tests/test_augment.py)
+    [ "$QUICK" = 1 ] || fast_args=(--seeds 3 --warmup-epochs 2)   # fewer than baseline: the time goes to fusion
+    [ "$QUICK" = 1 ] || air_runs=3
 fi
 
 step "tests on $DEVICE"
-timed pytest 60 python3 -m pytest -q -x -p no:cacheprovider --junitxml="$work/bench/pytest.xml" "${tests[@]}"
+timed pytest "$([ "$PART" = fusion ] && echo 45 || echo 60)" python3 -m pytest -q -x -p no:cacheprovider --junitxml="$work/bench/pytest.xml" "${tests[@]}"
+
+if [ "$PART" = fusion ]; then
+    step "fusion: fused groups against one at a time and packing, 20-epoch points"
+    timed fusion 225 python3 bench/bench_fusion.py "${fusion_args[@]}" --device "$DEVICE" \
+        --budget 215 --workdir "$work/bench/fusion" --out "$work/bench/fusion.json"
+    step "long recipes: a few epochs each (best, ranger, densenet)"
+    timed recipes 90 python3 bench/bench_recipes.py "${recipe_args[@]}" --device "$DEVICE" --budget 60 \
+        --out "$work/bench/recipes.json"
+fi
 
 step "airbench94 (unmodified; $air_runs runs after a warm-up)"
 if [ -f .device/airbench/airbench94.py ]; then
-    timed airbench 70 python3 bench/bench_airbench.py --airbench .device/airbench/airbench94.py \
+    timed airbench "$([ "$PART" = fusion ] && echo 35 || echo 70)" python3 bench/bench_airbench.py --airbench .device/airbench/airbench94.py \
         --root "$work/airbench" --runs "$air_runs" --budget 60 --out "$work/bench/airbench.json"
 else
     echo "no .device/airbench/airbench94.py (run bench/prepare_device.sh)"
     echo '{"skipped": "airbench94.py not brought (bench/prepare_device.sh)"}' > "$work/bench/airbench.json"
 fi
 
+if [ "$PART" = baseline ]; then
 step "fast recipe through ablate.train (ResNet-9, one-cycle, 12 epochs)"
 timed fast 100 python3 bench/bench_fast.py --study fast --data "$data" --device "$DEVICE" "${fast_args[@]}" \
     --budget 90 --out "$work/bench/fast.json"
+fi
 if [ -f studies/speedrun.toml ]; then
     step "speedrun recipe through ablate.train (airbench94's techniques)"
-    timed speedrun 60 python3 bench/bench_fast.py --study speedrun --data "$data" --device "$DEVICE" "${fast_args[@]}" \
-        --budget 50 --out "$work/bench/speedrun.json"
+    timed speedrun "$([ "$PART" = fusion ] && echo 40 || echo 60)" python3 bench/bench_fast.py --study speedrun \
+        --data "$data" --device "$DEVICE" "${fast_args[@]}" --budget 50 --out "$work/bench/speedrun.json"
+fi
+if [ "$PART" = fusion ] && [ -f studies/speedrun.toml ]; then
+    step "speedrun recipe, its step compiled (torch.compile, CUDA graphs; --compile)"
+    timed compiled 55 python3 bench/bench_fast.py --study speedrun --data "$data" --device "$DEVICE" "${fast_args[@]}" \
+        --compile --budget 50 --out "$work/bench/speedrun_compiled.json"
 fi
 
+if [ "$PART" = baseline ]; then
 step "packing: the depth study at K points per GPU"
 timed packing 165 python3 bench/bench_packing.py --study depth --data "$data" --device "$DEVICE" \
     "${pack_args[@]}" --budget 160 --workdir "$work/bench/packing" --out "$work/bench/packing.json"
@@ -192,12 +245,13 @@ step "status and report"
 RESERVE=0
 (cd "$work/suite" && timed status 15 python3 -m ablate status --db sqlite:///results.db --json > "$work/status.json")
 (cd "$work/suite" && timed report 30 python3 -m ablate report --db sqlite:///results.db --out reports)
+fi
 
 step "summary"
-python3 - "$work" "$OUT" "$DEVICE" "$QUICK" "$T0" <<'PY' > "$OUT/summary.json"
+python3 - "$work" "$OUT" "$DEVICE" "$QUICK" "$T0" "$PART" <<'PY' > "$OUT/summary.json"
 import json, sys, pathlib, time
 work, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-device, quick, t0 = sys.argv[3], sys.argv[4] == "1", int(sys.argv[5])
+device, quick, t0, part = sys.argv[3], sys.argv[4] == "1", int(sys.argv[5]), sys.argv[6]
 
 def read(path):
     try:
@@ -232,8 +286,9 @@ def keep(d, drop=("config", "hyp", "command")):
 
 air = read(work / "bench/airbench.json")
 versus = {"airbench94": keep(air)}
-for recipe in ("fast", "speedrun"):
-    if recipe == "speedrun" and not (work / "bench/speedrun.json").exists() and "speedrun" not in by:
+steps_of = {"fast": "fast", "speedrun": "speedrun", "speedrun_compiled": "compiled"}
+for recipe in ("fast", "speedrun", "speedrun_compiled"):
+    if not (work / f"bench/{recipe}.json").exists() and steps_of[recipe] not in by:
         continue
     mine = read(work / f"bench/{recipe}.json")
     versus[f"ablate_{recipe}"] = keep(mine)
@@ -280,8 +335,13 @@ try:
                        if c.find("failure") is not None or c.find("error") is not None]
 except Exception as e:
     tests["xml"] = f"unreadable: {type(e).__name__}"
+fusion = read(work / "bench/fusion.json")
+if isinstance(fusion.get("results"), list):
+    for r in fusion["results"]:
+        r.pop("command", None)
+    fusion["command"] = by.get("fusion", {}).get("command")
 summary = {
-    "quick": quick, "device_arg": device,
+    "quick": quick, "device_arg": device, "part": part,
     "environment": read(work / "env.json"),
     "checkout": read("./.device/checkout.json"),
     "airbench_source": read("./.device/airbench/SOURCE.json"),
@@ -291,6 +351,8 @@ summary = {
     "tests": tests,
     "fast_vs_airbench": versus,
     "packing": packing,
+    "fusion": fusion,
+    "recipes": read(work / "bench/recipes.json"),
     "suite": {"studies": suite, "report_rc": by.get("report", {}).get("rc"), "report_files": reports,
               "tarball": "results.tgz: results.db and reports/, for the repository's top level"},
 }
@@ -302,7 +364,7 @@ if ! python3 -c "import json, sys; json.load(open(sys.argv[1]))" "$OUT/summary.j
         "$work/steps.tsv" > "$OUT/summary.json"
 fi
 # The figure suite, to commit at the top level; the benchmarks' raw files beside it.
-(cd "$work/suite" && tar -czf "$OUT/results.tgz" $(ls -d results.db reports 2>/dev/null))
+[ -f "$work/suite/results.db" ] && (cd "$work/suite" && tar -czf "$OUT/results.tgz" $(ls -d results.db reports 2>/dev/null))
 (cd "$work" && tar -czf "$OUT/bench.tgz" --exclude='*.pt' --exclude='*-checkpoints' --exclude='*.db-wal' --exclude='*.db-shm' \
     bench steps.tsv env.json $(ls status.json suite.tsv nvidia-smi.csv 2>/dev/null) $(cd "$work" && ls suite/*.log 2>/dev/null))
 ls -la "$OUT"
@@ -313,7 +375,7 @@ print(f"\n{'step':<22}{'rc':>5}{'seconds':>9}{'timeout':>9}")
 for x in s["steps"]:
     print(f"{x['step']:<22}{'skip' if x['skipped'] else x['rc']:>5}{x['seconds']:>9.1f}{x['timeout_s']:>9}")
 v = s["fast_vs_airbench"]
-for side in ("airbench94", "ablate_fast", "ablate_speedrun"):
+for side in ("airbench94", "ablate_fast", "ablate_speedrun", "ablate_speedrun_compiled"):
     if side not in v:
         continue
     d = v[side]
@@ -321,9 +383,20 @@ for side in ("airbench94", "ablate_fast", "ablate_speedrun"):
         print(f"{side:<12} n={d['n']} acc {d['mean_acc']:.4f} +- {d['std_acc']:.4f}  {d['mean_seconds']:.2f} s/run")
     else:
         print(f"{side:<12} {d.get('skipped') or d.get('missing') or 'no runs'}")
-for recipe in ("fast", "speedrun"):
+for recipe in ("fast", "speedrun", "speedrun_compiled"):
     if f"{recipe}_time_ratio_ablate_over_airbench" in v:
         print(f"time {recipe} / airbench94 = {v[f'{recipe}_time_ratio_ablate_over_airbench']}")
+for r in s["fusion"].get("results", []):
+    print(f"fusion {r['study']}/{r['setup']} (K={r['per_gpu']}, G={r['fuse']}): {r['points_per_hour']} points/h, "
+          f"steady {r['steady_points_per_hour']} ({r.get('steady_points_per_hour_vs_alone')}x alone), "
+          f"GPU {r['gpu_util_mean']} %, {r['gpu_mem_max_mib']} MiB")
+if s["fusion"].get("check"):
+    print(f"fusion check: {s['fusion']['check']}")
+if s["fusion"].get("toy_suite_minutes"):
+    print(f"toy suite at 5 seeds x 20 epochs: {s['fusion']['toy_suite_minutes']} min at the best steady rate")
+for r in s["recipes"].get("recipes", []):
+    print(f"recipe {r['recipe']}: {[round(e['wall_s'], 1) for e in r['epochs']]} s per epoch, "
+          f"{r['full_epochs']} epochs ~ {r['projected_full_s']} s, peak {r['peak_memory_mib']} MiB")
 for r in s["packing"].get("results", []):
     print(f"packing K={r['k']}: {r['points_per_hour']} points/h ({r.get('points_per_hour_vs_k1')}x K=1), "
           f"steady {r['steady_points_per_hour']}, GPU {r['gpu_util_mean']} %")

@@ -13,8 +13,7 @@
 # of github.com/KellerJordan/cifar10-airbench, default /work/.mirror/KellerJordan+cifar10-airbench/repo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-grep -qx '/.whl/' .git/info/exclude || echo '/.whl/' >> .git/info/exclude
-grep -qx '/.device/' .git/info/exclude || echo '/.device/' >> .git/info/exclude
+# .whl/ and .device/ are in .gitignore (a worktree has no .git/info/ of its own).
 mkdir -p .whl .device/airbench
 
 # --- wheels: download into a fresh folder, then replace .whl, so exactly one version of each stays

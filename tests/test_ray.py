@@ -178,6 +178,20 @@ def test_smoke_on_ray_matches_the_local_backend(ray_cluster, one_thread, tmp_pat
         store.close()
 
 
+def test_ray_tasks_train_fused_groups_as_the_local_backend_does(ray_cluster, one_thread, tmp_path):
+    on_ray, local = f"sqlite:///{tmp_path / 'ray.db'}", f"sqlite:///{tmp_path / 'local.db'}"
+    options = dict(sets=["model.width=8", "train_subset=256"], epochs=1, seeds=2, fuse=2, device="cpu")
+    summary = run_study("smoke", db=on_ray, reporter=QuietReporter(lambda _: None), backend="ray", **options)
+    assert summary.ok and summary.counts == {"complete": 8}
+    run_study("smoke", db=local, reporter=QuietReporter(lambda _: None), **options)
+    assert curves(on_ray, "smoke").equals(curves(local, "smoke"))  # same groups, same numbers
+    store = Store.open(on_ray, create=False)
+    try:
+        assert all("trained fused" in r["notes"] for r in store.runs("smoke"))
+    finally:
+        store.close()
+
+
 def test_the_cli_runs_on_ray_and_a_second_run_trains_nothing(ray_cluster):
     cli = CliRunner()
     first = cli.invoke(app, ["run", "smoke", "--backend", "ray", "--set", "model.width=8"])

@@ -42,9 +42,11 @@ def study_command(name: str, study):
         db: DbOption = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1 (with --backend ray: auto, cpu or cuda).")] = "auto",
         per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help="Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters].")] = None,
+        fuse: Annotated[Optional[str], typer.Option("--fuse", metavar="N|auto", help="Train up to N points that share their model's shapes (seeds of a point; points that differ only in optimizer, schedule or loss) as one fused model step; 1 turns it off [default: auto, 16 on a GPU, 1 on the CPU].")] = None,
+        compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step, capturing CUDA graphs (CUDA only; experimental).")] = False,
         backend: Annotated[str, typer.Option(help="local: this machine's devices; ray: Ray tasks on a Ray cluster (pip install \"ablate[ray]\").")] = "local",
         address: Annotated[Optional[str], typer.Option(help="With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here].")] = None,
-        dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points and which are done; train nothing.")] = False,
+        dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points, which are done, and the fused groups the rest would train in; train nothing.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
         keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
@@ -54,7 +56,7 @@ def study_command(name: str, study):
 
         with user_errors():
             p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
-                     backend=backend, per_gpu=per_gpu)
+                     backend=backend, per_gpu=per_gpu, fuse=fuse, compile=compile_)
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
             store = Store.open(db, create=not dry_run_)
@@ -93,13 +95,21 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def _print_dry_run(rows: list[dict]) -> None:
-    table = Table("point", "seed", "config hash", "status")
+    table = Table("point", "seed", "config hash", "status", "group")
     for r in rows:
-        table.add_row(r["label"], str(r["seed"]), r["config_hash"], r["status"])
+        table.add_row(r["label"], str(r["seed"]), r["config_hash"], r["status"], str(r["group"] or "-"))
     Console().print(table)
     done = sum(r["status"] in ("complete", "diverged") for r in rows)
     data = ", ".join(dict.fromkeys(r["data"] for r in rows))
-    typer.echo(f"{len(rows)} points on {data}: {done} done, {len(rows) - done} to train")
+    sizes: dict[int, int] = {}
+    for r in rows:
+        if r["group"]:
+            sizes[r["group"]] = sizes.get(r["group"], 0) + 1
+    fused = sorted((n for n in sizes.values() if n > 1), reverse=True)
+    line = f"{len(rows)} points on {data}: {done} done, {len(rows) - done} to train"
+    if fused:
+        line += f", in {len(sizes)} groups ({len(fused)} fused, of {', '.join(map(str, fused))})"
+    typer.echo(line)
 
 
 def _broken_command(name: str, message: str):

@@ -30,6 +30,7 @@ def all_command():
         db: DbOption = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")] = "auto",
         per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help="Train K points at once on each GPU.")] = None,
+        fuse: Annotated[Optional[str], typer.Option("--fuse", metavar="N|auto", help="Train up to N points that share their model's shapes as one fused step, as for a study [default: auto].")] = None,
         dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print each study's points left and the time they would take, judged from the runs in the database; train nothing.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again.")] = False,
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints.")] = None,
@@ -46,7 +47,7 @@ def all_command():
             seconds = parse_budget(budget)
             names = [n.strip() for n in studies.split(",") if n.strip()] if studies else None
             plans = plan_all(names, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
-                             per_gpu=per_gpu)
+                             per_gpu=per_gpu, fuse=fuse)
             store = Store.open(db, create=not dry_run_)
         try:
             items = prepare(store, plans)
