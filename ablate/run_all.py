@@ -95,6 +95,13 @@ def _value(p: Plan) -> int:
     return len(s.figures) + len(s.claims) + (1 if s.reported else 0)
 
 
+def group_size(notes: str | None) -> int:
+    """How many runs the run last trained fused with, itself included: a fused member's
+    wall time is its whole group's (the scheduler's note "trained fused with run(s) ...")."""
+    found = re.findall(r"trained fused with run\(s\) ([\d, ]+)", notes or "")
+    return 1 + len(re.findall(r"\d+", found[-1])) if found else 1
+
+
 def seconds_per_flop(store: Store, device_kind: str) -> float | None:
     """The median, over the finished runs of the database trained on this kind of device,
     of wall seconds per FLOP: what turns FLOPs into a time estimate."""
@@ -106,7 +113,8 @@ def seconds_per_flop(store: Store, device_kind: str) -> float | None:
             continue
         try:
             cfg = from_dict(r["config"])
-            rates.append(r["wall_s"] / point_flops(cfg, CIFAR if cfg.data.dataset == "cifar10" else SYNTHETIC))
+            flops = point_flops(cfg, CIFAR if cfg.data.dataset == "cifar10" else SYNTHETIC)
+            rates.append(r["wall_s"] / (flops * group_size(r["notes"])))
         except (ConfigError, RuntimeError, TypeError, ValueError):
             continue
     rates.sort()

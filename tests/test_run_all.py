@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from ablate.cli import app
 from ablate.config import ConfigError
-from ablate.run_all import parse_budget, plan_all, prepare, report_studies, run_all, seconds_per_flop
+from ablate.run_all import group_size, parse_budget, plan_all, prepare, report_studies, run_all, seconds_per_flop
 from ablate.store import Store
 
 # Two tiny studies of the toy net, in ./studies of the test's directory.
@@ -104,3 +104,9 @@ def test_bad_input_is_one_line(tiny, tmp_path):
         result = invoke("run", "all", "--db", tiny, "--device", "cpu", *args)
         assert result.exit_code == 2 and result.output.startswith("error:") and result.output.count("\n") == 1, args
     assert not Path(tiny.removeprefix("sqlite:///")).exists()
+
+
+def test_a_fused_members_time_counts_for_its_whole_group():
+    assert group_size(None) == 1 and group_size("resumed from epoch 2") == 1
+    assert group_size("attempt 1: trained fused with run(s) 4, 5\nattempt 2: trained fused with run(s) 9") == 2
+    assert group_size("attempt 1: trained fused with run(s) 4, 5, 6") == 4
