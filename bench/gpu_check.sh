@@ -5,6 +5,9 @@
 #                          long recipe, and the speedrun recipe plain and compiled beside airbench94
 #   PART=baseline          issue 5 (measured on 2026-11-30, ../shared/gpu-runs/): fast and speedrun
 #                          against airbench94, --per-gpu packing, the figure suite
+#   PART=suite             issue 13: the whole time left to `ablate run all` (3 seeds, 4 epochs,
+#                          --per-gpu 8; SUITE_SEEDS, SUITE_EPOCHS, SUITE_PER_GPU change them), going on
+#                          from the repository's results.db; then `ablate merge` its results.db here
 # Either way:
 #   bash bench/prepare_device.sh        # here, first: wheels into .whl/, data + airbench into .device/
 #   run(command="bash bench/gpu_check.sh", carry=[".whl", ".device"], timeout_s=540)
@@ -13,7 +16,8 @@
 #   summary.json    date, device, versions, exact commands, each step's rc and seconds, and the
 #                   results: tests, fast/speedrun vs airbench94, packing, fusion, the long recipes,
 #                   the figure suite (bench/RESULTS.md is written from it)
-#   results.tgz     results.db + reports/ of the figure suite (baseline), to unpack at the top level
+#   results.tgz     results.db + reports/ of the figure suite (baseline, suite): `ablate merge` its
+#                   results.db into the repository's, then `ablate report`
 #   bench.tgz       every benchmark JSON, log, nvidia-smi trace and per-study log
 # Try it on the CPU first (tiny settings, airbench skipped for want of CUDA):
 #   bash bench/prepare_device.sh && DEVICE=cpu QUICK=1 OUT=/tmp/gpucheck bash bench/gpu_check.sh
@@ -49,8 +53,8 @@
 #   speedrun        60 s   ~30 s  the same for the 'speedrun' recipe (airbench94's techniques in
 #                                 ablate), only where studies/speedrun.toml exists
 #   packing        165 s  ~150 s  depth study at --per-gpu 1, 2, 4, 8: 30 s window + wind-down each
-#   suite         the rest ~160 s figure studies, 1 seed, full training set, fewer epochs, packed,
-#                                 most valuable first, each under its own cap
+#   suite         the rest ~160 s `ablate run all` from the repository's results.db: most figures
+#                                 and claims per FLOP first, its --budget the time left
 #   finish          35 s   ~15 s  ablate status + report, summary.json, tarballs
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -59,7 +63,7 @@ REPO=$PWD
 OUT="${OUT:-bench/out/gpu}"
 DEVICE="${DEVICE:-cuda}"
 QUICK="${QUICK:-0}"          # 1: tiny settings, to check the script itself on a CPU
-PART="${PART:-fusion}"       # fusion | baseline (above)
+PART="${PART:-fusion}"       # fusion | baseline | suite (above)
 DEADLINE="${DEADLINE:-520}"  # seconds after the start by which everything has ended
 RESERVE=35
 mkdir -p "$OUT"
@@ -137,7 +141,7 @@ else
 fi
 # Decodes the tree once (ablate's cache beside it: every later load reads the cache) and writes
 # airbench's files from the very same tensors, in the work folder, outside the project tree.
-timed export_cifar_pt 60 python3 bench/export_cifar_pt.py --data "$data" --dest "$work/airbench" --out "$work/bench/data.json"
+[ "$PART" = suite ] || timed export_cifar_pt 60 python3 bench/export_cifar_pt.py --data "$data" --dest "$work/airbench" --out "$work/bench/data.json"
 
 if [ "$QUICK" = 1 ]; then
     tests=(tests/test_augment.py)
@@ -169,8 +173,8 @@ if [ "$PART" = fusion ]; then
     [ "$QUICK" = 1 ] || air_runs=3
 fi
 
-step "tests on $DEVICE"
-timed pytest "$([ "$PART" = fusion ] && echo 45 || echo 60)" python3 -m pytest -q -x -p no:cacheprovider --junitxml="$work/bench/pytest.xml" "${tests[@]}"
+[ "$PART" = suite ] || step "tests on $DEVICE"
+[ "$PART" = suite ] || timed pytest "$([ "$PART" = fusion ] && echo 45 || echo 60)" python3 -m pytest -q -x -p no:cacheprovider --junitxml="$work/bench/pytest.xml" "${tests[@]}"
 
 if [ "$PART" = fusion ]; then
     step "fusion: fused groups against one at a time and packing, 20-epoch points"
@@ -181,6 +185,7 @@ if [ "$PART" = fusion ]; then
         --out "$work/bench/recipes.json"
 fi
 
+if [ "$PART" != suite ]; then   # the suite part gives all its time to the studies
 step "airbench94 (unmodified; $air_runs runs after a warm-up)"
 if [ -f .device/airbench/airbench94.py ]; then
     timed airbench "$([ "$PART" = fusion ] && echo 35 || echo 70)" python3 bench/bench_airbench.py --airbench .device/airbench/airbench94.py \
@@ -200,6 +205,7 @@ if [ -f studies/speedrun.toml ]; then
     timed speedrun "$([ "$PART" = fusion ] && echo 40 || echo 60)" python3 bench/bench_fast.py --study speedrun \
         --data "$data" --device "$DEVICE" "${fast_args[@]}" --budget 50 --out "$work/bench/speedrun.json"
 fi
+fi
 if [ "$PART" = fusion ] && [ -f studies/speedrun.toml ]; then
     step "speedrun recipe, its step compiled (torch.compile, CUDA graphs; --compile)"
     timed compiled 55 python3 bench/bench_fast.py --study speedrun --data "$data" --device "$DEVICE" "${fast_args[@]}" \
@@ -211,35 +217,24 @@ step "packing: the depth study at K points per GPU"
 timed packing 165 python3 bench/bench_packing.py --study depth --data "$data" --device "$DEVICE" \
     "${pack_args[@]}" --budget 160 --workdir "$work/bench/packing" --out "$work/bench/packing.json"
 
-step "figure studies into one results.db, most valuable first"
-# study  per_gpu  epochs  cap_s   (why this order: figures per GPU-second, and code paths the
-# rest of this script has not run yet: probes, third-party optimizers, residual nets, augmentations)
-if [ "$QUICK" = 1 ]; then
-    suite="depth 2 1 60
-batchnorm 2 1 45"
-else
-    suite="depth 8 4 60
-batchnorm 2 4 40
-kernel 8 4 60
-activation 8 4 45
-optimizer 6 3 60
-channels 8 4 60
-resblock 5 3 45
-dropout 8 4 45
-augmentation 8 4 45"
 fi
-: > "$work/suite.tsv"
-mapfile -t lines <<< "$suite"
-for line in "${lines[@]}"; do
-    read -r study k epochs cap <<< "$line"
-    [ -z "${study:-}" ] && continue
-    printf '%s\t%s\t%s\n' "$study" "$k" "$epochs" >> "$work/suite.tsv"
-    echo "--- $study: --per-gpu $k, $epochs epochs"
-    # From the suite folder: the database and the report name each other by relative paths.
-    (cd "$work/suite" && timed "suite:$study" "$cap" python3 -m ablate run "$study" --per-gpu "$k" --epochs "$epochs" \
-        --seeds 1 --data "$suite_data" --device "$DEVICE" --db sqlite:///results.db ${suite_set[@]+"${suite_set[@]}"} \
-        < /dev/null > >(tee "$work/suite/$study.log") 2>&1)
-done
+
+if [ "$PART" = baseline ] || [ "$PART" = suite ]; then
+step "the report's studies: ablate run all, most figures and claims per FLOP first, into results.db"
+# It goes on from the repository's results.db (more seeds of the committed variants), and
+# stops cleanly at its budget; bring results.tgz back and `ablate merge` its results.db.
+[ -f "$REPO/results.db" ] && cp "$REPO/results.db" "$work/suite/results.db"
+if [ "$QUICK" = 1 ]; then
+    suite_args=(--studies depth,batchnorm --seeds 1 --epochs 1 --per-gpu 2)
+else
+    suite_args=(--seeds "${SUITE_SEEDS:-3}" --epochs "${SUITE_EPOCHS:-4}" --per-gpu "${SUITE_PER_GPU:-8}")
+fi
+suite_cap=$(( $(left) - 10 ))
+# The budget ends 20 s before the step's own timeout: the runners stop after their step and
+# put the unfinished points back, to be resumed by the next window.
+(cd "$work/suite" && timed suite "$suite_cap" python3 -m ablate run all "${suite_args[@]}" --budget "$(( suite_cap - 20 ))s" \
+    --data "$suite_data" --device "$DEVICE" --db sqlite:///results.db ${suite_set[@]+"${suite_set[@]}"} \
+    < /dev/null > >(tee "$work/suite/run_all.log") 2>&1)
 
 step "status and report"
 RESERVE=0
@@ -310,17 +305,14 @@ if isinstance(packing.get("results"), list):
     packing["command"] = by.get("packing", {}).get("command")
 
 status = read(work / "status.json")
-suite = []
-if (work / "suite.tsv").exists():
-    found = {s["name"]: s for s in status.get("studies", [])} if isinstance(status.get("studies"), list) else {}
-    for line in (work / "suite.tsv").read_text().splitlines():
-        name, k, epochs = line.split("\t")
-        s, st = by.get(f"suite:{name}", {}), found.get(name, {})
-        runs = [{k_: r.get(k_) for k_ in ("label", "status", "test_acc", "wall_s", "epochs_done")}
-                for r in st.get("runs", [])]
-        suite.append({"study": name, "per_gpu": int(k), "epochs": int(epochs), "rc": s.get("rc"),
-                      "skipped": s.get("skipped"), "timed_out": s.get("timed_out"), "seconds": s.get("seconds"),
-                      "counts": st.get("counts"), "best_test_acc": st.get("best_test_acc"), "runs": runs})
+suite = []  # per study of `ablate run all`: what the suite's database holds after it
+for st in status.get("studies", []) if isinstance(status.get("studies"), list) else []:
+    runs = [{k_: r.get(k_) for k_ in ("label", "seed", "status", "test_acc", "wall_s", "epochs_done")}
+            for r in st.get("runs", [])]
+    suite.append({"study": st["name"], "counts": st.get("counts"), "best_test_acc": st.get("best_test_acc"),
+                  "variants": [{k_: v.get(k_) for k_ in ("key", "differs", "points", "done_points", "seeds")}
+                               for v in st.get("variants", [])], "runs": runs})
+suite_step = by.get("suite", {})
 reports = sorted(p.name for p in (work / "suite/reports").glob("*")) if (work / "suite/reports").is_dir() else []
 
 tests_rc = by.get("pytest", {}).get("rc")
@@ -353,7 +345,8 @@ summary = {
     "packing": packing,
     "fusion": fusion,
     "recipes": read(work / "bench/recipes.json"),
-    "suite": {"studies": suite, "report_rc": by.get("report", {}).get("rc"), "report_files": reports,
+    "suite": {"studies": suite, "rc": suite_step.get("rc"), "seconds": suite_step.get("seconds"),
+              "command": suite_step.get("command"), "report_rc": by.get("report", {}).get("rc"), "report_files": reports,
               "tarball": "results.tgz: results.db and reports/, for the repository's top level"},
 }
 print(json.dumps(summary, indent=2, default=str))
@@ -366,7 +359,7 @@ fi
 # The figure suite, to commit at the top level; the benchmarks' raw files beside it.
 [ -f "$work/suite/results.db" ] && (cd "$work/suite" && tar -czf "$OUT/results.tgz" $(ls -d results.db reports 2>/dev/null))
 (cd "$work" && tar -czf "$OUT/bench.tgz" --exclude='*.pt' --exclude='*-checkpoints' --exclude='*.db-wal' --exclude='*.db-shm' \
-    bench steps.tsv env.json $(ls status.json suite.tsv nvidia-smi.csv 2>/dev/null) $(cd "$work" && ls suite/*.log 2>/dev/null))
+    bench steps.tsv env.json $(ls status.json nvidia-smi.csv 2>/dev/null) $(cd "$work" && ls suite/*.log 2>/dev/null))
 ls -la "$OUT"
 python3 - "$OUT/summary.json" <<'PY'
 import json, sys
@@ -401,7 +394,7 @@ for r in s["packing"].get("results", []):
     print(f"packing K={r['k']}: {r['points_per_hour']} points/h ({r.get('points_per_hour_vs_k1')}x K=1), "
           f"steady {r['steady_points_per_hour']}, GPU {r['gpu_util_mean']} %")
 for st in s["suite"]["studies"]:
-    print(f"suite {st['study']:<13} rc={st['rc']} {st['counts']}")
+    print(f"suite {st['study']:<13} {st['counts']}")
 print(f"total {s['total_seconds']} s")
 PY
 [ $? = 0 ] || echo "(no table: summary.json is incomplete)"
