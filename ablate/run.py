@@ -155,7 +155,7 @@ def execute(
     )
     folder = Path(checkpoints) if checkpoints is not None else store.checkpoint_dir
     if unsettled:
-        _check_writable(folder)
+        check_writable(folder)
     if plan_.backend == "local":
         def make_runner(study_id: int) -> Runner:
             return Runner(store, study_id, plan_.devices, plan_.data_source, reporter, plan_.loaded,
@@ -203,7 +203,7 @@ def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Pat
     return summary
 
 
-def _check_writable(folder: Path) -> None:
+def check_writable(folder: Path) -> None:
     """The checkpoint folder, or the nearest existing folder above it, must be writable."""
     here = folder
     while not here.exists() and here != here.parent:
@@ -229,6 +229,8 @@ def run_study(study: str, db: str | None = None, reporter: Reporter | None = Non
     """``plan`` with the options it takes, then ``execute`` with those it takes."""
     run_options = {k: options.pop(k) for k in EXECUTE_OPTIONS if k in options}
     plan_ = plan(study, **options)
+    if run_options.get("checkpoints") is not None:  # before the open, which creates a new database
+        check_writable(Path(run_options["checkpoints"]))
     store = Store.open(db)
     try:
         return execute(store, plan_, reporter, **run_options)

@@ -249,6 +249,13 @@ def _resolve(d: dict[str, Any]) -> RunConfig:
     cfg = from_dict(d)
     args = resolve_args(cfg.model.name, cfg.model.args)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, args=args))
-    with torch.device("meta"):
-        create_model(cfg.model.name, **args)
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model.name, **args)
+    except (RuntimeError, ValueError, TypeError, ZeroDivisionError) as e:  # a combination the ranges let through
+        if isinstance(e, ConfigError):
+            raise
+        text = str(e).strip().splitlines()
+        raise ConfigError(f"model '{cfg.model.name}' cannot be built with {args}: "
+                          f"{text[0] if text else type(e).__name__}") from None
     return cfg

@@ -50,11 +50,13 @@ def study_command(name: str, study):
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
     ) -> None:
         from ablate.cli.live import reporter_for
-        from ablate.run import dry_run, execute, plan
+        from ablate.run import check_writable, dry_run, execute, plan
 
         with user_errors():
             p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
                      backend=backend, per_gpu=per_gpu)
+            if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
+                check_writable(checkpoints)
             store = Store.open(db, create=not dry_run_)
         try:
             if dry_run_:
