@@ -12,7 +12,7 @@ from ablate import data as datasets
 from ablate.config import ConfigError, parse_assignment, to_dict
 from ablate.scheduler import QuietReporter, Reporter, Runner, checkpoint_path, parse_devices, remove_checkpoint
 from ablate.store import STALE_AFTER_S, NewRun, Store
-from ablate.studies import GridPoint, Study, expand, load
+from ablate.studies import MAX_POINTS, GridPoint, Study, expand, load
 
 DONE = ("complete", "diverged")
 BACKENDS = ("local", "ray")
@@ -68,8 +68,11 @@ def plan(
     device: str | None = None,
     backend: str = "local",
     per_gpu: int | None = None,
+    max_points: int = MAX_POINTS,
 ) -> Plan:
-    """Check every input and expand the grid; touches no database, so bad input writes nothing."""
+    """Check every input and expand the grid; touches no database, so bad input writes nothing.
+
+    A grid of more than ``max_points`` runs (grid points x seeds) is refused unbuilt."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
@@ -84,7 +87,9 @@ def plan(
         overrides.append(("data.dataset", "synthetic"))
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
-    points = expand(spec, overrides, seeds)
+    if max_points < 1:
+        raise ConfigError(f"--max-points must be a positive integer, got {max_points}")
+    points = expand(spec, overrides, seeds, max_points)
     source = None if data in (None, "synthetic") else data
     if backend == "ray":  # the devices are the cluster's, and each worker reads its own --data
         kind = (device or "auto").strip()

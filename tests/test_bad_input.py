@@ -133,3 +133,82 @@ def test_every_model_argument_has_a_range(model, key, value):
 def test_study_file_with_nan_is_refused():
     with pytest.raises(StudyError, match="optimizer.lr must be a finite number"):
         parse("[base]\noptimizer = { lr = nan }\n")
+
+
+# ----------------------------------------------------------- 3: grids too large to hold
+
+
+def _huge_study(folder: Path, seeds: int = 1) -> Path:
+    """10^6 grid points: two axes of 1,000 learning rates and 1,000 weight decays."""
+    folder.mkdir(exist_ok=True)
+    lrs = ", ".join(f"{0.001 * (i + 1):.3f}" for i in range(1000))
+    wds = ", ".join(f"{1e-6 * (i + 1):.6g}" for i in range(1000))
+    path = folder / "huge.toml"
+    path.write_text(f"description = 'huge'\nseeds = {seeds}\n[base]\nepochs = 1\ndata = {{ dataset = 'synthetic' }}\n"
+                    f"[axes]\n'optimizer.lr' = [{lrs}]\n'optimizer.weight_decay' = [{wds}]\n")
+    return path
+
+
+def test_a_huge_grid_is_refused_before_it_is_built(tmp_path):
+    _huge_study(tmp_path / "studies")
+    result = invoke("run", "huge", "--db", tmp_path / "r.db", "--dry-run")
+    assert_refused(result, "1,000,000", "more than the limit of 10,000", "--max-points")
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_a_billion_seeds_is_refused(smoke_db, tmp_path):
+    db = tmp_path / "r.db"
+    shutil.copy(smoke_db, db)
+    before = file_digest(db)
+    assert_refused(invoke("run", "smoke", "--db", db, "--seeds", "1000000000"), "4,000,000,000", "--max-points")
+    path = tmp_path / "many.toml"
+    path.write_text((ASSETS.parent.parent / "studies" / "smoke.toml").read_text().replace("seeds = 1", "seeds = 1000000000"))
+    assert_refused(invoke("run", path, "--db", db), "4,000,000,000", "--max-points")
+    assert file_digest(db) == before
+
+
+def test_max_points_raises_the_limit(tmp_path):
+    result = invoke("run", "smoke", "--db", tmp_path / "r.db", "--seeds", "3", "--max-points", "11", "--dry-run")
+    assert_refused(result, "12 runs", "limit of 11")
+    result = invoke("run", "smoke", "--db", tmp_path / "r.db", "--seeds", "3", "--max-points", "12", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "12 points on synthetic" in result.output
+
+
+def test_listing_studies_never_expands_a_grid(tmp_path, monkeypatch):
+    import ablate.studies
+
+    _huge_study(tmp_path / "studies", seeds=1000000000)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a listing expanded a grid")
+
+    monkeypatch.setattr(ablate.studies, "expand", refuse)
+    result = invoke("studies", "--json")
+    assert result.exit_code == 0, result.output
+    assert '"points": 1000000' in result.output
+    for args in (["run", "--help"], ["run", "huge", "--help"]):
+        result = invoke(*args)
+        assert result.exit_code == 0 and "huge" in result.output, result.output
+
+
+def test_a_bad_axis_value_names_the_file_and_line(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("description = 'x'\n[base]\nepochs = 1\n[axes]\n'optimizer.lr' = [0.1, -1.0]\n")
+    assert_refused(invoke("run", path, "--db", tmp_path / "r.db", "--dry-run"),
+                   "bad.toml (line 5)", "optimizer.lr must be >0", "got -1.0")
+
+
+# ------------------------------------------------ 9: study files that are not UTF-8
+
+
+def test_a_study_file_that_is_not_utf8_is_one_line_and_breaks_no_other(tmp_path):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "latin.toml").write_bytes("description = 'caf\xe9'\n".encode("latin-1"))
+    assert_refused(invoke("run", "latin", "--db", tmp_path / "r.db"), "latin.toml", "not UTF-8")
+    result = invoke("run", "--help")
+    assert result.exit_code == 0 and "smoke" in result.output and "latin" in result.output, result.output
+    result = invoke("studies")
+    assert result.exit_code == 0 and "smoke" in result.output, result.output
+    assert "latin.toml" in result.output and "not UTF-8" in result.output
+    assert "Traceback" not in result.output

@@ -31,6 +31,8 @@ def _help(study) -> str:
 
 
 def study_command(name: str, study):
+    from ablate.studies import MAX_POINTS  # loaded already: the study was
+
     app = typer.Typer(add_completion=False)
 
     @app.command(name=name, help=_help(study), short_help=study.description)
@@ -48,13 +50,14 @@ def study_command(name: str, study):
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
         keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
+        max_points: Annotated[int, typer.Option("--max-points", metavar="N", help="Refuse a grid of more than N runs (grid points x seeds) before building it.")] = MAX_POINTS,
     ) -> None:
         from ablate.cli.live import reporter_for
         from ablate.run import check_writable, dry_run, execute, plan
 
         with user_errors():
             p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
-                     backend=backend, per_gpu=per_gpu)
+                     backend=backend, per_gpu=per_gpu, max_points=max_points)
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
             store = Store.open(db, create=not dry_run_)
