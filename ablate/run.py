@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,25 @@ def _study_spec(study: Study) -> dict[str, Any]:
             "path": str(study.path) if study.path else None}
 
 
+def _grid(spec: dict[str, Any]) -> str:
+    """What of a stored study spec decides its runs: the base and the axes. A description,
+    claims, figures or default seeds may change without making it another study."""
+    return json.dumps({"base": spec.get("base") or {}, "axes": spec.get("axes") or {}}, sort_keys=True)
+
+
+def check_same_study(store: Store, study: Study) -> None:
+    """Refuse a study file that would take over another study's name: runs of two grids
+    would mix under one name, and the first study's definition would be lost."""
+    stored = next((s for s in store.studies() if s["name"] == study.name), None)
+    if stored is None or _grid(stored["spec"]) == _grid(_study_spec(study)):
+        return
+    was = stored["spec"].get("path") or "another file"
+    raise ConfigError(
+        f"study '{study.name}' in this database has another base or other axes (from {was}) than "
+        f"{study.path or 'this study'}; give this file another name (name = \"...\"), or pass --replace-study "
+        "to make it the study's definition (the runs recorded stay, as another variant)")
+
+
 def existing(store: Store, plan_: Plan) -> dict[tuple[str, int, str], dict[str, Any]]:
     """The recorded runs of the plan's points, keyed (config_hash, seed, data fingerprint)."""
     wanted = {plan_.key(p) for p in plan_.points}
@@ -142,6 +162,7 @@ def execute(
     checkpoints: str | Path | None = None,
     processes: bool | None = None,
     address: str | None = None,
+    replace_study: bool = False,
 ) -> RunSummary:
     """Record the plan's points, then train those not done yet.
 
@@ -149,9 +170,12 @@ def execute(
     checkpoints; with ``retry_failed``, so are the plan's failed points (from scratch).
     ``checkpoints`` is the folder for them (default: beside the database). ``address`` is
     the Ray cluster's, for a plan made with ``backend="ray"`` (None: a running one, or a
-    new one on this machine).
+    new one on this machine). A study recorded under the plan's name with another base or
+    other axes is refused unless ``replace_study``.
     """
     reporter = reporter or QuietReporter()
+    if not replace_study:
+        check_same_study(store, plan_.study)
     # The plan has read the data already, so a corrupted batch file has left the database as
     # it was. What is left to check before the first write depends on what is left to train.
     before = existing(store, plan_)
@@ -227,7 +251,7 @@ def _sweep_checkpoints(folder: Path, runs) -> None:
             remove_checkpoint(checkpoint_path(folder, r["id"]))
 
 
-EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address")
+EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address", "replace_study")
 
 
 def run_study(study: str, db: str | None = None, reporter: Reporter | None = None, **options) -> RunSummary:

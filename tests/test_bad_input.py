@@ -212,3 +212,63 @@ def test_a_study_file_that_is_not_utf8_is_one_line_and_breaks_no_other(tmp_path)
     assert result.exit_code == 0 and "smoke" in result.output, result.output
     assert "latin.toml" in result.output and "not UTF-8" in result.output
     assert "Traceback" not in result.output
+
+
+# --------------------------------------------- 4: a study file taking over another's name
+
+SMOKE = (Path(__file__).parent.parent / "studies" / "smoke.toml").read_text()
+FAST = ("--device", "cpu", "--epochs", "1", "--set", "train_subset=64", "--set", "model.width=4")
+
+
+def test_a_file_that_takes_over_a_study_name_is_refused(smoke_db, tmp_path):
+    db = tmp_path / "r.db"
+    shutil.copy(smoke_db, db)
+    x = tmp_path / "x.toml"
+    x.write_text('name = "smoke"\n' + SMOKE.replace('"model.depth" = [1, 2]', '"model.depth" = [3]'))
+    depth = tmp_path / "sub" / "smoke.toml"  # a file named after the study, passed by path
+    depth.parent.mkdir()
+    depth.write_text(SMOKE.replace("width = 16", "width = 8"))
+    before = file_digest(db)
+    for path in (x, depth):
+        line = assert_refused(invoke("run", path, "--db", db, *FAST), "study 'smoke'", "--replace-study", "another name")
+        assert path.name in line
+        assert file_digest(db) == before
+    result = invoke("compare", "smoke", "--by", "model.depth", "--db", db)
+    assert result.exit_code == 0, result.output
+
+
+def test_replace_study_makes_the_file_the_study_definition(smoke_db, tmp_path):
+    from ablate.store import Store
+
+    db = tmp_path / "r.db"
+    shutil.copy(smoke_db, db)
+    x = tmp_path / "x.toml"
+    x.write_text('name = "smoke"\n' + SMOKE.replace('"model.depth" = [1, 2]', '"model.depth" = [3]'))
+    result = invoke("run", x, "--db", db, "--replace-study", *FAST)
+    assert result.exit_code == 0, result.output
+    store = Store.open(str(db), create=False)
+    try:
+        (smoke,) = [s for s in store.studies() if s["name"] == "smoke"]
+        assert smoke["spec"]["axes"]["model.depth"] == [3]
+        assert len(store.runs("smoke")) == 6  # the four before stay, as another variant
+    finally:
+        store.close()
+
+
+def test_a_new_description_or_claim_is_not_another_study(smoke_db, tmp_path):
+    db = tmp_path / "r.db"
+    shutil.copy(smoke_db, db)
+    edited = tmp_path / "smoke.toml"
+    edited.write_text(SMOKE.replace("CI smoke test", "The smoke test") + '\n[[claims]]\nsection = "x"\ntext = "deeper is better"\n'
+                      'check = "best"\naxis = "model.depth"\nvalue = 2\n')
+    result = invoke("run", edited, "--db", db, *FAST)
+    assert result.exit_code == 0, result.output
+
+
+def test_builtin_smoke_runs_against_a_database_from_before_the_claims(tmp_path):
+    db = tmp_path / "v2.db"
+    shutil.copy(ASSETS / "results-v2.db", db)
+    result = invoke("run", "smoke", "--db", db, "--dry-run")
+    assert result.exit_code == 0, result.output
+    result = invoke("run", "smoke", "--db", db, *FAST)
+    assert result.exit_code == 0, result.output

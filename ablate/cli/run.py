@@ -50,6 +50,7 @@ def study_command(name: str, study):
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
         keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
+        replace_study: Annotated[bool, typer.Option("--replace-study", help="Let this file redefine a study of the same name recorded with another base or other axes (its runs stay, as another variant).")] = False,
         max_points: Annotated[int, typer.Option("--max-points", metavar="N", help="Refuse a grid of more than N runs (grid points x seeds) before building it.")] = MAX_POINTS,
     ) -> None:
         from ablate.cli.live import reporter_for
@@ -66,7 +67,8 @@ def study_command(name: str, study):
                 return _print_dry_run(dry_run(store, p))
             with user_errors():  # the data is read before anything is written
                 summary = execute(store, p, reporter_for(), retry_failed=retry_failed,
-                                  keep_checkpoints=keep_checkpoints, checkpoints=checkpoints, address=address)
+                                  keep_checkpoints=keep_checkpoints, checkpoints=checkpoints, address=address,
+                                  replace_study=replace_study)
         except KeyboardInterrupt:  # before training began: every write so far was a whole transaction
             typer.echo("interrupted; unfinished points stay pending", err=True)
             raise typer.Exit(130)
