@@ -11,7 +11,15 @@ from typing import Any, Callable, Sequence
 
 from ablate import data as datasets
 from ablate.config import ConfigError, parse_assignment, to_dict
-from ablate.scheduler import QuietReporter, Reporter, Runner, checkpoint_path, parse_devices, remove_checkpoint
+from ablate.scheduler import (
+    QuietReporter,
+    Reporter,
+    Runner,
+    checkpoint_key,
+    checkpoint_path,
+    parse_devices,
+    remove_checkpoint,
+)
 from ablate.store import STALE_AFTER_S, NewRun, Store
 from ablate.studies import MAX_POINTS, GridPoint, Study, expand, load
 
@@ -219,7 +227,7 @@ def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Pat
         retried = store.retry_failed(study_id, {r["id"] for r in runs.values() if r["status"] == "failed"})
         runs = existing(store, plan_)
     if not keep_checkpoints:
-        _sweep_checkpoints(folder, runs.values())
+        _sweep_checkpoints(folder, runs.values(), reporter)
     skipped = sum(r["status"] in DONE for r in runs.values())
     failed = sum(r["status"] == "failed" for r in runs.values())
     todo = {r["id"] for r in runs.values() if r["status"] == "pending"}
@@ -242,13 +250,15 @@ def check_writable(folder: Path) -> None:
                           f"{'not a folder' if not here.is_dir() else 'read-only'}; give --checkpoints a writable folder")
 
 
-def _sweep_checkpoints(folder: Path, runs) -> None:
+def _sweep_checkpoints(folder: Path, runs, reporter: Reporter) -> None:
     """Checkpoints of finished runs whose runner died before it could remove them."""
     if not folder.is_dir():
         return
     for r in runs:
         if r["status"] in (*DONE, "failed"):
-            remove_checkpoint(checkpoint_path(folder, r["id"]))
+            why = remove_checkpoint(checkpoint_path(folder, r["id"], checkpoint_key(r["id"], r["created_at"])))
+            if why:
+                reporter.message(f"{r['label']}: {why}")
 
 
 EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address", "replace_study")

@@ -24,6 +24,7 @@ Crash safety, in short:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import multiprocessing as mp
 import os
@@ -36,6 +37,7 @@ import traceback
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -97,17 +99,31 @@ def _test_pause(stage: str, epoch: int | None = None) -> None:
 # ------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_path(directory: str | Path, run_id: int) -> Path:
-    return Path(directory) / f"run-{run_id}.pt"
+def checkpoint_key(run_id: int, created_at: datetime | None) -> str:
+    """What ties a checkpoint to one run of one database: its id and the moment its row was
+    made (kept in the database, so it survives the database being moved). Two databases
+    side by side, or one folder given to both, never load or remove each other's."""
+    stamp = created_at.isoformat() if created_at is not None else ""
+    return hashlib.sha256(f"{run_id}|{stamp}".encode()).hexdigest()[:12]
 
 
-def remove_checkpoint(path: Path) -> None:
-    """The checkpoint and any temporary file an interrupted write left beside it."""
-    for p in (path, *path.parent.glob(f"{path.name}.*.tmp")):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+def checkpoint_path(directory: str | Path, run_id: int, key: str = "") -> Path:
+    return Path(directory) / (f"run-{run_id}-{key}.pt" if key else f"run-{run_id}.pt")
+
+
+def remove_checkpoint(path: Path) -> str | None:
+    """The checkpoint and any temporary file an interrupted write left beside it. Returns
+    why one could not be removed (a directory in the way, no permission), or None: a
+    leftover file is noted, never a reason to stop a runner."""
+    try:
+        for p in (path, *path.parent.glob(f"{path.name}.*.tmp")):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+    except OSError as e:
+        return f"cannot remove checkpoint {path} ({_first_line(e)}); remove it by hand"
+    return None
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -150,8 +166,14 @@ def load_checkpoint(path: Path, task: Task) -> tuple[dict[str, Any] | None, str 
         meta = state["meta"]
         if (meta["run_id"], meta["config_hash"], meta["seed"]) != (task.run_id, task.config_hash, task.seed):
             return None, f"checkpoint {path} was made for another run; starting from scratch"
+        if meta.get("key", "") != task.checkpoint_key:
+            return None, f"checkpoint {path} was made for a run of another database; starting from scratch"
         if not isinstance(state["epoch"], int) or state["epoch"] < 1:
             raise ValueError(f"epoch {state['epoch']!r}")
+        epochs = task.config.get("epochs", 0)
+        if state["epoch"] >= epochs:  # a finished run keeps no checkpoint: this one is forged or foreign
+            return None, (f"checkpoint {path} is at epoch {state['epoch']}, not below the run's {epochs} epochs; "
+                          "starting from scratch")
         return state, None
     except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, train from scratch
         return None, f"checkpoint {path} is unreadable ({_first_line(e)}); starting from scratch"
@@ -170,6 +192,7 @@ class Task:
     seed: int = 0
     checkpoint: str | None = None  # this run's checkpoint file; None: no checkpoints
     data_fp: str | None = None  # the data it was planned on; the worker's must be the same
+    checkpoint_key: str = ""  # checkpoint_key(): a checkpoint made under another is not loaded
 
 
 def _versions() -> dict[str, str]:
@@ -299,7 +322,9 @@ def _run_task(wid: int, device: str, task: Task, dataset: Callable[[str], datase
         _free_device_memory(device)
         events.put(("note", wid, rid, retry_note))
         if path is not None:
-            remove_checkpoint(path)
+            why = remove_checkpoint(path)
+            if why:
+                events.put(("message", wid, rid, why))
         state, history = None, []
         events.put(("resumed", wid, rid, 0, []))
     events.put(("done", wid, rid, result.status, result.metrics, result.wall_s, _versions()))
@@ -318,7 +343,7 @@ def _attempt(wid, device, task, cfg, data, state, history, path, events, should_
         progressed[0] = True
         # The epoch this snapshot ends is reported right after it, so `seen` stops one short.
         snapshot["meta"] = {
-            "run_id": rid, "config_hash": task.config_hash, "seed": task.seed,
+            "run_id": rid, "config_hash": task.config_hash, "seed": task.seed, "key": task.checkpoint_key,
             "batch_size": cfg.batch_size, "history": [[e, m] for e, m in seen],
         }
         try:
@@ -565,9 +590,10 @@ class Runner:
             claim = self.store.claim(self.study_id, slot.device, self.host, self.pid, only=run_ids)
             if claim is None:
                 return
-            path = checkpoint_path(self.checkpoint_dir, claim.run_id) if self.checkpoint_dir else None
+            key = checkpoint_key(claim.run_id, claim.created_at)
+            path = checkpoint_path(self.checkpoint_dir, claim.run_id, key) if self.checkpoint_dir else None
             task = Task(claim.run_id, claim.token, claim.config, claim.label, claim.config_hash, claim.seed,
-                        str(path) if path else None, claim.data_fp)
+                        str(path) if path else None, claim.data_fp, key)
             busy[slot.wid] = task
             slot.cancel.value = 0
             slot.inbox.put(task)
@@ -627,7 +653,7 @@ class Runner:
         if kind == "failed":
             (error,) = rest
             if self.store.finish(run_id, "failed", error=error, versions=_versions(), token=token):
-                self._drop_checkpoint(run_id)
+                self._drop_checkpoint(task)
                 outcome.add("failed")
                 self.reporter.finished(wid, task.label, "failed", error)
             return
@@ -637,15 +663,17 @@ class Runner:
             return
         _test_pause("finish")
         if self.store.finish(run_id, status, metrics, wall_s, versions=versions, token=token):
-            self._drop_checkpoint(run_id)
+            self._drop_checkpoint(task)
             outcome.add(status)
             acc = metrics.get("test_acc")
             self.reporter.finished(wid, task.label, status, f"test acc {acc:.4f}" if acc is not None else "")
         _test_pause("between")
 
-    def _drop_checkpoint(self, run_id: int) -> None:
-        if self.checkpoint_dir is not None and not self.keep_checkpoints:
-            remove_checkpoint(checkpoint_path(self.checkpoint_dir, run_id))
+    def _drop_checkpoint(self, task: Task) -> None:
+        if task.checkpoint is not None and not self.keep_checkpoints:
+            why = remove_checkpoint(Path(task.checkpoint))
+            if why:
+                self.reporter.message(f"{task.label}: {why}")
 
     def _check_workers(self, busy: dict[int, Task], outcome: Outcome) -> None:
         """A worker that died (killed, out of host memory, a segfault) is restarted, and its
@@ -664,7 +692,7 @@ class Runner:
                 if self._deaths[task.run_id] >= 2:
                     error = f"{what}; the second worker to die training this point"
                     if self.store.finish(task.run_id, "failed", error=error, versions=_versions(), token=task.token):
-                        self._drop_checkpoint(task.run_id)
+                        self._drop_checkpoint(task)
                         outcome.add("failed")
                         self.reporter.finished(slot.wid, task.label, "failed", error)
                 else:

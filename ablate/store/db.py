@@ -21,6 +21,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -76,6 +77,7 @@ class Claim:
     token: int = 0  # this claim's number (runs.attempts): pass it to every write of the run
     epochs_done: int = 0  # what the database holds; the checkpoint may be one epoch ahead
     data_fp: str | None = None  # the data it must train on; None: recorded before fingerprints
+    created_at: datetime | None = None  # when its row was made: with the id, what names its checkpoint
 
 
 def resolve_url(url: str | None) -> str:
@@ -93,8 +95,8 @@ def _sqlite_path(url: sa.URL) -> Path | None:
 def default_checkpoint_dir(url: str) -> Path:
     """Checkpoints live beside the database, not in it: ``DIR/checkpoints/NAME/`` for
     ``DIR/NAME.db``; for a server database, ``./checkpoints/NAME/`` (``--checkpoints``
-    overrides both). One folder per database, so two databases side by side never share
-    a ``run-<id>.pt``."""
+    overrides both). Files are named for their run and its database
+    (``scheduler.checkpoint_key``), so databases that share a folder never share a file."""
     try:
         parsed = sa.make_url(resolve_url(url))
     except ArgumentError:
@@ -373,10 +375,11 @@ class Store:
                 if done.rowcount == 1:
                     row = s.execute(
                         sa.select(RunRow.config_json, RunRow.seed, RunRow.label, RunRow.config_hash,
-                                  RunRow.attempts, RunRow.epochs_done, RunRow.data_fp).where(RunRow.id == run_id)
+                                  RunRow.attempts, RunRow.epochs_done, RunRow.data_fp, RunRow.created_at)
+                        .where(RunRow.id == run_id)
                     ).one()
                     return Claim(run_id, json.loads(row.config_json), row.seed, row.label, row.config_hash,
-                                 row.attempts, row.epochs_done, row.data_fp)
+                                 row.attempts, row.epochs_done, row.data_fp, row.created_at)
 
     def _own(self, s: Session, run_id: int, token: int | None, **values: Any) -> bool:
         """Touch the run (heartbeat, plus ``values``) if it is still the claim ``token``'s.
