@@ -182,6 +182,7 @@ def execute(
     other axes is refused unless ``replace_study``.
     """
     reporter = reporter or QuietReporter()
+    store.check_intact()
     if not replace_study:
         check_same_study(store, plan_.study)
     # The plan has read the data already, so a corrupted batch file has left the database as

@@ -272,3 +272,29 @@ def test_builtin_smoke_runs_against_a_database_from_before_the_claims(tmp_path):
     assert result.exit_code == 0, result.output
     result = invoke("run", "smoke", "--db", db, *FAST)
     assert result.exit_code == 0, result.output
+
+
+# --------------------------------------------------- 9: data that used to give tracebacks
+
+
+def test_a_label_too_large_for_an_integer(tmp_path):
+    write_batches(tmp_path / "big", labels=[10**30] * 20)
+    assert_refused(invoke("run", "depth", "--db", tmp_path / "r.db", "--data", tmp_path / "big", "--dry-run"),
+                   "data_batch_1", "labels")
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_a_small_pickle_that_would_expand_to_gigabytes(tmp_path):
+    root = write_batches(tmp_path / "bomb")
+    row = [0] * 3072
+    bomb = {b"data": [row] * 300_000, b"labels": [0] * 300_000}  # one row, referenced 300,000 times: 0.9 GB
+    path = root / "cifar-10-batches-py" / "data_batch_1"
+    path.write_bytes(pickle.dumps(bomb, protocol=2))
+    assert path.stat().st_size < 2_000_000
+    line = assert_refused(invoke("run", "depth", "--db", tmp_path / "r.db", "--data", root, "--dry-run"), "data_batch_1")
+    assert "300,000" in line
+
+
+def test_a_data_path_of_an_unknown_user(tmp_path):
+    assert_refused(invoke("run", "depth", "--db", tmp_path / "r.db", "--data", "~nosuchuser14/x", "--dry-run"),
+                   "~nosuchuser14/x", "no user")

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Iterator, Optional
 import typer
 
 from ablate.config import ConfigError
-from ablate.store import StoreError
+from ablate.store import StoreError, StoreFailure
 
 # Errors that mean "the input is wrong" (a bad key or value, study, data path, figure number
 # or database): one line, exit code 2, nothing written.
@@ -54,6 +54,8 @@ def user_errors() -> Iterator[None]:
         yield
     except USER_ERRORS as e:
         fail(str(e))
+    except StoreFailure as e:  # the environment's fault (a full disk): exit 1, as a failed point
+        fail(str(e), code=1)
 
 
 def print_json(obj: Any) -> None:

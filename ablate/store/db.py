@@ -57,6 +57,11 @@ class StoreError(Exception):
     """A database that cannot be opened or used; the message names it."""
 
 
+class StoreFailure(Exception):
+    """The database failed under a command (a full disk, an I/O error): the environment's
+    fault, not the input's. What was committed stands; the message says what to do."""
+
+
 @dataclass(frozen=True)
 class NewRun:
     config_hash: str
@@ -180,11 +185,15 @@ def _retrying(integrity: bool = False) -> Callable[[Callable[..., T]], Callable[
                 try:
                     return fn(self, *args, **kwargs)
                 except OperationalError as e:
-                    if not _is_busy(e) or time.monotonic() > deadline:
+                    if not _is_busy(e):
+                        raise self._failure(e) or e from None
+                    if time.monotonic() > deadline:
                         raise
                 except IntegrityError:
                     if not integrity or time.monotonic() > deadline:
                         raise
+                except DatabaseError as e:
+                    raise self._failure(e) or e from None
                 self.busy_retries += 1
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 2.0)
@@ -307,6 +316,42 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # ------------------------------------------------------------- when it fails
+
+    def check_intact(self) -> None:
+        """Refuse a damaged SQLite file before anything is written to it (a write that
+        meets a damaged page fails halfway through a command, after others succeeded)."""
+        if self.path is None:
+            return
+        first = self._integrity()
+        if first != "ok":
+            raise StoreError(self._damaged(first))
+
+    def _integrity(self) -> str:
+        try:
+            with self.engine.connect() as conn:
+                return str(conn.exec_driver_sql("PRAGMA integrity_check(1)").scalar())
+        except DatabaseError as e:
+            return str(e.orig)
+
+    def _damaged(self, first: str) -> str:
+        return (f"database '{self.url}' is damaged (integrity_check: {first.splitlines()[0] if first else '?'}); "
+                "nothing was written to it: restore it from a copy, or give another --db")
+
+    def _failure(self, e: DatabaseError) -> Exception | None:
+        """What a database error means to the user, or None for one left as it is."""
+        text = str(e.orig).lower()
+        code = getattr(e.orig, "pgcode", None) or getattr(e.orig, "sqlstate", None) or ""
+        if ("full" in text and ("disk" in text or "database" in text)) or "no space" in text or code == "53100":
+            return StoreFailure(f"database '{self.url}' cannot grow ({e.orig}): free some space and run again; "
+                                "recorded epochs are kept and unfinished points resume")
+        if "disk i/o error" in text or code.startswith("58"):
+            return StoreFailure(f"database '{self.url}' failed ({e.orig}): check the disk and run again; "
+                                "recorded epochs are kept and unfinished points resume")
+        if "malformed" in text or "not a database" in text or code == "XX001":
+            return StoreError(self._damaged(self._integrity() if self.path is not None else str(e.orig)))
+        return None
 
     @property
     def checkpoint_dir(self) -> Path:
