@@ -278,6 +278,11 @@ def run_study(study: str, db: str | None = None, reporter: Reporter | None = Non
         store.close()
 
 
+def pending_count(store: Store, plan_: Plan) -> int:
+    """The plan's points that are pending: what the next run of it trains."""
+    return sum(r["status"] == "pending" for r in existing(store, plan_).values())
+
+
 def dry_run(store: Store, plan_: Plan) -> list[dict[str, Any]]:
     """Each point with its recorded status (``new`` if never run); writes nothing."""
     runs = existing(store, plan_)

@@ -5,6 +5,8 @@ STUDY is the name of a built-in study, of a file in ``./studies/``, or the path 
 
 # No `from __future__ import annotations`: Typer evaluates the option annotations, whose
 # help texts are f-strings over each study's own defaults.
+import shlex
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -53,24 +55,34 @@ def study_command(name: str, study):
         replace_study: Annotated[bool, typer.Option("--replace-study", help="Let this file redefine a study of the same name recorded with another base or other axes (its runs stay, as another variant).")] = False,
         max_points: Annotated[int, typer.Option("--max-points", metavar="N", help="Refuse a grid of more than N runs (grid points x seeds) before building it.")] = MAX_POINTS,
     ) -> None:
+        from ablate.cli.interrupt import second_interrupt_exits
         from ablate.cli.live import reporter_for
-        from ablate.run import check_writable, dry_run, execute, plan
+        from ablate.run import check_writable, dry_run, execute, pending_count, plan
 
+        # What selects these points again: the command that resumes them, and the report of them.
+        again = _options(db=db, data=data, seeds=seeds, epochs=epochs, sets=set_ or [], checkpoints=checkpoints,
+                         backend=backend, address=address)
+        resume = _command("ablate", "run", str(study.path) if _by_path(name, study) else name, *again)
         with user_errors():
             p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
                      backend=backend, per_gpu=per_gpu, max_points=max_points)
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
             store = Store.open(db, create=not dry_run_)
+        if data is not None and data != "synthetic" and "cifar10" not in {q.config.data.dataset for q in p.points}:
+            typer.echo(f"note: study '{p.study.name}' trains on synthetic data; --data is ignored", err=True)
         try:
             if dry_run_:
                 return _print_dry_run(dry_run(store, p))
-            with user_errors():  # the data is read before anything is written
+            started = time.monotonic()
+            with user_errors(), second_interrupt_exits(store, resume):  # the data is read before anything is written
                 summary = execute(store, p, reporter_for(), retry_failed=retry_failed,
                                   keep_checkpoints=keep_checkpoints, checkpoints=checkpoints, address=address,
                                   replace_study=replace_study)
+            wall = time.monotonic() - started
+            left = pending_count(store, p) if summary.interrupted else 0
         except KeyboardInterrupt:  # before training began: every write so far was a whole transaction
-            typer.echo("interrupted; unfinished points stay pending", err=True)
+            typer.echo(f"interrupted; unfinished points stay pending: `{resume}` resumes them", err=True)
             raise typer.Exit(130)
         finally:
             store.close()
@@ -82,15 +94,51 @@ def study_command(name: str, study):
             line += f", {summary.left_failed} failed before (not retried; --retry-failed trains them again)"
         if summary.elsewhere:
             line += f", {summary.elsewhere} running in another runner"
-        typer.echo(line)
+        typer.echo(f"{line}, in {_duration(wall)}")
         for error in summary.errors:
             typer.echo(f"error: {error}", err=True)
         if summary.interrupted:
+            typer.echo(f"interrupted: {left} point(s) left pending; `{resume}` resumes them", err=True)
             raise typer.Exit(130)
+        figures = " ".join(f"--figure {f}" for f in p.study.figures)
+        report = _command("ablate", "report", *figures.split(), *_options(db=db, epochs=epochs, sets=set_ or []))
+        typer.echo(f"next: `{report}`" if summary.ok else f"next: `ablate status {p.study.name}` shows the errors; "
+                   f"`{resume} --retry-failed` trains the failed points again")
         if not summary.ok:
             raise typer.Exit(1)
 
     return typer.main.get_command(app)
+
+
+def _by_path(name: str, study) -> bool:
+    """Whether the study was named by the path of its file (not by a study's name)."""
+    from ablate.studies import study_files
+
+    return name not in study_files() and study.path is not None
+
+
+def _options(db=None, data=None, seeds=None, epochs=None, sets=(), checkpoints=None, backend="local", address=None):
+    """The options that name a run's points again (not how they are trained)."""
+    out: list[str] = []
+    for flag, value in (("--db", db), ("--data", data), ("--seeds", seeds), ("--epochs", epochs),
+                        ("--checkpoints", checkpoints)):
+        if value is not None:
+            out += [flag, str(value)]
+    for s in sets:
+        out += ["--set", s]
+    if backend != "local":
+        out += ["--backend", backend] + (["--address", address] if address else [])
+    return out
+
+
+def _command(*words: str) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{seconds:.1f} s"
 
 
 def _counts(counts: dict[str, int]) -> str:

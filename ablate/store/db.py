@@ -545,6 +545,24 @@ class Store:
                 row.notes = _append(row.notes, note)
             return True
 
+    def release_process(self, host: str, pid: int, wait_s: float = 1.0) -> int | None:
+        """Put every run that process ``pid`` on ``host`` holds back to pending, waiting at
+        most ``wait_s`` for the write lock: for a runner stopping at once, which cannot wait
+        for the lock another runner holds. Returns how many, or None when the lock did not
+        come in time; those runs are then found stale, their process being gone."""
+        q = (sa.update(RunRow).where(RunRow.status == "running", RunRow.host == host, RunRow.pid == pid)
+             .values(status="pending", device=None, host=None, pid=None, started_at=None, heartbeat_at=None))
+        try:
+            with self.engine.execution_options(ablate_write=True).connect() as conn:
+                if conn.dialect.name == "sqlite":  # before BEGIN IMMEDIATE, which waits as long as it says
+                    conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(wait_s * 1000)}")
+                    return conn.execute(q).rowcount
+        except DatabaseError:
+            return None
+
     @_retrying()
     def requeue_stale(self, study_id: int | None, older_than_s: float = STALE_AFTER_S,
                       host: str | None = None) -> list[dict[str, Any]]:
