@@ -23,4 +23,7 @@ app.command("models")(catalog.models)
 
 
 def main() -> None:
+    from ablate.cli import interrupt
+
+    interrupt.OWN_PROCESS = True  # this process is the command's: a second Ctrl-C may end it
     app()

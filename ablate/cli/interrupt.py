@@ -21,6 +21,10 @@ from typing import Iterator
 from ablate.store import Store, this_host
 
 RELEASE_WAIT_S = 1.0  # how long the last word may wait for the write lock
+# Only a command that owns its process may end it: ``ablate`` and ``python -m ablate`` set
+# this (``ablate.cli.main``); the commands called in-process (tests, notebooks) leave the
+# second Ctrl-C to the scheduler, which stops after the current step's writes.
+OWN_PROCESS = False
 
 
 @contextmanager
@@ -28,7 +32,7 @@ def second_interrupt_exits(store: Store, resume: str) -> Iterator[None]:
     """Within the block, a second SIGINT puts this process's running points back to pending
     (if the write lock comes within a second; else the next run finds them stale), prints
     the command ``resume`` that resumes them, and exits with code 130."""
-    if threading.current_thread() is not threading.main_thread():
+    if not OWN_PROCESS or threading.current_thread() is not threading.main_thread():
         yield
         return
     read, write = os.pipe()
