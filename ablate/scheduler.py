@@ -48,9 +48,10 @@ import ablate
 from ablate import data as datasets
 from ablate.config import ConfigError, from_dict
 from ablate.store import HEARTBEAT_S
-from ablate.train import Hooks, train
+from ablate.train import Hooks, steps_per_epoch, train
 
 MAX_WORKER_DEATHS = 3  # a device slot whose worker dies this often in a row is given up
+PROGRESS_S = 1.0  # a worker reports its step within an epoch at most this often
 TEST_PAUSE_ENV = "ABLATE_TEST_PAUSE"
 
 
@@ -333,10 +334,21 @@ def _run_task(wid: int, device: str, task: Task, dataset: Callable[[str], datase
 def _attempt(wid, device, task, cfg, data, state, history, path, events, should_stop, progressed):
     rid = task.run_id
     seen = list(history)
+    # Steps within the epoch, counted where the trainer asks whether to stop (after every step).
+    steps = steps_per_epoch(cfg, len(data.train_y))
+    tick = {"epoch": (state["epoch"] if state else 0) + 1, "step": 0, "at": time.monotonic()}
+
+    def stop_after_step() -> bool:
+        tick["step"] += 1
+        if time.monotonic() - tick["at"] >= PROGRESS_S:
+            events.put(("step", wid, rid, tick["epoch"], tick["step"], steps))
+            tick["at"] = time.monotonic()
+        return should_stop()
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         progressed[0] = True
         seen.append((epoch, dict(metrics)))
+        tick.update(epoch=epoch + 1, step=0)
         events.put(("epoch", wid, rid, epoch, dict(metrics)))
 
     def on_checkpoint(snapshot: dict[str, Any]) -> None:
@@ -361,7 +373,7 @@ def _attempt(wid, device, task, cfg, data, state, history, path, events, should_
         events.put(("artifact", wid, rid, name, array.tobytes(), str(array.dtype), list(array.shape)))
 
     hooks = Hooks(epoch=on_epoch, probe=on_probe, artifact=on_artifact,
-                  checkpoint=on_checkpoint if path is not None else None, should_stop=should_stop)
+                  checkpoint=on_checkpoint if path is not None else None, should_stop=stop_after_step)
     return train(cfg, data, device, hooks, resume=state)
 
 
@@ -597,7 +609,7 @@ class Runner:
             busy[slot.wid] = task
             slot.cancel.value = 0
             slot.inbox.put(task)
-            self.reporter.claimed(slot.wid, claim.label, claim.config.get("epochs", 0))
+            self.reporter.claimed(slot.wid, f"{claim.label} seed={claim.seed}", claim.config.get("epochs", 0))
 
     def _handle(self, event: tuple, busy: dict[int, Task], outcome: Outcome) -> None:
         kind, wid, run_id, *rest = event
@@ -638,6 +650,9 @@ class Runner:
             self.reporter.message(f"{task.label}: {note}")
         elif kind == "message":
             self.reporter.message(f"{task.label}: {rest[0]}")
+        elif kind == "step":  # progress within an epoch: for the display only
+            if hasattr(self.reporter, "step"):
+                self.reporter.step(wid, *rest)
         if not ok:
             self._lose(wid, task)
 
@@ -720,21 +735,26 @@ class Runner:
 
 
 class QuietReporter:
-    """Prints one line per finished point; for pipes, logs and tests."""
+    """Prints a line per epoch and per finished point, each naming the point and its seed;
+    for pipes, logs and tests."""
 
     def __init__(self, echo: Callable[[str], None] = print):
         self.echo = echo
+        self.points: dict[int, tuple[str, int]] = {}  # worker -> (its point and seed, epochs)
 
     def started(self, total, skipped, workers):
         self.echo(f"{total} points to train on {', '.join(workers)}; {skipped} already done")
 
     def claimed(self, worker, label, epochs):
-        pass
+        self.points[worker] = (label, epochs)
 
     def epoch(self, worker, epoch, metrics):
-        pass
+        label, epochs = self.points.get(worker, ("?", 0))
+        acc = metrics.get("test_acc")
+        self.echo(f"{label}: epoch {epoch}/{epochs}" + (f" test acc {acc:.4f}" if acc is not None else ""))
 
     def finished(self, worker, label, status, detail):
+        label = self.points.pop(worker, (label, 0))[0]
         self.echo(f"[{status}] {label} {detail}".rstrip())
 
     def message(self, text):

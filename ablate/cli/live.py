@@ -45,6 +45,11 @@ class LiveReporter:
         self.workers[worker].update(label=label, epochs=epochs, epoch=f"0/{epochs}", acc="-")
         self._refresh()
 
+    def step(self, worker, epoch, step, steps):
+        w = self.workers[worker]
+        w["epoch"] = f"{epoch}/{w.get('epochs', '?')} step {step}/{steps}"
+        self._refresh()
+
     def epoch(self, worker, epoch, metrics):
         w = self.workers[worker]
         w["epoch"] = f"{epoch}/{w.get('epochs', '?')}"
@@ -54,6 +59,7 @@ class LiveReporter:
 
     def finished(self, worker, label, status, detail):
         self.progress.advance(self.task)
+        label = self.workers[worker].get("label", label)  # with its seed
         self.workers[worker].update(label="-", epoch="-", acc="-")
         self.console.print(f"[{status}] {label} {detail}".rstrip(), markup=False, highlight=False)
         self._refresh()

@@ -6,6 +6,7 @@ STUDY is the name of a built-in study, of a file in ``./studies/``, or the path 
 # No `from __future__ import annotations`: Typer evaluates the option annotations, whose
 # help texts are f-strings over each study's own defaults.
 import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -110,6 +111,10 @@ def study_command(name: str, study):
     return typer.main.get_command(app)
 
 
+def _on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
 def _by_path(name: str, study) -> bool:
     """Whether the study was named by the path of its file (not by a study's name)."""
     from ablate.studies import study_files
@@ -186,6 +191,10 @@ class StudyGroup(TyperGroup):
             fail(str(e))
 
     def resolve_command(self, ctx, args):
+        # Torch, the study and its data take seconds to load: say so on a terminal (in a log or
+        # a pipe, a refused input stays one line).
+        if not {"--help", "-h"} & set(args[1:]) and _on_terminal():
+            typer.echo(f"{args[0]}: loading torch, the study and its data ...", err=True)
         # Click would report an unknown name as "No such command"; ours names the studies.
         return args[0], self.get_command(ctx, args[0]), args[1:]
 
