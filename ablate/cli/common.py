@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Iterator, Optional
 
 import typer
+from rich.markup import escape  # help is rich markup: an unescaped [...] vanishes
 
 from ablate.config import ConfigError
 from ablate.store import StoreError, StoreFailure
@@ -18,14 +19,14 @@ USER_ERRORS = (ConfigError, StoreError)
 
 DbOption = Annotated[
     Optional[str],
-    typer.Option("--db", envvar="ABLATE_DB", help="Database: a SQLAlchemy URL or a file path [default: sqlite:///results.db]."),
+    typer.Option("--db", envvar="ABLATE_DB", help=escape("Database: a SQLAlchemy URL or a file path [default: sqlite:///results.db].")),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 VariantOption = Annotated[Optional[str], typer.Option(
     "--variant", metavar="KEY|K=V,...",
-    help="Which variant of the study (runs sharing one config apart from its axes and the seed): a key as "
-         "'ablate status STUDY' lists them, or KEY=VALUE pairs such as epochs=2,train_subset=256 "
-         "[default: the variant with the most finished runs].")]
+    help=escape("Which variant of the study (runs sharing one config apart from its axes and the seed): a key as "
+                "'ablate status STUDY' lists them, or KEY=VALUE pairs such as epochs=2,train_subset=256 "
+                "[default: the variant with the most finished runs]."))]
 
 
 def selection(variant: str | None, sets: list[str] | None = None, epochs: int | None = None):

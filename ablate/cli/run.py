@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # help is rich markup: an unescaped [...] vanishes
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -40,15 +41,15 @@ def study_command(name: str, study):
 
     @app.command(name=name, help=_help(study), short_help=study.description)
     def command(
-        seeds: Annotated[Optional[int], typer.Option(help=f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}].")] = None,
+        seeds: Annotated[Optional[int], typer.Option(help=escape(f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}]."))] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, overriding the study's.")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in dotted form, e.g. optimizer.lr=0.05; repeatable.")] = None,
         data: Annotated[Optional[str], typer.Option(help="CIFAR-10 source: a directory (python batches or train/ and test/ image folders), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10).")] = None,
         db: DbOption = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1 (with --backend ray: auto, cpu or cuda).")] = "auto",
-        per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help="Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters].")] = None,
-        backend: Annotated[str, typer.Option(help="local: this machine's devices; ray: Ray tasks on a Ray cluster (pip install \"ablate[ray]\").")] = "local",
-        address: Annotated[Optional[str], typer.Option(help="With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here].")] = None,
+        per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help=escape("Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters]."))] = None,
+        backend: Annotated[str, typer.Option(help=escape("local: this machine's devices; ray: Ray tasks on a Ray cluster (pip install \"ablate[ray]\")."))] = "local",
+        address: Annotated[Optional[str], typer.Option(help=escape("With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here]."))] = None,
         dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points and which are done; train nothing.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
         keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
