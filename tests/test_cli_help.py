@@ -120,3 +120,37 @@ def test_compare_without_by_lists_the_axes(smoke_db):
     assert result.exit_code == 2
     (line,) = [line for line in result.output.splitlines() if line.strip()]
     assert line.startswith("error: ") and "--by" in line and "model.depth" in line and "model.activation" in line
+
+
+# --------------------------------------------------------------------------- item 17
+
+
+def test_data_given_to_a_synthetic_study_is_said_to_be_ignored(tmp_path):
+    result = invoke("run", "smoke", "--db", tmp_path / "r.db", "--data", tmp_path, "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "note: study 'smoke' trains on synthetic data; --data is ignored" in result.output
+
+
+def test_a_failed_offline_run_leaves_no_database(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets.utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("ABLATE_DATA", str(tmp_path / "cache"))
+    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive", offline)
+    result = invoke("run", "depth", "--epochs", "1")  # the default database: ./results.db
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "cannot download CIFAR-10" in lines[0], result.output
+    assert not (tmp_path / "results.db").exists()
+
+
+def test_the_readme_says_what_the_report_is_without_pointing_outside_the_repository():
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "../shared" not in readme
+    assert "Report for PJ2" in readme
+    for result in ("92%", "95.65%", "94.89%", "91.27%"):
+        assert result in readme
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in readme
