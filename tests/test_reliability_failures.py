@@ -74,7 +74,7 @@ def test_a_point_that_raises_fails_with_where_and_retry_failed_trains_it_again(t
     monkeypatch.setattr(ablate.scheduler, "train", bad_combination)
     db = tmp_path / "f.db"
     result = smoke(db)
-    assert result.exit_code == 1 and "[failed] depth=2 activation=gelu ValueError" in result.output
+    assert result.exit_code == 1 and "[failed] depth=2 activation=gelu seed=0 ValueError" in result.output
     study = status(db)
     assert study["counts"]["complete"] == 3 and study["counts"]["failed"] == 1
     (failed,) = [r for r in study["runs"] if r["status"] == "failed"]
