@@ -57,6 +57,14 @@ def test_help_shows_every_bracket_of_its_source():
     assert checked >= 6  # [study default: N], "ablate[ray], [default: ...] of --db, --per-gpu, --address, --variant
 
 
+def test_a_study_description_keeps_its_brackets(tmp_path):
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "mine.toml").write_text(
+        'description = "Depth [after the report, section 4.3]"\n[base]\nepochs = 1\n[axes]\n"model.depth" = [1, 2]\n')
+    for args in (["run", "--help"], ["run", "mine", "--help"]):
+        assert "Depth [after the report, section 4.3]" in _shown(invoke(*args).output), args
+
+
 # --------------------------------------------------------------------------- item 13
 
 

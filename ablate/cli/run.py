@@ -39,7 +39,7 @@ def study_command(name: str, study):
 
     app = typer.Typer(add_completion=False)
 
-    @app.command(name=name, help=_help(study), short_help=study.description)
+    @app.command(name=name, help=escape(_help(study)), short_help=escape(study.description))
     def command(
         seeds: Annotated[Optional[int], typer.Option(help=escape(f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}]."))] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, overriding the study's.")] = None,
