@@ -223,6 +223,7 @@ def expand(
     collapsing the grid. A grid of more than ``max_points`` runs (grid points x seeds) is
     refused before any point is built.
     """
+    overrides = list(overrides)
     n_seeds = seeds if seeds is not None else study.seeds
     total = study.size * n_seeds
     if total > max_points:
@@ -238,6 +239,8 @@ def expand(
             raise ConfigError(f"'{key}' lies under the axis '{under}' of study '{study.name}', whose values are "
                               "whole tables; set it in those tables in the study file (or a copy of it)")
         base = _set_checked(base, key, value)
+    if overrides:
+        _resolve(base)  # an override's value is the command line's fault, not the file's: no file and line
     keys = list(study.axes)
     points = []
     for values in itertools.product(*study.axes.values()):

@@ -298,3 +298,9 @@ def test_a_small_pickle_that_would_expand_to_gigabytes(tmp_path):
 def test_a_data_path_of_an_unknown_user(tmp_path):
     assert_refused(invoke("run", "depth", "--db", tmp_path / "r.db", "--data", "~nosuchuser14/x", "--dry-run"),
                    "~nosuchuser14/x", "no user")
+
+
+def test_a_bad_override_is_not_blamed_on_the_study_file(tmp_path):
+    line = assert_refused(invoke("run", "smoke", "--db", tmp_path / "r.db", "--set", "model.width=0", "--dry-run"),
+                          "model.width must be >= 1, got 0")
+    assert "smoke.toml" not in line
