@@ -336,7 +336,9 @@ class Store:
             return str(e.orig)
 
     def _damaged(self, first: str) -> str:
-        return (f"database '{self.url}' is damaged (integrity_check: {first.splitlines()[0] if first else '?'}); "
+        # Its first row may start with a header line ("*** in database main ***"): the finding follows.
+        found = [line for line in first.splitlines() if line.strip() and not line.startswith("***")]
+        return (f"database '{self.url}' is damaged (integrity_check: {found[0] if found else first or '?'}); "
                 "nothing was written to it: restore it from a copy, or give another --db")
 
     def _failure(self, e: DatabaseError) -> Exception | None:
