@@ -239,7 +239,7 @@ def check_axis(axes: dict[str, list[Any]], study: str, by: str) -> None:
 
 def compare(
     study: str,
-    by: str,
+    by: str | None = None,
     db: str | Store | None = None,
     baseline: str | None = None,
     metric: str = "test_acc",
@@ -247,12 +247,18 @@ def compare(
 ) -> Comparison:
     """``ablate compare``: each value of axis ``by`` of ``study`` against the baseline, within
     one variant of the study (``variant`` selects it as ``ablate.variants.select`` does; None:
-    the default, the one with the most finished runs)."""
+    the default, the one with the most finished runs). ``by`` may be left out for a study
+    of one axis."""
     if metric not in METRICS:
         raise ConfigError(f"unknown metric '{metric}'; metrics: {', '.join(METRICS)}")
     store, close = _with_store(db)
     try:
         axes = study_axes(store, study)
+        if by is None:
+            if len(axes) != 1:
+                listed = f"its axes: {', '.join(axes)}" if axes else "it has no axes"
+                raise ConfigError(f"give --by AXIS: which axis of study '{study}' to compare; {listed}")
+            (by,) = axes
         check_axis(axes, study, by)
         chosen = study_runs(store, study, variant)
         runs = with_derived(store, chosen.finished, [metric]) if chosen is not None else pd.DataFrame()

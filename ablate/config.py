@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -316,6 +317,9 @@ def coerce(key: str, value: Any, hint: Any) -> Any:
             return int(value)
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # NaN passes every range check (each comparison is false), and JSON has no NaN.
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} must be a finite number, got {value!r}")
             return float(value)
     elif hint is str:
         if isinstance(value, str):

@@ -75,7 +75,7 @@ def load(source: str | os.PathLike | None) -> Dataset:
         return _download(_download_root())
     if str(source) == "synthetic":
         return synthetic()
-    path = Path(source).expanduser()
+    path = _expand(source)
     kind, root = _layout(path)
     return _read_batches(root) if kind == "batches" else _read_folders_cached(root)
 
@@ -84,12 +84,21 @@ def check_source(source: str | os.PathLike | None) -> None:
     """Raise DataError unless ``source`` looks loadable; reads no image data."""
     if source is None or str(source) == "synthetic":
         return  # a download can only be tried, not checked
-    kind, root = _layout(Path(source).expanduser())
+    kind, root = _layout(_expand(source))
     if kind == "batches":
         for name in BATCH_FILES:
             _check_pickle_ends(root / name)
     else:
         _scan_folders(root)
+
+
+def _expand(source: str | os.PathLike) -> Path:
+    """``~`` and ``~user`` expanded; a user that does not exist is bad input, not a crash."""
+    try:
+        return Path(source).expanduser()
+    except RuntimeError:
+        user = str(source)[1:].split("/", 1)[0] or "(you)"
+        raise DataError(f"data path '{source}': no user '{user}' to expand '~{user}' for; give the full path") from None
 
 
 def _layout(path: Path) -> tuple[str, Path]:
@@ -145,13 +154,29 @@ def _unpickle(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
+# A list of rows in a pickle can name one row many times over at a few bytes a time: a file
+# of megabytes would decode into gigabytes. Real batch files hold their images as arrays, or
+# as lists at two bytes or more per pixel; more than this many decoded bytes per file byte
+# is refused before anything is decoded.
+MAX_EXPANSION = 4
+
+
 def _read_batch(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     d = _unpickle(path)
+    data = d.get("data")
+    if isinstance(data, (list, tuple)):
+        size = path.stat().st_size
+        if len(data) * 3 * 32 * 32 > MAX_EXPANSION * size + 3 * 32 * 32:
+            raise DataError(f"CIFAR-10 batch file '{path}' lists {len(data):,} images in {size:,} bytes "
+                            "(rows repeated by reference): not a real batch file")
     try:
-        x = np.asarray(d["data"], dtype=np.uint8)
+        x = np.asarray(data, dtype=np.uint8)
         y = np.asarray(d["labels"], dtype=np.int64)
-    except (KeyError, ValueError, TypeError):
-        raise DataError(f"CIFAR-10 batch file '{path}' lacks uint8 'data' or integer 'labels'") from None
+    except (KeyError, ValueError, TypeError, OverflowError):
+        raise DataError(f"CIFAR-10 batch file '{path}' lacks uint8 'data' or integer 'labels' "
+                        "(labels must be integers 0..C-1)") from None
+    except MemoryError:
+        raise DataError(f"CIFAR-10 batch file '{path}' is too large to decode in memory") from None
     if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),):
         raise DataError(
             f"CIFAR-10 batch file '{path}' has data {x.shape} and {len(y)} labels: "
@@ -471,10 +496,10 @@ def identify(source: str | os.PathLike | None, ds: Dataset) -> DataIdentity:
         return DataIdentity(fp, "synthetic")
     if fp in KNOWN:
         return DataIdentity(fp, KNOWN[fp])
-    root = _download_root() / BATCHES_DIR if source is None else _layout(Path(source).expanduser())[1]
+    root = _download_root() / BATCHES_DIR if source is None else _layout(_expand(source))[1]
     if _official(root):
         return DataIdentity(fp, "CIFAR-10 (official)")
-    return DataIdentity(fp, f"CIFAR-10 copy '{Path(source or root).expanduser().resolve().name}'")
+    return DataIdentity(fp, f"CIFAR-10 copy '{(root if source is None else _expand(source)).resolve().name}'")
 
 
 def _official(root: Path) -> bool:

@@ -46,15 +46,17 @@ def _with_store(db: str | Store | None):
     return Store.open(db, create=False), True
 
 
-def runs_frame(store: Store, study: str | None = None) -> pd.DataFrame:
-    """Every run (of ``study``), any status: RUN_COLUMNS, then the config as dotted columns.
+def runs_frame(store: Store, study: str | None = None, found: list[dict] | None = None) -> pd.DataFrame:
+    """Every run (of ``study``), any status: RUN_COLUMNS, then the config as dotted columns;
+    of ``found`` (``store.runs`` rows read already) where given, so that two views of a
+    database that runners write agree.
 
     ``variant`` names the runs that share one config apart from the study's axes and the
     seed (``ablate.variants``); statistics are only taken within one."""
     specs = {s["name"]: s["spec"] for s in store.studies()}
     bases: dict[str, dict] = {}
     rows = []
-    for r in store.runs(study):
+    for r in store.runs(study) if found is None else found:
         spec = specs.get(r["study"], {})
         if r["study"] not in bases:
             bases[r["study"]] = study_base(spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +12,17 @@ from typing import Any, Callable, Sequence
 from ablate import data as datasets
 from ablate import fusion
 from ablate.config import ConfigError, parse_assignment, to_dict
-from ablate.scheduler import QuietReporter, Reporter, Runner, checkpoint_path, parse_devices, remove_checkpoint
+from ablate.scheduler import (
+    QuietReporter,
+    Reporter,
+    Runner,
+    checkpoint_key,
+    checkpoint_path,
+    parse_devices,
+    remove_checkpoint,
+)
 from ablate.store import STALE_AFTER_S, NewRun, Store
-from ablate.studies import GridPoint, Study, expand, load
+from ablate.studies import MAX_POINTS, GridPoint, Study, expand, load
 
 DONE = ("complete", "diverged")
 BACKENDS = ("local", "ray")
@@ -75,9 +84,11 @@ def plan(
     fuse: int | str | None = None,
     compile: bool = False,
     data_cache: dict | None = None,
+    max_points: int = MAX_POINTS,
 ) -> Plan:
     """Check every input and expand the grid; touches no database, so bad input writes nothing.
 
+    A grid of more than ``max_points`` runs (grid points x seeds) is refused unbuilt.
     ``data_cache`` keeps the data sets read, for plans of several studies on the same data."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
@@ -94,7 +105,9 @@ def plan(
         overrides.append(("data.dataset", "synthetic"))
     if seeds is not None and seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
-    points = expand(spec, overrides, seeds)
+    if max_points < 1:
+        raise ConfigError(f"--max-points must be a positive integer, got {max_points}")
+    points = expand(spec, overrides, seeds, max_points)
     source = None if data in (None, "synthetic") else data
     if backend == "ray":  # the devices are the cluster's, and each worker reads its own --data
         kind = (device or "auto").strip()
@@ -129,6 +142,25 @@ def _study_spec(study: Study) -> dict[str, Any]:
             "path": str(study.path) if study.path else None}
 
 
+def _grid(spec: dict[str, Any]) -> str:
+    """What of a stored study spec decides its runs: the base and the axes. A description,
+    claims, figures or default seeds may change without making it another study."""
+    return json.dumps({"base": spec.get("base") or {}, "axes": spec.get("axes") or {}}, sort_keys=True)
+
+
+def check_same_study(store: Store, study: Study) -> None:
+    """Refuse a study file that would take over another study's name: runs of two grids
+    would mix under one name, and the first study's definition would be lost."""
+    stored = next((s for s in store.studies() if s["name"] == study.name), None)
+    if stored is None or _grid(stored["spec"]) == _grid(_study_spec(study)):
+        return
+    was = stored["spec"].get("path") or "another file"
+    raise ConfigError(
+        f"study '{study.name}' in this database has another base or other axes (from {was}) than "
+        f"{study.path or 'this study'}; give this file another name (name = \"...\"), or pass --replace-study "
+        "to make it the study's definition (the runs recorded stay, as another variant)")
+
+
 def existing(store: Store, plan_: Plan) -> dict[tuple[str, int, str], dict[str, Any]]:
     """The recorded runs of the plan's points, keyed (config_hash, seed, data fingerprint)."""
     wanted = {plan_.key(p) for p in plan_.points}
@@ -150,6 +182,7 @@ def execute(
     processes: bool | None = None,
     address: str | None = None,
     deadline: float | None = None,
+    replace_study: bool = False,
 ) -> RunSummary:
     """Record the plan's points, then train those not done yet.
 
@@ -158,9 +191,14 @@ def execute(
     ``checkpoints`` is the folder for them (default: beside the database). ``address`` is
     the Ray cluster's, for a plan made with ``backend="ray"`` (None: a running one, or a
     new one on this machine). At ``deadline`` (``time.monotonic()``) the workers stop after
-    their current step and the unfinished points go back to pending, to resume.
+    their current step and the unfinished points go back to pending, to resume. A study
+    recorded under the plan's name with another base or other axes is refused unless
+    ``replace_study``.
     """
     reporter = reporter or QuietReporter()
+    store.check_intact()
+    if not replace_study:
+        check_same_study(store, plan_.study)
     # The plan has read the data already, so a corrupted batch file has left the database as
     # it was. What is left to check before the first write depends on what is left to train.
     before = existing(store, plan_)
@@ -208,7 +246,7 @@ def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Pat
         retried = store.retry_failed(study_id, {r["id"] for r in runs.values() if r["status"] == "failed"})
         runs = existing(store, plan_)
     if not keep_checkpoints:
-        _sweep_checkpoints(folder, runs.values())
+        _sweep_checkpoints(folder, runs.values(), reporter)
     skipped = sum(r["status"] in DONE for r in runs.values())
     failed = sum(r["status"] == "failed" for r in runs.values())
     todo = {r["id"] for r in runs.values() if r["status"] == "pending"}
@@ -232,16 +270,19 @@ def check_writable(folder: Path) -> None:
                           f"{'not a folder' if not here.is_dir() else 'read-only'}; give --checkpoints a writable folder")
 
 
-def _sweep_checkpoints(folder: Path, runs) -> None:
+def _sweep_checkpoints(folder: Path, runs, reporter: Reporter) -> None:
     """Checkpoints of finished runs whose runner died before it could remove them."""
     if not folder.is_dir():
         return
     for r in runs:
         if r["status"] in (*DONE, "failed"):
-            remove_checkpoint(checkpoint_path(folder, r["id"]))
+            why = remove_checkpoint(checkpoint_path(folder, r["id"], checkpoint_key(r["id"], r["created_at"])))
+            if why:
+                reporter.message(f"{r['label']}: {why}")
 
 
-EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address", "deadline")
+EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address", "deadline",
+                   "replace_study")
 
 
 def run_study(study: str, db: str | None = None, reporter: Reporter | None = None, **options) -> RunSummary:
@@ -255,6 +296,11 @@ def run_study(study: str, db: str | None = None, reporter: Reporter | None = Non
         return execute(store, plan_, reporter, **run_options)
     finally:
         store.close()
+
+
+def pending_count(store: Store, plan_: Plan) -> int:
+    """The plan's points that are pending: what the next run of it trains."""
+    return sum(r["status"] == "pending" for r in existing(store, plan_).values())
 
 
 def dry_run(store: Store, plan_: Plan) -> list[dict[str, Any]]:

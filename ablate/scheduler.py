@@ -31,6 +31,7 @@ Crash safety, in short:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import multiprocessing as mp
 import os
@@ -43,6 +44,7 @@ import traceback
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -53,9 +55,10 @@ import ablate
 from ablate import data as datasets
 from ablate.config import ConfigError, RunConfig, from_dict
 from ablate.store import HEARTBEAT_S
-from ablate.train import Hooks, RunResult, train, train_group
+from ablate.train import Hooks, RunResult, steps_per_epoch, train, train_group
 
 MAX_WORKER_DEATHS = 3  # a device slot whose worker dies this often in a row is given up
+PROGRESS_S = 1.0  # a worker reports its step within an epoch at most this often
 TEST_PAUSE_ENV = "ABLATE_TEST_PAUSE"
 
 
@@ -104,17 +107,31 @@ def _test_pause(stage: str, epoch: int | None = None) -> None:
 # ------------------------------------------------------------------- checkpoints
 
 
-def checkpoint_path(directory: str | Path, run_id: int) -> Path:
-    return Path(directory) / f"run-{run_id}.pt"
+def checkpoint_key(run_id: int, created_at: datetime | None) -> str:
+    """What ties a checkpoint to one run of one database: its id and the moment its row was
+    made (kept in the database, so it survives the database being moved). Two databases
+    side by side, or one folder given to both, never load or remove each other's."""
+    stamp = created_at.isoformat() if created_at is not None else ""
+    return hashlib.sha256(f"{run_id}|{stamp}".encode()).hexdigest()[:12]
 
 
-def remove_checkpoint(path: Path) -> None:
-    """The checkpoint and any temporary file an interrupted write left beside it."""
-    for p in (path, *path.parent.glob(f"{path.name}.*.tmp")):
-        try:
-            p.unlink()
-        except FileNotFoundError:
-            pass
+def checkpoint_path(directory: str | Path, run_id: int, key: str = "") -> Path:
+    return Path(directory) / (f"run-{run_id}-{key}.pt" if key else f"run-{run_id}.pt")
+
+
+def remove_checkpoint(path: Path) -> str | None:
+    """The checkpoint and any temporary file an interrupted write left beside it. Returns
+    why one could not be removed (a directory in the way, no permission), or None: a
+    leftover file is noted, never a reason to stop a runner."""
+    try:
+        for p in (path, *path.parent.glob(f"{path.name}.*.tmp")):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+    except OSError as e:
+        return f"cannot remove checkpoint {path} ({_first_line(e)}); remove it by hand"
+    return None
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -157,8 +174,14 @@ def load_checkpoint(path: Path, task: Task) -> tuple[dict[str, Any] | None, str 
         meta = state["meta"]
         if (meta["run_id"], meta["config_hash"], meta["seed"]) != (task.run_id, task.config_hash, task.seed):
             return None, f"checkpoint {path} was made for another run; starting from scratch"
+        if meta.get("key", "") != task.checkpoint_key:
+            return None, f"checkpoint {path} was made for a run of another database; starting from scratch"
         if not isinstance(state["epoch"], int) or state["epoch"] < 1:
             raise ValueError(f"epoch {state['epoch']!r}")
+        epochs = task.config.get("epochs", 0)
+        if state["epoch"] >= epochs:  # a finished run keeps no checkpoint: this one is forged or foreign
+            return None, (f"checkpoint {path} is at epoch {state['epoch']}, not below the run's {epochs} epochs; "
+                          "starting from scratch")
         return state, None
     except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, train from scratch
         return None, f"checkpoint {path} is unreadable ({_first_line(e)}); starting from scratch"
@@ -177,6 +200,7 @@ class Task:
     seed: int = 0
     checkpoint: str | None = None  # this run's checkpoint file; None: no checkpoints
     data_fp: str | None = None  # the data it was planned on; the worker's must be the same
+    checkpoint_key: str = ""  # checkpoint_key(): a checkpoint made under another is not loaded
 
 
 def _versions() -> dict[str, str]:
@@ -386,13 +410,16 @@ def _run_alone(wid, device, m: _Member, data, events, should_stop, compile) -> N
         _free_device_memory(device)
         events.put(("note", wid, rid, retry_note))
         if m.path is not None:
-            remove_checkpoint(m.path)
+            why = remove_checkpoint(m.path)
+            if why:
+                events.put(("message", wid, rid, why))
         m.state, m.history = None, []
         events.put(("resumed", wid, rid, 0, []))
 
 
 def _attempt(wid, device, members: list[_Member], data, events, should_stop, progressed, compile) -> None:
-    hooks = [_hooks(wid, m, events, should_stop, progressed) for m in members]
+    steps = steps_per_epoch(members[0].cfg, len(data.train_y))
+    hooks = [_hooks(wid, m, events, should_stop, progressed, steps) for m in members]
     options = {"compile": True} if compile else {}
     if len(members) == 1:
         m = members[0]
@@ -404,20 +431,31 @@ def _attempt(wid, device, members: list[_Member], data, events, should_stop, pro
             h.end(result)
 
 
-def _hooks(wid: int, m: _Member, events, should_stop: Callable[[int], bool], progressed: list[bool]) -> Hooks:
+def _hooks(wid: int, m: _Member, events, should_stop: Callable[[int], bool], progressed: list[bool],
+           steps: int) -> Hooks:
     task, rid = m.task, m.task.run_id
     seen = list(m.history)
+    # Steps within the epoch, counted where the trainer asks whether to stop (after every step).
+    tick = {"epoch": (m.state["epoch"] if m.state else 0) + 1, "step": 0, "at": time.monotonic()}
+
+    def stop_after_step() -> bool:
+        tick["step"] += 1
+        if time.monotonic() - tick["at"] >= PROGRESS_S:
+            events.put(("step", wid, rid, tick["epoch"], tick["step"], steps))
+            tick["at"] = time.monotonic()
+        return should_stop(rid)
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         progressed[0] = True
         seen.append((epoch, dict(metrics)))
+        tick.update(epoch=epoch + 1, step=0)
         events.put(("epoch", wid, rid, epoch, dict(metrics)))
 
     def on_checkpoint(snapshot: dict[str, Any]) -> None:
         progressed[0] = True
         # The epoch this snapshot ends is reported right after it, so `seen` stops one short.
         snapshot["meta"] = {
-            "run_id": rid, "config_hash": task.config_hash, "seed": task.seed,
+            "run_id": rid, "config_hash": task.config_hash, "seed": task.seed, "key": task.checkpoint_key,
             "batch_size": m.cfg.batch_size, "history": [[e, mt] for e, mt in seen],
         }
         try:
@@ -440,7 +478,7 @@ def _hooks(wid: int, m: _Member, events, should_stop: Callable[[int], bool], pro
 
     return Hooks(epoch=on_epoch, probe=on_probe, artifact=on_artifact,
                  checkpoint=on_checkpoint if m.path is not None else None,
-                 should_stop=lambda: should_stop(rid), end=on_end)
+                 should_stop=stop_after_step, end=on_end)
 
 
 class _PipeEvents:
@@ -498,7 +536,8 @@ class _TaskPipe:
 class Reporter(Protocol):
     def started(self, total: int, skipped: int, workers: list[str]) -> None: ...
     def claimed(self, worker: int, label: str, epochs: int) -> None: ...
-    def epoch(self, worker: int, epoch: int, metrics: dict[str, float]) -> None: ...
+    # ``label``: the run's point and seed; a worker training a fused group trains several runs.
+    def epoch(self, worker: int, label: str, epoch: int, metrics: dict[str, float]) -> None: ...
     def finished(self, worker: int, label: str, status: str, detail: str) -> None: ...
     def message(self, text: str) -> None: ...
 
@@ -700,13 +739,15 @@ class Runner:
                 return
             group = []
             for claim in claims:
-                path = checkpoint_path(self.checkpoint_dir, claim.run_id) if self.checkpoint_dir else None
+                key = checkpoint_key(claim.run_id, claim.created_at)
+                path = checkpoint_path(self.checkpoint_dir, claim.run_id, key) if self.checkpoint_dir else None
                 group.append(Task(claim.run_id, claim.token, claim.config, claim.label, claim.config_hash, claim.seed,
-                                  str(path) if path else None, claim.data_fp))
+                                  str(path) if path else None, claim.data_fp, key))
             busy[slot.wid] = {t.run_id: t for t in group}
             slot.cancel.value = 0
             slot.inbox.put(group)
-            label = claims[0].label + (f" (+{len(claims) - 1} fused)" if len(claims) > 1 else "")
+            label = f"{claims[0].label} seed={claims[0].seed}" + (
+                f" (+{len(claims) - 1} fused)" if len(claims) > 1 else "")
             self.reporter.claimed(slot.wid, label, claims[0].config.get("epochs", 0))
 
     def _handle(self, event: tuple, busy: dict[int, dict[int, Task]], outcome: Outcome) -> None:
@@ -733,11 +774,11 @@ class Runner:
             ok = store.resume(run_id, epoch, history, token)
             if epoch and ok:
                 self.reporter.message(f"{task.label}: resuming from epoch {epoch}")
-                self.reporter.epoch(wid, epoch, history[-1][1])
+                self.reporter.epoch(wid, _name(task), epoch, history[-1][1])
         elif kind == "epoch":
             epoch, metrics = rest
             ok = store.record_epoch(run_id, epoch, metrics, token)
-            self.reporter.epoch(wid, epoch, metrics)
+            self.reporter.epoch(wid, _name(task), epoch, metrics)
         elif kind == "probe":
             step, values = rest
             ok = store.record_metrics(run_id, step, values, token)
@@ -754,6 +795,9 @@ class Runner:
             (ids,) = rest
             mates = ", ".join(str(i) for i in ids if i != run_id)
             ok = store.add_note(run_id, f"attempt {token}: trained fused with run(s) {mates}", token)
+        elif kind == "step":  # progress within an epoch: for the display only
+            if hasattr(self.reporter, "step"):
+                self.reporter.step(wid, *rest)
         if not ok:
             self._lose(wid, task)
 
@@ -769,9 +813,9 @@ class Runner:
         if kind == "failed":
             (error,) = rest
             if self.store.finish(run_id, "failed", error=error, versions=_versions(), token=token):
-                self._drop_checkpoint(run_id)
+                self._drop_checkpoint(task)
                 outcome.add("failed")
-                self.reporter.finished(wid, task.label, "failed", error)
+                self.reporter.finished(wid, _name(task), "failed", error)
             return
         status, metrics, wall_s, versions = rest
         if status == "stopped":
@@ -779,15 +823,17 @@ class Runner:
             return
         _test_pause("finish")
         if self.store.finish(run_id, status, metrics, wall_s, versions=versions, token=token):
-            self._drop_checkpoint(run_id)
+            self._drop_checkpoint(task)
             outcome.add(status)
             acc = metrics.get("test_acc")
-            self.reporter.finished(wid, task.label, status, f"test acc {acc:.4f}" if acc is not None else "")
+            self.reporter.finished(wid, _name(task), status, f"test acc {acc:.4f}" if acc is not None else "")
         _test_pause("between")
 
-    def _drop_checkpoint(self, run_id: int) -> None:
-        if self.checkpoint_dir is not None and not self.keep_checkpoints:
-            remove_checkpoint(checkpoint_path(self.checkpoint_dir, run_id))
+    def _drop_checkpoint(self, task: Task) -> None:
+        if task.checkpoint is not None and not self.keep_checkpoints:
+            why = remove_checkpoint(Path(task.checkpoint))
+            if why:
+                self.reporter.message(f"{task.label}: {why}")
 
     def _check_workers(self, busy: dict[int, dict[int, Task]], outcome: Outcome) -> None:
         """A worker that died (killed, out of host memory, a segfault) is restarted, and its
@@ -807,9 +853,9 @@ class Runner:
                 if self._deaths[task.run_id] >= 2:
                     error = f"{what}; the second worker to die training this point"
                     if self.store.finish(task.run_id, "failed", error=error, versions=_versions(), token=task.token):
-                        self._drop_checkpoint(task.run_id)
+                        self._drop_checkpoint(task)
                         outcome.add("failed")
-                        self.reporter.finished(slot.wid, task.label, "failed", error)
+                        self.reporter.finished(slot.wid, _name(task), "failed", error)
                 else:
                     self.store.release(task.run_id, task.token, note=f"attempt {task.token}: {what}; re-queued")
                     self.reporter.message(f"{what} while training {task.label}; the point resumes from its checkpoint")
@@ -834,20 +880,28 @@ class Runner:
             self._handle(event, busy, outcome)
 
 
+def _name(task: Task) -> str:
+    return f"{task.label} seed={task.seed}"
+
+
 class QuietReporter:
-    """Prints one line per finished point; for pipes, logs and tests."""
+    """Prints a line per epoch and per finished point, each naming the point and its seed;
+    for pipes, logs and tests."""
 
     def __init__(self, echo: Callable[[str], None] = print):
         self.echo = echo
+        self.epochs: dict[int, int] = {}  # worker -> the epochs of what it trains
 
     def started(self, total, skipped, workers):
         self.echo(f"{total} points to train on {', '.join(workers)}; {skipped} already done")
 
     def claimed(self, worker, label, epochs):
-        pass
+        self.epochs[worker] = epochs
 
-    def epoch(self, worker, epoch, metrics):
-        pass
+    def epoch(self, worker, label, epoch, metrics):
+        acc = metrics.get("test_acc")
+        self.echo(f"{label}: epoch {epoch}/{self.epochs.get(worker, '?')}"
+                  + (f" test acc {acc:.4f}" if acc is not None else ""))
 
     def finished(self, worker, label, status, detail):
         self.echo(f"[{status}] {label} {detail}".rstrip())

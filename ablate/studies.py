@@ -44,6 +44,9 @@ from ablate.config import (
 from ablate.models import create_model, resolve_args
 
 LOCAL_DIR = Path("studies")
+# The most runs (grid points x seeds) one expansion builds unless told otherwise (--max-points):
+# a grid is held in memory whole, and each point's model is built once to check it.
+MAX_POINTS = 10_000
 _TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes", "reported", "claims"}
 
 
@@ -133,7 +136,16 @@ def load(name_or_path: str | Path) -> Study:
 
 
 def parse_file(path: Path) -> Study:
-    return parse(path.read_text(), path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise StudyError(f"cannot read study file '{path}': {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise StudyError(f"study file '{path}' is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
+                         "save it as UTF-8") from None
+    return parse(text, path)
 
 
 def parse(text: str, path: Path | None = None) -> Study:
@@ -145,7 +157,11 @@ def parse(text: str, path: Path | None = None) -> Study:
     try:
         return _from_doc(doc, path)
     except ConfigError as e:
-        raise StudyError(f"{where}{_line_of(text, str(e))}: {e}") from None
+        raise StudyError(_located(where, text, e)) from None
+
+
+def _located(where: str, text: str, e: ConfigError) -> str:
+    return f"{where}{_line_of(text, str(e))}: {e}"
 
 
 def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
@@ -172,19 +188,23 @@ def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
         reported=doc.get("reported"),
         claims=parse_claims(doc.get("claims"), axes),
     )
-    expand(study, seeds=1)  # every point must be a valid config, checked at load time
+    # The base is checked here; every grid point when the study is expanded (planned). Listing
+    # studies loads every file, and a grid may be far too large to build (MAX_POINTS).
+    _resolve(to_dict(from_dict(study.base)))
     return study
 
 
 def _line_of(text: str, message: str) -> str:
-    """`` (line N)`` for the first line naming the key an error message quotes, if any."""
-    m = re.search(r"'([\w.]+)'", message)
+    """`` (line N)`` for the first line naming the key an error message quotes (or starts
+    with: "optimizer.lr must be ..."), the whole dotted key (an axis) before its last part."""
+    m = re.search(r"'([\w.]+)'", message) or re.match(r"([\w.]+) must\b", message)
     if not m:
         return ""
-    leaf = m.group(1).split(".")[-1]
-    for i, line in enumerate(text.splitlines(), 1):
-        if re.search(rf"\b{re.escape(leaf)}\b", line):
-            return f" (line {i})"
+    key = m.group(1)
+    for pattern in (rf"['\"]{re.escape(key)}['\"]", rf"\b{re.escape(key.split('.')[-1])}\b"):
+        for i, line in enumerate(text.splitlines(), 1):
+            if re.search(pattern, line):
+                return f" (line {i})"
     return ""
 
 
@@ -195,12 +215,20 @@ def expand(
     study: Study,
     overrides: Iterable[tuple[str, Any]] = (),
     seeds: int | None = None,
+    max_points: int = MAX_POINTS,
 ) -> list[GridPoint]:
     """Every (axis values, seed) point of ``study``, validated, with ``--set`` overrides applied.
 
     Overrides apply to the base; a key that is an axis is refused rather than silently
-    collapsing the grid.
+    collapsing the grid. A grid of more than ``max_points`` runs (grid points x seeds) is
+    refused before any point is built.
     """
+    overrides = list(overrides)
+    n_seeds = seeds if seeds is not None else study.seeds
+    total = study.size * n_seeds
+    if total > max_points:
+        raise ConfigError(f"study '{study.name}' has {study.size:,} grid point(s) x {n_seeds:,} seed(s) = "
+                          f"{total:,} runs, more than the limit of {max_points:,}; --max-points N raises it")
     base = to_dict(from_dict(study.base))  # defaults filled in, base validated
     tables = [a for a, values in study.axes.items() if any(isinstance(v, dict) for v in values)]
     for key, value in overrides:
@@ -211,15 +239,22 @@ def expand(
             raise ConfigError(f"'{key}' lies under the axis '{under}' of study '{study.name}', whose values are "
                               "whole tables; set it in those tables in the study file (or a copy of it)")
         base = _set_checked(base, key, value)
+    if overrides:
+        _resolve(base)  # an override's value is the command line's fault, not the file's: no file and line
     keys = list(study.axes)
     points = []
     for values in itertools.product(*study.axes.values()):
         d = base
-        for key, value in zip(keys, values):
-            d = _set_checked(d, key, value)
-        cfg = _resolve(d)
+        try:
+            for key, value in zip(keys, values):
+                d = _set_checked(d, key, value)
+            cfg = _resolve(d)
+        except ConfigError as e:  # a value in the file, or a combination of values: say where
+            if study.path is None or not study.path.is_file():
+                raise
+            raise StudyError(_located(str(study.path), study.path.read_text(errors="replace"), e)) from None
         digest = config_hash(cfg)
-        for seed in range(seeds if seeds is not None else study.seeds):
+        for seed in range(n_seeds):
             points.append(GridPoint(dataclasses.replace(cfg, seed=seed), digest, dict(zip(keys, values))))
     return points
 
@@ -249,6 +284,13 @@ def _resolve(d: dict[str, Any]) -> RunConfig:
     cfg = from_dict(d)
     args = resolve_args(cfg.model.name, cfg.model.args)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, args=args))
-    with torch.device("meta"):
-        create_model(cfg.model.name, **args)
+    try:
+        with torch.device("meta"):
+            create_model(cfg.model.name, **args)
+    except (RuntimeError, ValueError, TypeError, ZeroDivisionError) as e:  # a combination the ranges let through
+        if isinstance(e, ConfigError):
+            raise
+        text = str(e).strip().splitlines()
+        raise ConfigError(f"model '{cfg.model.name}' cannot be built with {args}: "
+                          f"{text[0] if text else type(e).__name__}") from None
     return cfg

@@ -408,3 +408,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp=None, memor
         loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum")
         correct += (out.argmax(1) == yb).sum()
     return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def steps_per_epoch(cfg: RunConfig, n_train: int) -> int:
+    """The training steps ``train`` takes per epoch on a data set of ``n_train`` images (as
+    ``_Run`` counts them: the subset, whole batches only), for progress shown within an epoch."""
+    n = min(cfg.train_subset or n_train, n_train)
+    return n // min(cfg.batch_size, n) if n else 0

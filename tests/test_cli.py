@@ -76,7 +76,8 @@ def test_report_one_figure(smoke_db, tmp_path):
 def test_status_table_and_filter(smoke_db):
     result = invoke("status", "--db", smoke_db)
     assert result.exit_code == 0 and "smoke" in result.output
-    assert json.loads(invoke("status", "nothing", "--db", smoke_db, "--json").output) == {"studies": []}
+    unknown = invoke("status", "nothing", "--db", smoke_db, "--json")  # as export and compare: exit 2
+    assert unknown.exit_code == 2 and unknown.output.startswith("error: unknown study 'nothing'")
 
 
 def test_overrides_and_epochs_make_new_points(tmp_path):

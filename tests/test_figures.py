@@ -518,3 +518,18 @@ def test_missing_pieces_are_named(number, spoil, missing):
     spec = figures.get(number)
     with pytest.raises(ValueError, match=f"figure {number} .*{missing}"):
         spec.draw(*spoil(*data(make_runs(spec.study))))
+
+
+def test_bar_labels_are_percentages_in_the_figures_sans_serif_font():
+    """Figure 6's bar labels (issue 14, item 16): "%" and the figures' font, not a serif fallback."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    with matplotlib.rc_context({"font.family": "serif"}):  # a user's matplotlibrc may say so
+        fig, frame = figures.get(6).draw(*data(make_runs("activation")))
+    labels = fig.axes[0].texts
+    assert len(labels) == len(frame)
+    for text, mean in zip(labels, frame["mean"]):
+        assert text.get_text() == f"{100 * mean:.1f}%"
+        assert text.get_fontfamily() == [figures.RC["font.family"]]
+        assert "DejaVuSans" in Path(font_manager.findfont(text.get_fontproperties())).name

@@ -159,7 +159,7 @@ def _running_after_an_epoch(db, ckpt):
 
 def _checkpoint_half_written(db, ckpt):
     # Epoch 1's checkpoint in place and epoch 2's on its way (held halfway by the pause).
-    return (ckpt / "run-1.pt").exists() and list(ckpt.glob("run-1.pt.*.tmp"))
+    return list(ckpt.glob("run-1-*.pt")) and list(ckpt.glob("run-1-*.pt.*.tmp"))
 
 
 def _one_point_done(db, ckpt):
@@ -193,8 +193,9 @@ def test_kill_the_whole_runner_then_run_again(point, tmp_path, reference):
     if point == "during a checkpoint write":
         import torch
 
-        assert torch.load(ckpt / "run-1.pt", weights_only=True)["epoch"] == 1  # the previous one is whole
-        assert list(ckpt.glob("run-1.pt.*.tmp"))
+        (whole,) = ckpt.glob("run-1-*.pt")  # run-ID-KEY.pt: KEY ties it to this database's run
+        assert torch.load(whole, weights_only=True)["epoch"] == 1  # the previous one is whole
+        assert list(ckpt.glob("run-1-*.pt.*.tmp"))
     if point.startswith("after the last epoch"):
         assert before[0]["epochs_done"] == 3  # the database is one epoch ahead of the checkpoint (2)
     # The next `ablate status` sees at once that the runner is gone: its process no longer exists.
@@ -220,7 +221,7 @@ def test_kill_one_worker_process_it_is_restarted_and_the_point_resumes(tmp_path,
     monkeypatch.setenv("ABLATE_TEST_PAUSE", "checkpoint@2=600")
 
     class KillAWorker(QuietReporter):
-        def epoch(self, worker, epoch, metrics):
+        def epoch(self, worker, label, epoch, metrics):
             if not killed:
                 os.environ.pop("ABLATE_TEST_PAUSE")  # the worker that replaces it runs freely
                 (child,) = [c for c in mp.active_children() if c.name.startswith("ablate-worker")]
@@ -280,7 +281,7 @@ def test_ctrl_c_twice_in_a_terminal_stops_at_once_and_leaves_points_pending(tmp_
     assert ("stopped at once" in log or "stopping after the current step" in log) and "Traceback" not in log
     runs = read_runs(db)  # (test_reliability_failures resumes such a study and compares)
     assert "running" not in {r["status"] for r in runs} and "pending" in {r["status"] for r in runs}
-    assert runs[0]["epochs_done"] >= 1 and (tmp_path / "checkpoints" / "c" / "run-1.pt").exists()
+    assert runs[0]["epochs_done"] >= 1 and list((tmp_path / "checkpoints" / "c").glob("run-1-*.pt"))
 
 
 # ------------------------------------------------------------- several runners

@@ -74,7 +74,7 @@ def test_a_point_that_raises_fails_with_where_and_retry_failed_trains_it_again(t
     monkeypatch.setattr(ablate.scheduler, "train", bad_combination)
     db = tmp_path / "f.db"
     result = smoke(db)
-    assert result.exit_code == 1 and "[failed] depth=2 activation=gelu ValueError" in result.output
+    assert result.exit_code == 1 and "[failed] depth=2 activation=gelu seed=0 ValueError" in result.output
     study = status(db)
     assert study["counts"]["complete"] == 3 and study["counts"]["failed"] == 1
     (failed,) = [r for r in study["runs"] if r["status"] == "failed"]
@@ -197,7 +197,7 @@ def test_first_ctrl_c_stops_after_the_current_step_and_the_next_run_resumes(tmp_
     assert seen["stopped"] == "stopped" and seen["after"] <= 3  # the worker stopped within a step or two
     runs = status(db)["runs"]
     assert [r["status"] for r in runs] == ["pending"] * 4  # nothing half-done, nothing lost
-    assert runs[0]["epochs_done"] == 1 and (tmp_path / "checkpoints" / "c" / "run-1.pt").exists()
+    assert runs[0]["epochs_done"] == 1 and list((tmp_path / "checkpoints" / "c").glob("run-1-*.pt"))
     monkeypatch.setattr(ablate.scheduler, "train", real_train)
     again = smoke(db)
     assert again.exit_code == 0 and "resuming from epoch 1" in again.output
@@ -235,7 +235,8 @@ def kept(tmp_path_factory) -> Path:
     db = where / "k.db"
     assert smoke(db, "--keep-checkpoints").exit_code == 0
     folder = where / "checkpoints" / "k"
-    assert sorted(p.name for p in folder.iterdir()) == ["run-1.pt", "run-2.pt", "run-3.pt", "run-4.pt"]
+    # run-ID-KEY.pt, KEY tying each to its run in this database
+    assert sorted(p.name.split("-")[1] for p in folder.iterdir()) == ["1", "2", "3", "4"]
     return where
 
 
@@ -255,20 +256,20 @@ def test_a_kept_checkpoint_resumes_its_run(tmp_path, kept, reference):
     out = smoke(tmp_path / "k.db")
     assert out.exit_code == 0 and "resuming from epoch 1" in out.output and "1 trained" in out.output
     assert curves(tmp_path / "k.db") == reference
-    assert not (tmp_path / "checkpoints" / "k" / "run-1.pt").exists()  # removed once the run is done
+    assert not list((tmp_path / "checkpoints" / "k").glob("run-1-*.pt"))  # removed once the run is done
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "another run's", "hostile pickle"])
 def test_a_bad_checkpoint_means_from_scratch_never_a_crash(tmp_path, damage, kept, reference):
     folder = _kept_then_pending(tmp_path, kept)
-    ckpt = folder / "run-1.pt"
+    (ckpt,) = folder.glob("run-1-*.pt")
     marker = tmp_path / "code-ran"
     if damage == "garbage":
         ckpt.write_bytes(os.urandom(4096))
     elif damage == "truncated":
         ckpt.write_bytes(ckpt.read_bytes()[:1000])
     elif damage == "another run's":
-        ckpt.write_bytes((folder / "run-2.pt").read_bytes())
+        ckpt.write_bytes(next(folder.glob("run-2-*.pt")).read_bytes())
     else:
         state = torch.load(ckpt, weights_only=True)
         state["meta"]["history"] = _Hostile(str(marker))

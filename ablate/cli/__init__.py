@@ -13,6 +13,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        import ablate
+
+        typer.echo(f"ablate {ablate.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print ablate's version and exit.")) -> None:
+    pass
+
+
 app.add_typer(run.app, name="run")
 app.command("status")(status.status)
 app.command("report")(report.report)
@@ -24,4 +40,7 @@ app.command("models")(catalog.models)
 
 
 def main() -> None:
+    from ablate.cli import interrupt
+
+    interrupt.OWN_PROCESS = True  # this process is the command's: a second Ctrl-C may end it
     app()

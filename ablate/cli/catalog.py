@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
-from ablate.cli.common import JsonOption, print_json, user_errors
+from ablate.cli.common import JsonOption, print_json
 
 
 def studies(json_: JsonOption = False) -> None:
@@ -13,15 +14,21 @@ def studies(json_: JsonOption = False) -> None:
 
     Example: ablate studies --json
     """
-    from ablate.studies import list_studies  # imports torch: only when asked
+    from ablate.studies import StudyError, load, study_files  # imports torch: only when asked
 
-    with user_errors():
-        found = list_studies()
+    found, broken = [], []
+    for name in study_files():
+        try:
+            found.append(load(name))
+        except StudyError as e:  # one bad file in ./studies/ hides no other study
+            broken.append({"name": name, "error": str(e)})
     rows = [
         {"name": s.name, "description": s.description, "axes": s.axes, "points": s.size,
          "seeds": s.seeds, "figures": list(s.figures), "claims": [c.to_dict() for c in s.claims], "path": str(s.path)}
         for s in found
     ]
+    for b in broken:
+        typer.echo(f"warning: study '{b['name']}' is left out: {b['error']}", err=True)
     if json_:
         return print_json(rows)
     table = Table("study", "axes", "points", "seeds", "figures", "claims", "description")

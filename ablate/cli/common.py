@@ -8,9 +8,10 @@ from datetime import datetime
 from typing import Annotated, Any, Iterator, Optional
 
 import typer
+from rich.markup import escape  # help is rich markup: an unescaped [...] vanishes
 
 from ablate.config import ConfigError
-from ablate.store import StoreError
+from ablate.store import StoreError, StoreFailure
 
 # Errors that mean "the input is wrong" (a bad key or value, study, data path, figure number
 # or database): one line, exit code 2, nothing written.
@@ -18,14 +19,14 @@ USER_ERRORS = (ConfigError, StoreError)
 
 DbOption = Annotated[
     Optional[str],
-    typer.Option("--db", envvar="ABLATE_DB", help="Database: a SQLAlchemy URL or a file path [default: sqlite:///results.db]."),
+    typer.Option("--db", envvar="ABLATE_DB", help=escape("Database: a SQLAlchemy URL or a file path [default: sqlite:///results.db].")),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
 VariantOption = Annotated[Optional[str], typer.Option(
     "--variant", metavar="KEY|K=V,...",
-    help="Which variant of the study (runs sharing one config apart from its axes and the seed): a key as "
-         "'ablate status STUDY' lists them, or KEY=VALUE pairs such as epochs=2,train_subset=256 "
-         "[default: the variant with the most finished runs].")]
+    help=escape("Which variant of the study (runs sharing one config apart from its axes and the seed): a key as "
+                "'ablate status STUDY' lists them, or KEY=VALUE pairs such as epochs=2,train_subset=256 "
+                "[default: the variant with the most finished runs]."))]
 
 
 def selection(variant: str | None, sets: list[str] | None = None, epochs: int | None = None):
@@ -54,6 +55,8 @@ def user_errors() -> Iterator[None]:
         yield
     except USER_ERRORS as e:
         fail(str(e))
+    except StoreFailure as e:  # the environment's fault (a full disk): exit 1, as a failed point
+        fail(str(e), code=1)
 
 
 def print_json(obj: Any) -> None:

@@ -13,7 +13,7 @@ from ablate.cli.common import DbOption, JsonOption, VariantOption, print_json, s
 
 def compare(
     study: Annotated[str, typer.Argument(help="A study in the database.")],
-    by: Annotated[str, typer.Option("--by", help="The axis, as 'ablate studies' names it: model.block, optimizer, ...")],
+    by: Annotated[Optional[str], typer.Option("--by", help="The axis, as 'ablate studies' names it: model.block, optimizer, ... (default: a one-axis study's axis).")] = None,
     baseline: Annotated[Optional[str], typer.Option(
         help="The value to compare against (default: the axis's first value with runs). A table-valued "
              "axis's values go by their name key (adam), else by their keys (crop_padding=4,flip=True; {} "

@@ -6,6 +6,7 @@ from enum import Enum
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape  # help is rich markup: an unescaped [...] vanishes
 
 from ablate.cli.common import DbOption, selection, user_errors
 
@@ -27,8 +28,8 @@ def export(
     db: DbOption = None,
     variant: Annotated[Optional[str], typer.Option(
         "--variant", metavar="KEY|K=V,...|all",
-        help="Which variant of the study, as for report and compare, or 'all' for every run "
-             "[default: each study's variant with the most finished runs].")] = None,
+        help=escape("Which variant of the study, as for report and compare, or 'all' for every run "
+                    "[default: each study's variant with the most finished runs]."))] = None,
 ) -> None:
     """Write one row per run: status, seed, final metrics (test_acc a fraction) and the config
     as dotted columns (model.depth, optimizer.lr, ...), from the variant a report draws (the

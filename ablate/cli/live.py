@@ -45,7 +45,12 @@ class LiveReporter:
         self.workers[worker].update(label=label, epochs=epochs, epoch=f"0/{epochs}", acc="-")
         self._refresh()
 
-    def epoch(self, worker, epoch, metrics):
+    def step(self, worker, epoch, step, steps):
+        w = self.workers[worker]
+        w["epoch"] = f"{epoch}/{w.get('epochs', '?')} step {step}/{steps}"
+        self._refresh()
+
+    def epoch(self, worker, label, epoch, metrics):
         w = self.workers[worker]
         w["epoch"] = f"{epoch}/{w.get('epochs', '?')}"
         if metrics.get("test_acc") is not None:

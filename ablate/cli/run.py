@@ -5,11 +5,15 @@ STUDY is the name of a built-in study, of a file in ``./studies/``, or the path 
 
 # No `from __future__ import annotations`: Typer evaluates the option annotations, whose
 # help texts are f-strings over each study's own defaults.
+import shlex
+import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # help is rich markup: an unescaped [...] vanishes
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -31,43 +35,58 @@ def _help(study) -> str:
 
 
 def study_command(name: str, study):
+    from ablate.studies import MAX_POINTS  # loaded already: the study was
+
     app = typer.Typer(add_completion=False)
 
-    @app.command(name=name, help=_help(study), short_help=study.description)
+    @app.command(name=name, help=escape(_help(study)), short_help=escape(study.description))
     def command(
-        seeds: Annotated[Optional[int], typer.Option(help=f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}].")] = None,
+        seeds: Annotated[Optional[int], typer.Option(help=escape(f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}]."))] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, overriding the study's.")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in dotted form, e.g. optimizer.lr=0.05; repeatable.")] = None,
         data: Annotated[Optional[str], typer.Option(help="CIFAR-10 source: a directory (python batches or train/ and test/ image folders), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10).")] = None,
         db: DbOption = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1 (with --backend ray: auto, cpu or cuda).")] = "auto",
-        per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help="Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters].")] = None,
-        fuse: Annotated[Optional[str], typer.Option("--fuse", metavar="N|auto", help="Train up to N points that share their model's shapes (seeds of a point; points that differ only in optimizer, schedule or loss) as one fused model step; 1 turns it off [default: auto, 16 on a GPU, 1 on the CPU].")] = None,
+        per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help=escape("Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters]."))] = None,
+        fuse: Annotated[Optional[str], typer.Option("--fuse", metavar="N|auto", help=escape("Train up to N points that share their model's shapes (seeds of a point; points that differ only in optimizer, schedule or loss) as one fused model step; 1 turns it off [default: auto, 16 on a GPU, 1 on the CPU]."))] = None,
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step, capturing CUDA graphs (CUDA only; experimental).")] = False,
-        backend: Annotated[str, typer.Option(help="local: this machine's devices; ray: Ray tasks on a Ray cluster (pip install \"ablate[ray]\").")] = "local",
-        address: Annotated[Optional[str], typer.Option(help="With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here].")] = None,
+        backend: Annotated[str, typer.Option(help=escape("local: this machine's devices; ray: Ray tasks on a Ray cluster (pip install \"ablate[ray]\")."))] = "local",
+        address: Annotated[Optional[str], typer.Option(help=escape("With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here]."))] = None,
         dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points, which are done, and the fused groups the rest would train in; train nothing.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
         keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
+        replace_study: Annotated[bool, typer.Option("--replace-study", help="Let this file redefine a study of the same name recorded with another base or other axes (its runs stay, as another variant).")] = False,
+        max_points: Annotated[int, typer.Option("--max-points", metavar="N", help="Refuse a grid of more than N runs (grid points x seeds) before building it.")] = MAX_POINTS,
     ) -> None:
+        from ablate.cli.interrupt import second_interrupt_exits
         from ablate.cli.live import reporter_for
-        from ablate.run import check_writable, dry_run, execute, plan
+        from ablate.run import check_writable, dry_run, execute, pending_count, plan
 
+        # What selects these points again: the command that resumes them, and the report of them.
+        again = _options(db=db, data=data, seeds=seeds, epochs=epochs, sets=set_ or [], checkpoints=checkpoints,
+                         backend=backend, address=address)
+        resume = _command("ablate", "run", str(study.path) if _by_path(name, study) else name, *again)
         with user_errors():
             p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
-                     backend=backend, per_gpu=per_gpu, fuse=fuse, compile=compile_)
+                     backend=backend, per_gpu=per_gpu, fuse=fuse, compile=compile_, max_points=max_points)
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
             store = Store.open(db, create=not dry_run_)
+        if data is not None and data != "synthetic" and "cifar10" not in {q.config.data.dataset for q in p.points}:
+            typer.echo(f"note: study '{p.study.name}' trains on synthetic data; --data is ignored", err=True)
         try:
             if dry_run_:
                 return _print_dry_run(dry_run(store, p))
-            with user_errors():  # the data is read before anything is written
+            started = time.monotonic()
+            with user_errors(), second_interrupt_exits(store, resume):  # the data is read before anything is written
                 summary = execute(store, p, reporter_for(), retry_failed=retry_failed,
-                                  keep_checkpoints=keep_checkpoints, checkpoints=checkpoints, address=address)
+                                  keep_checkpoints=keep_checkpoints, checkpoints=checkpoints, address=address,
+                                  replace_study=replace_study)
+            wall = time.monotonic() - started
+            left = pending_count(store, p) if summary.interrupted else 0
         except KeyboardInterrupt:  # before training began: every write so far was a whole transaction
-            typer.echo("interrupted; unfinished points stay pending", err=True)
+            typer.echo(f"interrupted; unfinished points stay pending: `{resume}` resumes them", err=True)
             raise typer.Exit(130)
         finally:
             store.close()
@@ -79,15 +98,55 @@ def study_command(name: str, study):
             line += f", {summary.left_failed} failed before (not retried; --retry-failed trains them again)"
         if summary.elsewhere:
             line += f", {summary.elsewhere} running in another runner"
-        typer.echo(line)
+        typer.echo(f"{line}, in {_duration(wall)}")
         for error in summary.errors:
             typer.echo(f"error: {error}", err=True)
         if summary.interrupted:
+            typer.echo(f"interrupted: {left} point(s) left pending; `{resume}` resumes them", err=True)
             raise typer.Exit(130)
+        figures = " ".join(f"--figure {f}" for f in p.study.figures)
+        report = _command("ablate", "report", *figures.split(), *_options(db=db, epochs=epochs, sets=set_ or []))
+        typer.echo(f"next: `{report}`" if summary.ok else f"next: `ablate status {p.study.name}` shows the errors; "
+                   f"`{resume} --retry-failed` trains the failed points again")
         if not summary.ok:
             raise typer.Exit(1)
 
     return typer.main.get_command(app)
+
+
+def _on_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def _by_path(name: str, study) -> bool:
+    """Whether the study was named by the path of its file (not by a study's name)."""
+    from ablate.studies import study_files
+
+    return name not in study_files() and study.path is not None
+
+
+def _options(db=None, data=None, seeds=None, epochs=None, sets=(), checkpoints=None, backend="local", address=None):
+    """The options that name a run's points again (not how they are trained)."""
+    out: list[str] = []
+    for flag, value in (("--db", db), ("--data", data), ("--seeds", seeds), ("--epochs", epochs),
+                        ("--checkpoints", checkpoints)):
+        if value is not None:
+            out += [flag, str(value)]
+    for s in sets:
+        out += ["--set", s]
+    if backend != "local":
+        out += ["--backend", backend] + (["--address", address] if address else [])
+    return out
+
+
+def _command(*words: str) -> str:
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(round(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h {m:02d}m" if h else f"{m}m {s:02d}s" if m else f"{seconds:.1f} s"
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -148,6 +207,10 @@ class StudyGroup(TyperGroup):
             fail(str(e))
 
     def resolve_command(self, ctx, args):
+        # Torch, the study and its data take seconds to load: say so on a terminal (in a log or
+        # a pipe, a refused input stays one line).
+        if not {"--help", "-h"} & set(args[1:]) and _on_terminal():
+            typer.echo(f"{args[0]}: loading torch, the study and its data ...", err=True)
         # Click would report an unknown name as "No such command"; ours names the studies.
         return args[0], self.get_command(ctx, args[0]), args[1:]
 

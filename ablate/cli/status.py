@@ -9,7 +9,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from ablate.cli.common import DbOption, JsonOption, print_json, user_errors
+from ablate.cli.common import DbOption, JsonOption, VariantOption, print_json, selection, user_errors
+from ablate.config import ConfigError
 from ablate.status import study_status
 from ablate.store import Store
 
@@ -19,20 +20,26 @@ HEADERS = ("done", "run", "pend", "fail", "div", "stale")
 
 
 def status(
-    study: Annotated[Optional[str], typer.Argument(help="Only this study.")] = None,
+    study: Annotated[Optional[str], typer.Argument(help="Only this study, with a table of its points.")] = None,
     db: DbOption = None,
+    variant: VariantOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Show what ran, what runs and what failed, per study.
+
+    With STUDY: its variants, and a row per point of one variant (axis values, seed, status,
+    epochs, test accuracy, time).
 
     Example: ablate status depth --json
     """
     with user_errors():
         store = Store.open(db, create=False)
-    try:
-        found = study_status(store, study)
-    finally:
-        store.close()
+        try:
+            if variant is not None and study is None:
+                raise ConfigError("--variant names a variant of one study: give the study too")
+            found = study_status(store, study, selection(variant))
+        finally:
+            store.close()
     if json_:
         return print_json({"studies": found})
     if not found:
@@ -51,6 +58,8 @@ def status(
     for s in found:
         if study is not None or len(s["variants"]) > 1:
             _print_variants(console, s)
+        if study is not None and s["points"]:
+            _print_points(console, s)
     for s in found:
         for r in s["runs"]:
             if r["status"] not in ("failed", "stale"):
@@ -64,6 +73,30 @@ def status(
             if r["notes"]:
                 console.print(f"  notes: {'; '.join(r['notes'].splitlines())}", markup=False, highlight=False,
                               soft_wrap=True)
+
+
+def _print_points(console: Console, s: dict) -> None:
+    """One row per run of the chosen variant: where it sits in the grid and how it went."""
+    table = Table(*s["axes"], "seed", "status", "epochs", "test acc", "time",
+                  title=f"{s['name']}, variant {s['variant']}: {len(s['points'])} run(s)", title_justify="left")
+    for p in s["points"]:
+        acc = f"{p['test_acc']:.4f}" if p["test_acc"] is not None else "-"
+        table.add_row(*(_value(p["axes"][a]) for a in s["axes"]), str(p["seed"]), p["status"],
+                      f"{p['epochs_done']}/{p['epochs']}", acc, _time(p["wall_s"]))
+    console.print(table)
+
+
+def _value(v) -> str:
+    if isinstance(v, dict):  # a table-valued axis (optimizer): by its name, else its keys
+        return str(v["name"]) if "name" in v else ",".join(f"{k}={x}" for k, x in v.items()) or "{}"
+    return "-" if v is None else str(v)
+
+
+def _time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(round(seconds), 60)
+    return f"{m // 60}h {m % 60:02d}m" if m >= 60 else f"{m}m {s:02d}s" if m else f"{seconds:.1f} s"
 
 
 def _print_variants(console: Console, s: dict) -> None:

@@ -7,6 +7,7 @@ from ablate.store.db import (
     NewRun,
     Store,
     StoreError,
+    StoreFailure,
     default_checkpoint_dir,
     resolve_url,
 )
@@ -14,7 +15,7 @@ from ablate.store.liveness import HEARTBEAT_S, STALE_AFTER_S, pid_alive, stale_r
 from ablate.store.schema import SCHEMA_VERSION, STATUSES
 
 __all__ = [
-    "DEFAULT_URL", "HEARTBEAT_S", "STALE_AFTER_S", "Claim", "Dump", "NewRun", "Store", "StoreError",
+    "DEFAULT_URL", "HEARTBEAT_S", "STALE_AFTER_S", "Claim", "Dump", "NewRun", "Store", "StoreError", "StoreFailure",
     "default_checkpoint_dir", "pid_alive", "resolve_url", "stale_reason", "this_host",
     "SCHEMA_VERSION", "STATUSES",
 ]

@@ -22,6 +22,7 @@ import sqlite3
 import time
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 from typing import Any, Callable, Iterable, Iterator, TypeVar
@@ -59,6 +60,11 @@ class StoreError(Exception):
     """A database that cannot be opened or used; the message names it."""
 
 
+class StoreFailure(Exception):
+    """The database failed under a command (a full disk, an I/O error): the environment's
+    fault, not the input's. What was committed stands; the message says what to do."""
+
+
 @dataclass(frozen=True)
 class NewRun:
     config_hash: str
@@ -79,6 +85,7 @@ class Claim:
     token: int = 0  # this claim's number (runs.attempts): pass it to every write of the run
     epochs_done: int = 0  # what the database holds; the checkpoint may be one epoch ahead
     data_fp: str | None = None  # the data it must train on; None: recorded before fingerprints
+    created_at: datetime | None = None  # when its row was made: with the id, what names its checkpoint
 
 
 @dataclass(frozen=True)
@@ -106,8 +113,8 @@ def _sqlite_path(url: sa.URL) -> Path | None:
 def default_checkpoint_dir(url: str) -> Path:
     """Checkpoints live beside the database, not in it: ``DIR/checkpoints/NAME/`` for
     ``DIR/NAME.db``; for a server database, ``./checkpoints/NAME/`` (``--checkpoints``
-    overrides both). One folder per database, so two databases side by side never share
-    a ``run-<id>.pt``."""
+    overrides both). Files are named for their run and its database
+    (``scheduler.checkpoint_key``), so databases that share a folder never share a file."""
     try:
         parsed = sa.make_url(resolve_url(url))
     except ArgumentError:
@@ -217,11 +224,15 @@ def _retrying(integrity: bool = False) -> Callable[[Callable[..., T]], Callable[
                 try:
                     return fn(self, *args, **kwargs)
                 except OperationalError as e:
-                    if not _is_busy(e) or time.monotonic() > deadline:
+                    if not _is_busy(e):
+                        raise self._failure(e) or e from None
+                    if time.monotonic() > deadline:
                         raise
                 except IntegrityError:
                     if not integrity or time.monotonic() > deadline:
                         raise
+                except DatabaseError as e:
+                    raise self._failure(e) or e from None
                 self.busy_retries += 1
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 2.0)
@@ -386,6 +397,44 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    # ------------------------------------------------------------- when it fails
+
+    def check_intact(self) -> None:
+        """Refuse a damaged SQLite file before anything is written to it (a write that
+        meets a damaged page fails halfway through a command, after others succeeded)."""
+        if self.path is None:
+            return
+        first = self._integrity()
+        if first != "ok":
+            raise StoreError(self._damaged(first))
+
+    def _integrity(self) -> str:
+        try:
+            with self.engine.connect() as conn:
+                return str(conn.exec_driver_sql("PRAGMA integrity_check(1)").scalar())
+        except DatabaseError as e:
+            return str(e.orig)
+
+    def _damaged(self, first: str) -> str:
+        # Its first row may start with a header line ("*** in database main ***"): the finding follows.
+        found = [line for line in first.splitlines() if line.strip() and not line.startswith("***")]
+        return (f"database '{self.url}' is damaged (integrity_check: {found[0] if found else first or '?'}); "
+                "nothing was written to it: restore it from a copy, or give another --db")
+
+    def _failure(self, e: DatabaseError) -> Exception | None:
+        """What a database error means to the user, or None for one left as it is."""
+        text = str(e.orig).lower()
+        code = getattr(e.orig, "pgcode", None) or getattr(e.orig, "sqlstate", None) or ""
+        if ("full" in text and ("disk" in text or "database" in text)) or "no space" in text or code == "53100":
+            return StoreFailure(f"database '{self.url}' cannot grow ({e.orig}): free some space and run again; "
+                                "recorded epochs are kept and unfinished points resume")
+        if "disk i/o error" in text or code.startswith("58"):
+            return StoreFailure(f"database '{self.url}' failed ({e.orig}): check the disk and run again; "
+                                "recorded epochs are kept and unfinished points resume")
+        if "malformed" in text or "not a database" in text or code == "XX001":
+            return StoreError(self._damaged(self._integrity() if self.path is not None else str(e.orig)))
+        return None
+
     @property
     def checkpoint_dir(self) -> Path:
         return default_checkpoint_dir(self.url)
@@ -453,10 +502,11 @@ class Store:
                 if done.rowcount == 1:
                     row = s.execute(
                         sa.select(RunRow.config_json, RunRow.seed, RunRow.label, RunRow.config_hash,
-                                  RunRow.attempts, RunRow.epochs_done, RunRow.data_fp).where(RunRow.id == run_id)
+                                  RunRow.attempts, RunRow.epochs_done, RunRow.data_fp, RunRow.created_at)
+                        .where(RunRow.id == run_id)
                     ).one()
                     return Claim(run_id, json.loads(row.config_json), row.seed, row.label, row.config_hash,
-                                 row.attempts, row.epochs_done, row.data_fp or None)
+                                 row.attempts, row.epochs_done, row.data_fp or None, row.created_at)
 
     def _own(self, s: Session, run_id: int, token: int | None, **values: Any) -> bool:
         """Touch the run (heartbeat, plus ``values``) if it is still the claim ``token``'s.
@@ -576,6 +626,24 @@ class Store:
             if note:
                 row.notes = _append(row.notes, note)
             return True
+
+    def release_process(self, host: str, pid: int, wait_s: float = 1.0) -> int | None:
+        """Put every run that process ``pid`` on ``host`` holds back to pending, waiting at
+        most ``wait_s`` for the write lock: for a runner stopping at once, which cannot wait
+        for the lock another runner holds. Returns how many, or None when the lock did not
+        come in time; those runs are then found stale, their process being gone."""
+        q = (sa.update(RunRow).where(RunRow.status == "running", RunRow.host == host, RunRow.pid == pid)
+             .values(status="pending", device=None, host=None, pid=None, started_at=None, heartbeat_at=None))
+        try:
+            with self.engine.execution_options(ablate_write=True).connect() as conn:
+                if conn.dialect.name == "sqlite":  # before BEGIN IMMEDIATE, which waits as long as it says
+                    conn.connection.dbapi_connection.execute(f"PRAGMA busy_timeout={int(wait_s * 1000)}")
+                with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(wait_s * 1000)}")
+                    return conn.execute(q).rowcount
+        except DatabaseError:
+            return None
 
     @_retrying()
     def requeue_stale(self, study_id: int | None, older_than_s: float = STALE_AFTER_S,
