@@ -325,7 +325,7 @@ def _evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], stud
         return Verdict(claim, "not run", check, "-", f"no value to set against {base} has finished runs")
     t = claim.threshold / 100 if derived.is_accuracy(metric) else claim.threshold
     widest = max(rows, key=lambda r: abs(r.mean_diff) if r.mean_diff is not None else -1.0)
-    evidence = f"largest difference: " + _row_text(metric, widest.value, widest, base) + f"; {len(rows)} value(s)"
+    evidence = "largest difference: " + _row_text(metric, widest.value, widest, base) + f"; {len(rows)} value(s)"
     inside = [r.ci_low is not None and -t < r.ci_low and r.ci_high < t for r in rows]
     outside = [r.ci_low is not None and (r.ci_low > t or r.ci_high < -t) for r in rows]
     if all(inside):

@@ -34,7 +34,8 @@ import torch
 from ablate import data as datasets
 from ablate.config import ConfigError
 from ablate.models import count_params, create_model
-from ablate.scheduler import Runner, Task, _first_line, _Slot, worker_loop
+from ablate.scheduler import Runner, _Slot
+from ablate.worker import Task, _first_line, worker_loop
 
 MAX_RETRIES = 2  # Ray's re-runs of a task whose worker process or node died
 SMALL_MODEL = 1_000_000  # parameters; below this, a point takes a quarter of a GPU by default

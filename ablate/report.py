@@ -10,7 +10,7 @@ most finished runs, or the one a selection names. Nothing is averaged across con
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

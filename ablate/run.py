@@ -12,15 +12,8 @@ from typing import Any, Callable, Sequence
 from ablate import data as datasets
 from ablate import fusion
 from ablate.config import ConfigError, parse_assignment, to_dict
-from ablate.scheduler import (
-    QuietReporter,
-    Reporter,
-    Runner,
-    checkpoint_key,
-    checkpoint_path,
-    parse_devices,
-    remove_checkpoint,
-)
+from ablate.checkpoints import checkpoint_key, checkpoint_path, remove_checkpoint
+from ablate.scheduler import QuietReporter, Reporter, Runner, parse_devices
 from ablate.store import STALE_AFTER_S, NewRun, Store
 from ablate.studies import MAX_POINTS, GridPoint, Study, expand, load
 

@@ -3,17 +3,18 @@ epochs than the run has (issue 14, items 5 to 7): none crashes a runner or is be
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 import ablate.scheduler
+import ablate.worker
 from ablate.cli import app
 from ablate.run import run_study
-from ablate.scheduler import QuietReporter, Task, load_checkpoint
+from ablate.checkpoints import load_checkpoint
+from ablate.scheduler import QuietReporter
+from ablate.worker import Task
 from ablate.store import Store
 
 FAST = ("--device", "cpu", "--set", "train_subset=64", "--set", "model.width=4")
@@ -27,7 +28,7 @@ def invoke(*args):
 
 
 def test_a_checkpoint_that_cannot_be_removed_is_noted_and_the_runner_goes_on(tmp_path, monkeypatch):
-    real = ablate.scheduler.load_checkpoint
+    real = ablate.worker.load_checkpoint
     blocked = []
 
     def a_directory_in_the_way(path, task):
@@ -37,7 +38,7 @@ def test_a_checkpoint_that_cannot_be_removed_is_noted_and_the_runner_goes_on(tmp
         blocked.append(path)
         return real(path, task)
 
-    monkeypatch.setattr(ablate.scheduler, "load_checkpoint", a_directory_in_the_way)
+    monkeypatch.setattr(ablate.worker, "load_checkpoint", a_directory_in_the_way)
     lines: list[str] = []
     db = f"sqlite:///{tmp_path / 'results.db'}"
     summary = run_study("smoke", db=db, reporter=QuietReporter(lines.append), device="cpu", epochs=3,
@@ -48,7 +49,7 @@ def test_a_checkpoint_that_cannot_be_removed_is_noted_and_the_runner_goes_on(tmp
     assert "cannot remove checkpoint" in text and "starting from scratch" in text
 
     # The next run sweeps the checkpoints of finished runs: the same directories, no crash.
-    monkeypatch.setattr(ablate.scheduler, "load_checkpoint", real)
+    monkeypatch.setattr(ablate.worker, "load_checkpoint", real)
     lines.clear()
     summary = run_study("smoke", db=db, reporter=QuietReporter(lines.append), device="cpu", epochs=3,
                         sets=["train_subset=64", "model.width=4"])

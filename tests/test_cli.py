@@ -95,16 +95,16 @@ def test_env_var_stands_for_db(tmp_path, monkeypatch, smoke_db):
 
 
 def test_a_failing_point_exits_1_and_the_others_complete(tmp_path, monkeypatch):
-    import ablate.scheduler
+    import ablate.worker
 
-    real = ablate.scheduler.train
+    real = ablate.worker.train
 
     def flaky(cfg, *args, **kwargs):
         if cfg.model.args["depth"] == 2 and cfg.model.args["activation"] == "gelu":
             raise RuntimeError("boom")
         return real(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(ablate.scheduler, "train", flaky)
+    monkeypatch.setattr(ablate.worker, "train", flaky)
     url = f"sqlite:///{tmp_path / 'f.db'}"
     result = smoke(url, "--epochs", "1")
     assert result.exit_code == 1

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from ablate import data
 from ablate.cli import app
-from ablate.scheduler import Task, worker_loop
+from ablate.worker import Task, worker_loop
 from tests.test_data import write_batches
 
 runner = CliRunner()

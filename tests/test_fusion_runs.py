@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 import ablate.scheduler
+import ablate.worker
 from ablate.cli import app
 from ablate.run import run_study
 from ablate.scheduler import QuietReporter
@@ -172,7 +173,7 @@ def test_members_resuming_from_different_epochs_train_apart(tmp_path):
 
 def test_out_of_memory_halves_the_group_before_the_batch(tmp_path, monkeypatch):
     sizes: list[tuple[int, int]] = []
-    real = ablate.scheduler.train_group
+    real = ablate.worker.train_group
 
     def oom_at_four(cfgs, *args, **kwargs):
         sizes.append((len(cfgs), cfgs[0].batch_size))
@@ -180,7 +181,7 @@ def test_out_of_memory_halves_the_group_before_the_batch(tmp_path, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
         return real(cfgs, *args, **kwargs)
 
-    monkeypatch.setattr(ablate.scheduler, "train_group", oom_at_four)
+    monkeypatch.setattr(ablate.worker, "train_group", oom_at_four)
     study = study_file(tmp_path, lrs=(0.05, 0.1, 0.2, 0.3))
     db = tmp_path / "o.db"
     said: list[str] = []
@@ -190,7 +191,7 @@ def test_out_of_memory_halves_the_group_before_the_batch(tmp_path, monkeypatch):
     for r in read_runs(db):
         assert "out of memory with 4 runs fused" in r["notes"] and "in groups of 2 and 2" in r["notes"]
         assert r["epochs_done"] == 3
-    monkeypatch.setattr(ablate.scheduler, "train_group", real)
+    monkeypatch.setattr(ablate.worker, "train_group", real)
     alone = tmp_path / "a.db"
     run_study(study, db=str(alone), reporter=quiet(), device="cpu", fuse=1)
     assert_close(curves(db), curves(alone))
@@ -200,7 +201,7 @@ def test_a_group_that_fails_otherwise_trains_each_member_alone(tmp_path, monkeyp
     def broken(cfgs, *args, **kwargs):
         raise RuntimeError("a kernel this device lacks")
 
-    monkeypatch.setattr(ablate.scheduler, "train_group", broken)
+    monkeypatch.setattr(ablate.worker, "train_group", broken)
     study = study_file(tmp_path, lrs=(0.05, 0.1))
     db = tmp_path / "b.db"
     summary = run_study(study, db=str(db), reporter=quiet(), device="cpu", fuse=2)

@@ -9,6 +9,7 @@ import re
 from typer.testing import CliRunner
 
 import ablate.scheduler
+import ablate.worker
 from ablate.cli import app
 from ablate.run import run_study
 from ablate.scheduler import QuietReporter
@@ -37,7 +38,7 @@ def test_a_run_says_what_it_loads_then_each_epoch_with_its_seed_and_what_next(tm
 
 
 def test_steps_within_an_epoch_reach_the_reporter(tmp_path, monkeypatch):
-    monkeypatch.setattr(ablate.scheduler, "PROGRESS_S", 0.0)  # every step, not one a second
+    monkeypatch.setattr(ablate.worker, "PROGRESS_S", 0.0)  # every step, not one a second
     seen: list[tuple] = []
 
     class Steps(QuietReporter):

@@ -4,7 +4,7 @@ one database, readers polling while they write. On the CPU with the synthetic sm
 Each killed study is run again and must end with every point complete exactly once, and
 every resumed point with the numbers of a run that was never interrupted. The moments are
 reached by polling the database (read-only, as a by-stander would) or, where polling is
-too coarse, held open by ``ABLATE_TEST_PAUSE`` (see ``ablate.scheduler._test_pause``).
+too coarse, held open by ``ABLATE_TEST_PAUSE`` (see ``ablate.checkpoints.test_pause``).
 """
 
 from __future__ import annotations

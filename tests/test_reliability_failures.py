@@ -17,13 +17,14 @@ import torch
 from typer.testing import CliRunner
 
 import ablate.scheduler
+import ablate.worker
 from ablate.cli import app
 from ablate.store import Store
 from ablate.train import RunResult
 
 SETTINGS = ("--epochs", "2", "--set", "train_subset=256", "--set", "model.width=8")
 COMPARED = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
-real_train = ablate.scheduler.train
+real_train = ablate.worker.train
 
 
 def invoke(*args):
@@ -71,7 +72,7 @@ def test_a_point_that_raises_fails_with_where_and_retry_failed_trains_it_again(t
             raise ValueError("this combination of depth and activation is not supported")
         return real_train(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(ablate.scheduler, "train", bad_combination)
+    monkeypatch.setattr(ablate.worker, "train", bad_combination)
     db = tmp_path / "f.db"
     result = smoke(db)
     assert result.exit_code == 1 and "[failed] depth=2 activation=gelu seed=0 ValueError" in result.output
@@ -82,7 +83,7 @@ def test_a_point_that_raises_fails_with_where_and_retry_failed_trains_it_again(t
     table = invoke("status", "--db", db).output
     assert f"run {failed['id']}" in table and "ValueError: this combination" in table and "--retry-failed" in table
 
-    monkeypatch.setattr(ablate.scheduler, "train", real_train)
+    monkeypatch.setattr(ablate.worker, "train", real_train)
     again = smoke(db)
     assert again.exit_code == 0 and "0 trained" in again.output and "1 failed before (not retried" in again.output
     retried = smoke(db, "--retry-failed")
@@ -107,7 +108,7 @@ def test_out_of_memory_is_retried_once_at_half_the_batch_size(tmp_path, monkeypa
             raise error
         return real_train(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(ablate.scheduler, "train", oom_at_64)
+    monkeypatch.setattr(ablate.worker, "train", oom_at_64)
     db = tmp_path / "oom.db"
     result = smoke(db)
     assert result.exit_code == 0, result.output
@@ -125,7 +126,7 @@ def test_out_of_memory_twice_fails_the_point_and_the_study_goes_on(tmp_path, mon
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory at batch {cfg.batch_size}")
         return real_train(cfg, *args, **kwargs)
 
-    monkeypatch.setattr(ablate.scheduler, "train", always_oom)
+    monkeypatch.setattr(ablate.worker, "train", always_oom)
     db = tmp_path / "oom2.db"
     assert smoke(db).exit_code == 1
     runs = {r["label"]: r for r in status(db)["runs"]}
@@ -142,7 +143,7 @@ def test_a_diverged_point_is_a_result_and_never_retried(tmp_path, monkeypatch):
             return RunResult("diverged", 1, {"train_loss": float("nan")})
         return real_train(cfg, data, device, hooks, resume)
 
-    monkeypatch.setattr(ablate.scheduler, "train", diverge)
+    monkeypatch.setattr(ablate.worker, "train", diverge)
     db = tmp_path / "d.db"
     assert smoke(db).exit_code == 0
     assert status(db)["counts"]["diverged"] == 1
@@ -185,7 +186,7 @@ def _ctrl_c_at(presses: int, monkeypatch) -> dict:
         seen["stopped"] = result.status
         return result
 
-    monkeypatch.setattr(ablate.scheduler, "train", with_ctrl_c)
+    monkeypatch.setattr(ablate.worker, "train", with_ctrl_c)
     return seen
 
 
@@ -198,7 +199,7 @@ def test_first_ctrl_c_stops_after_the_current_step_and_the_next_run_resumes(tmp_
     runs = status(db)["runs"]
     assert [r["status"] for r in runs] == ["pending"] * 4  # nothing half-done, nothing lost
     assert runs[0]["epochs_done"] == 1 and list((tmp_path / "checkpoints" / "c").glob("run-1-*.pt"))
-    monkeypatch.setattr(ablate.scheduler, "train", real_train)
+    monkeypatch.setattr(ablate.worker, "train", real_train)
     again = smoke(db)
     assert again.exit_code == 0 and "resuming from epoch 1" in again.output
     assert curves(db) == reference
@@ -210,7 +211,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path, monkeypatch, reference):
     result = smoke(db)
     assert result.exit_code == 130
     assert {r["status"] for r in status(db)["runs"]} == {"pending"}
-    monkeypatch.setattr(ablate.scheduler, "train", real_train)
+    monkeypatch.setattr(ablate.worker, "train", real_train)
     assert smoke(db).exit_code == 0
     assert curves(db) == reference
 
@@ -312,7 +313,7 @@ def test_heartbeats_come_from_the_worker_inside_a_long_epoch(tmp_path, monkeypat
 
     beats = []
     real_heartbeat = ablate.store.db.Store.heartbeat
-    monkeypatch.setattr(ablate.scheduler, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(ablate.worker, "HEARTBEAT_S", 0.05)
     monkeypatch.setattr(ablate.store.db.Store, "heartbeat",
                         lambda self, run_id, token=None: beats.append(run_id) or real_heartbeat(self, run_id, token))
 
@@ -321,7 +322,7 @@ def test_heartbeats_come_from_the_worker_inside_a_long_epoch(tmp_path, monkeypat
         hooks.should_stop = lambda: time.sleep(0.1) or inner()
         return real_train(cfg, data, device, hooks, resume)
 
-    monkeypatch.setattr(ablate.scheduler, "train", slow)
+    monkeypatch.setattr(ablate.worker, "train", slow)
     db = tmp_path / "h.db"
     result = invoke("run", "smoke", "--db", db, "--device", "cpu", "--epochs", "1", "--set", "train_subset=256")
     assert result.exit_code == 0
@@ -349,7 +350,7 @@ def test_a_run_taken_over_by_another_runner_is_given_up_and_never_written_twice(
             hooks.checkpoint = checkpoint
         return real_train(cfg, data, device, hooks, resume)
 
-    monkeypatch.setattr(ablate.scheduler, "train", taken_over)
+    monkeypatch.setattr(ablate.worker, "train", taken_over)
     result = smoke(db)
     assert result.exit_code == 0, result.output
     assert "taken over by another runner; giving it up" in result.output
