@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -45,8 +44,7 @@ import time
 from pathlib import Path
 
 from _record import write_json
-from bench_packing import Sampler, query
-
+from bench_packing import Sampler, query, stop
 
 STOP_S = 12  # what stopping a runner takes, K processes included, in the budget's arithmetic
 TOY_RUNS = 450  # the report's toy studies (kernel ... loss), about 90 grid points, at 5 seeds
@@ -94,14 +92,7 @@ def measure(study: str, name: str, k: int, g: int, args, workdir: Path, round_: 
             time.sleep(0.2)
     finally:  # our own timeout (SIGINT) must not leave the runner on the device for the next step
         stopped = time.time()
-        finished_early = proc.poll() is not None
-        if not finished_early:
-            proc.send_signal(signal.SIGINT)  # as Ctrl-C: stop after the current step, points back to pending
-            try:
-                proc.wait(timeout=args.grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # its workers see their parent gone and exit
-                proc.wait()
+        finished_early = stop(proc, args.grace)
     ended = time.time()
     sampler.stop()
     log.close()
@@ -137,10 +128,10 @@ def check(args) -> dict:
     """Fused against alone in this process, on this device: the rounding and the time."""
     import torch
 
-    from ablate.data import load, synthetic, subset
+    from ablate.config import parse_assignment
+    from ablate.data import load, subset, synthetic
     from ablate.studies import expand
     from ablate.studies import load as load_study
-    from ablate.config import parse_assignment
     from ablate.train import Hooks, train, train_group
 
     overrides = [parse_assignment(s) for s in args.sets] + [("epochs", args.check_epochs)]

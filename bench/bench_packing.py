@@ -41,6 +41,20 @@ from _record import write_json
 SMI = ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-lms", "500"]
 
 
+def stop(proc: subprocess.Popen, grace: float) -> bool:
+    """Stop a runner as Ctrl-C would (after its current step, its points back to pending), and
+    kill it after ``grace`` seconds; whether it had already finished on its own."""
+    if proc.poll() is not None:
+        return True
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # its workers see their parent gone and exit
+        proc.wait()
+    return False
+
+
 class Sampler:
     """nvidia-smi in the background; each line stamped with the host time it arrived."""
 
@@ -128,14 +142,7 @@ def measure(k: int, args, workdir: Path) -> dict:
                 all_claimed = time.time()
         time.sleep(0.2)
     stopped = time.time()
-    finished_early = proc.poll() is not None
-    if not finished_early:
-        proc.send_signal(signal.SIGINT)  # as Ctrl-C: stop after the current step, points back to pending
-        try:
-            proc.wait(timeout=args.grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # its workers see their parent gone and exit
-            proc.wait()
+    finished_early = stop(proc, args.grace)
     ended = time.time()
     sampler.stop()
     log.close()

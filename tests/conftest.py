@@ -8,6 +8,7 @@ are skipped without it. Each gets a database of its own there, dropped after the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -87,6 +88,28 @@ def any_store(any_db_url):
 
 def file_digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch at one intra-op thread, here and in the worker processes this test spawns.
+
+    Two runs compare to the last bit only at one thread count: a float sum split over other
+    threads rounds otherwise. Small nets gain nothing from threads on two shared cores anyway.
+    """
+    import torch
+
+    before, saved = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
 
 
 def race(fn, n: int = 4) -> list[str]:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from ablate import data
 from ablate.data import DataError
+from tests.conftest import one_thread as single_thread
 
 N_PER_BATCH = 4  # images in each fixture batch file
 BATCH_CLASSES = ["airplane", "automobile", "bird"]
@@ -290,10 +291,8 @@ def test_synthetic_deterministic_and_balanced():
 @pytest.fixture
 def one_thread():
     # A net this small gains nothing from threads, and on a busy machine they fight.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():
+        yield
 
 
 def test_synthetic_learnable_but_not_trivial(one_thread):

@@ -22,6 +22,7 @@ from ablate.config import from_dict
 from ablate.data import synthetic
 from ablate.fusion import fuse_key, group, why_alone
 from ablate.train import Hooks, _device_batches, _Run, train, train_group
+from tests.conftest import one_thread as single_thread
 
 LOSS_TOL = 1e-3
 ACC_IMAGES = 2
@@ -48,10 +49,8 @@ def data():
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Fused and alone at one thread count: a float sum split over other threads rounds otherwise."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 class Record:

@@ -22,6 +22,7 @@ from ablate.run import run_study
 from ablate.scheduler import QuietReporter
 from ablate.store import Store
 from tests.conftest import file_digest
+from tests.conftest import one_thread as single_thread
 from tests.test_fusion import ACC_IMAGES, LOSS_TOL
 from tests.test_reliability import kill_group, read_runs, start, wait_for
 
@@ -45,17 +46,8 @@ optimizer = {{ name = "sgd", lr = 0.05, momentum = 0.0, weight_decay = 0.0 }}
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """In-process and spawned runners at one thread: numbers compare to the last bit then."""
-    import os
-
-    before, saved = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"
-    yield
-    torch.set_num_threads(before)
-    if saved is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = saved
+    with single_thread():
+        yield
 
 
 def study_file(where: Path, lrs=(0.05, 0.1, 0.2)) -> str:

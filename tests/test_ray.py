@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from ablate import results
@@ -22,6 +21,7 @@ from ablate.run import run_study
 from ablate.scheduler import QuietReporter
 from ablate.store import Store
 from tests.conftest import file_digest
+from tests.conftest import one_thread as single_thread
 
 ray = pytest.importorskip("ray")
 
@@ -145,10 +145,8 @@ def ray_cluster(hold_file) -> Path:
 def one_thread():
     """The local backend with the thread count of a one-CPU Ray task: on the CPU, float sums
     split over a different number of threads differ in the last bits."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with single_thread():
+        yield
 
 
 def curves(db: str, study: str):

@@ -28,6 +28,7 @@ from ablate.run import run_study
 from ablate.scheduler import QuietReporter
 from ablate.status import study_status
 from ablate.store import Store
+from tests.conftest import one_thread as single_thread
 
 SETTINGS = ("--epochs", "3", "--set", "train_subset=256", "--set", "model.width=8")  # 4 points x 3 short epochs
 COMPARED = ("train_loss", "train_acc", "test_loss", "test_acc", "lr")
@@ -46,19 +47,10 @@ def env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    """One intra-op thread everywhere: runners beside each other on two cores stay fast, and
-    numbers compare to the last bit only at one thread count (the reruns run in-process)."""
-    import torch
-
-    before, saved = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
-    torch.set_num_threads(1)
-    os.environ["OMP_NUM_THREADS"] = "1"  # for the spawned worker processes
-    yield
-    torch.set_num_threads(before)
-    if saved is None:
-        os.environ.pop("OMP_NUM_THREADS", None)
-    else:
-        os.environ["OMP_NUM_THREADS"] = saved
+    """One thread everywhere: runners beside each other on two cores stay fast, and numbers
+    compare to the last bit only at one thread count (the reruns run in-process)."""
+    with single_thread():
+        yield
 
 
 def start(cwd: Path, db: Path, *args: str, study: str = "smoke", pause: str | None = None, log: str = "run") -> subprocess.Popen:
