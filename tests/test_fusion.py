@@ -151,6 +151,21 @@ def test_a_fused_members_checkpoint_is_a_lone_checkpoint_and_resumes_alone(data)
     assert abs(last_alone["test_loss"] - last_resumed["test_loss"]) <= LOSS_TOL
 
 
+
+def test_a_resumed_members_checkpoints_keep_the_lone_runs_random_state(data):
+    # A fused member holds its own global RNG state, the one the lone run would checkpoint;
+    # a resume must take it from the checkpoint, or the next checkpoint carries a mate's.
+    cfgs = [cfg(seed=s) for s in range(2)]
+    alone = Record()
+    train(cfgs[0], data, "cpu", alone.hooks())
+    first, again = [Record(), Record()], [Record(), Record()]
+    train_group(cfgs, data, "cpu", [r.hooks() for r in first])
+    train_group(cfgs, data, "cpu", [r.hooks() for r in again], resumes=[r.states[0] for r in first])
+    assert torch.equal(first[0].states[0]["cpu_rng"], alone.states[0]["cpu_rng"])
+    assert [s["epoch"] for s in again[0].states] == [2, 3]
+    for lone, member in zip(alone.states[1:], again[0].states):
+        assert torch.equal(member["cpu_rng"], lone["cpu_rng"])
+
 def _structure(obj):
     """Keys, nesting, tensor shapes and dtypes: what a loader relies on."""
     if isinstance(obj, dict):

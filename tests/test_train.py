@@ -6,7 +6,7 @@ from ablate.config import from_dict
 from ablate.data import synthetic
 from ablate.optim import lr_factor
 from ablate.config import ScheduleCfg
-from ablate.train import Hooks, train
+from ablate.train import Hooks, steps_per_epoch, train
 
 TINY = {
     "epochs": 2,
@@ -63,6 +63,16 @@ def test_train_subset_shrinks_the_epoch(data):
     seen = []
     result = train(cfg, data, "cpu", Hooks(should_stop=lambda: seen.append(1) and False))
     assert result.status == "complete" and len(seen) == 64 // 32
+
+
+@pytest.mark.parametrize(("subset", "batch"), [(None, 64), (64, 32), (100, 32), (40, 64)])
+def test_steps_per_epoch_counts_the_steps_train_takes(data, subset, batch):
+    # Progress within an epoch is shown against this count, before the run starts.
+    cfg = from_dict({**TINY, "epochs": 1, "batch_size": batch, "train_subset": subset})
+    seen = []
+    train(cfg, data, "cpu", Hooks(should_stop=lambda: seen.append(1) and False))
+    assert steps_per_epoch(cfg, len(data.train_y)) == len(seen)
+    assert steps_per_epoch(cfg, 0) == 0  # no images, no steps
 
 
 @pytest.mark.parametrize("name", ["constant", "step", "cosine", "onecycle"])
@@ -127,8 +137,9 @@ def test_switch_changes_optimizer_and_resumes_across_it(data):
     whole = train(from_dict(d), data, "cpu", Hooks(epoch=lambda e, m: lrs.append(m["lr"]), checkpoint=states.append))
     assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(0.01)  # each phase starts at its own lr
     assert [s["phase"] for s in states] == [1, 2]
-    resumed = train(from_dict(d), data, "cpu", resume=states[0])
-    assert resumed.metrics["test_loss"] == whole.metrics["test_loss"]
+    for state in states:  # from the first phase, and from within the second
+        resumed = train(from_dict(d), data, "cpu", resume=state)
+        assert resumed.metrics["test_loss"] == whole.metrics["test_loss"]
 
 
 def test_switch_must_fall_inside_the_run():
