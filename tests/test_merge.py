@@ -59,6 +59,11 @@ def counts(url: str) -> tuple[int, int]:
                 conn.execute("SELECT count(*) FROM artifacts").fetchone()[0])
 
 
+def studies(url: str) -> list[tuple]:
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+        return conn.execute("SELECT name, description, spec_json, created_at FROM studies").fetchall()
+
+
 def test_two_overlapping_databases_merge_into_their_union_once(tmp_path):
     a = fill(tmp_path / "a.db", [("x", 0, "complete"), ("x", 1, "complete"), ("y", 0, "failed")])
     b = fill(tmp_path / "b.db", [("x", 1, "complete"), ("y", 0, "complete"), ("z", 0, "pending")])
@@ -68,6 +73,7 @@ def test_two_overlapping_databases_merge_into_their_union_once(tmp_path):
     assert [(h, s, st) for _, h, s, _, st, _ in table(target)] == [("x", 0, "complete"), ("x", 1, "complete"),
                                                                     ("y", 0, "complete")]
     assert counts(target) == (3 * 3, 3)  # each run's epoch (2 metrics) and probe, and its artifact
+    assert studies(target) == studies(a)  # the study comes over whole: its description, spec and age
     digest = file_digest(tmp_path / "all.db")
     again = merge([a, b], target)
     assert all(m.added == m.replaced == 0 for m in again) and table(target) == table(target)
@@ -89,7 +95,26 @@ def test_a_finished_run_replaces_a_stale_pending_or_failed_one_but_not_a_live_on
     notes = {r["seed"]: r["notes"] for r in store.runs()}
     attempts = {r["seed"]: r["attempts"] for r in store.runs()}
     store.close()
-    assert "(running) replaced by a merged run" in notes[0] and attempts[0] == 2  # the old claim is fenced out
+    assert notes[0] == "attempt 1 (running) replaced by a merged run" and attempts[0] == 2  # the old claim is fenced out
+
+
+def test_a_diverged_run_is_finished_and_a_replaced_runs_notes_keep_their_history(tmp_path):
+    target = fill(tmp_path / "t.db", [("x", 0, "pending")])
+    source = fill(tmp_path / "s.db", [("x", 0, "diverged")])
+    for path, note in (("t.db", "queued by hand"), ("s.db", "loss not finite at epoch 1")):
+        with closing(sqlite3.connect(tmp_path / path)) as conn:
+            conn.execute("UPDATE runs SET notes = ?", (note,))
+            conn.commit()
+    (m,) = merge([source], target)
+    assert (m.added, m.replaced, m.unfinished) == (0, 1, 0)
+    store = Store.open(target, create=False)
+    (run,) = store.runs()
+    store.close()
+    assert run["status"] == "diverged"
+    assert run["notes"].split("\n") == ["queued by hand", "pending replaced by a merged run",
+                                        "loss not finite at epoch 1"]
+    (again,) = merge([source], target)
+    assert (again.replaced, again.finished_here) == (0, 1)  # diverged is an end, as complete is
 
 
 def test_a_failed_merge_leaves_the_target_byte_identical(tmp_path):

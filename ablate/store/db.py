@@ -823,7 +823,8 @@ class Store:
             else:
                 s.execute(sa.delete(MetricRow).where(MetricRow.run_id == target.id))
                 s.execute(sa.delete(ArtifactRow).where(ArtifactRow.run_id == target.id))
-                history = _append(target.notes, f"attempt {target.attempts} ({target.status}) replaced by a merged run")
+                was = f"attempt {target.attempts} ({target.status})" if target.attempts else target.status  # pending, never run
+                history = _append(target.notes, f"{was} replaced by a merged run")
                 for k, v in values.items():
                     setattr(target, k, v)
                 target.notes = _append(history, values["notes"]) if values["notes"] else history
