@@ -230,6 +230,7 @@ def expand(
         raise ConfigError(f"study '{study.name}' has {study.size:,} grid point(s) x {n_seeds:,} seed(s) = "
                           f"{total:,} runs, more than the limit of {max_points:,}; --max-points N raises it")
     base = to_dict(from_dict(study.base))  # defaults filled in, base validated
+    study_epochs = base["epochs"]
     tables = [a for a, values in study.axes.items() if any(isinstance(v, dict) for v in values)]
     for key, value in overrides:
         if key in study.axes:
@@ -239,6 +240,8 @@ def expand(
             raise ConfigError(f"'{key}' lies under the axis '{under}' of study '{study.name}', whose values are "
                               "whole tables; set it in those tables in the study file (or a copy of it)")
         base = _set_checked(base, key, value)
+    if "epochs" in dict(overrides) and "switch.at_epoch" not in dict(overrides):
+        base = _shorten_switch(base, study_epochs, study.name)
     if overrides:
         _resolve(base)  # an override's value is the command line's fault, not the file's: no file and line
     keys = list(study.axes)
@@ -257,6 +260,19 @@ def expand(
         for seed in range(n_seeds):
             points.append(GridPoint(dataclasses.replace(cfg, seed=seed), digest, dict(zip(keys, values))))
     return points
+
+
+def _shorten_switch(base: dict[str, Any], study_epochs: int, study: str) -> dict[str, Any]:
+    """A recipe that switches optimizer at epoch A of E, run for N epochs, switches at the
+    same fraction of N: ``--epochs`` shortens the recipe, both phases included."""
+    at, epochs = base["switch"]["at_epoch"], base["epochs"]
+    if not at or epochs == study_epochs:
+        return base
+    if epochs < 2:
+        raise ConfigError(f"study '{study}' switches optimizer after epoch {at} of {study_epochs}: "
+                          f"--epochs {epochs} leaves no room for both phases; give 2 or more, "
+                          "or --set switch.at_epoch=0 for the first phase alone")
+    return _set_checked(base, "switch.at_epoch", min(max(round(at * epochs / study_epochs), 1), epochs - 1))
 
 
 def _set_checked(d: dict[str, Any], key: str, value: Any) -> dict[str, Any]:

@@ -25,6 +25,26 @@ def test_every_study_loads_and_expands(name):
     assert study.figures or study.reported or study.claims or name == "speedrun"
 
 
+@pytest.mark.parametrize("name", sorted(study_files()))
+def test_every_study_runs_shortened_to_two_epochs(name):
+    # `ablate run all --epochs 4` (and a GPU window's suite) shortens every study at once.
+    points = expand(load(name), [("epochs", 2)])
+    assert {p.config.epochs for p in points} == {2}
+
+
+def test_a_shortened_recipe_switches_optimizer_at_the_same_fraction():
+    study = load("best")  # Adam for 75 of 150 epochs, then SGD
+    assert study.base["epochs"] == 150 and study.base["switch"]["at_epoch"] == 75
+    assert [p.config.switch.at_epoch for p in expand(study, [("epochs", 4)])] == [2]
+    assert [p.config.switch.at_epoch for p in expand(study, [("epochs", 2)])] == [1]
+    assert [p.config.switch.at_epoch for p in expand(study, [("epochs", 300)])] == [150]
+    named = expand(study, [("epochs", 4), ("switch.at_epoch", 3)])  # said outright, it stands
+    assert [p.config.switch.at_epoch for p in named] == [3]
+    with pytest.raises(ConfigError, match=r"--epochs 1 leaves no room for both phases"):
+        expand(study, [("epochs", 1)])
+    assert [p.config.switch.at_epoch for p in expand(study, [("epochs", 1), ("switch.at_epoch", 0)])] == [0]
+
+
 def test_grid_is_the_product_of_the_axes_times_seeds():
     study = load("kernel")
     points = expand(study, seeds=2)

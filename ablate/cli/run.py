@@ -42,7 +42,7 @@ def study_command(name: str, study):
     @app.command(name=name, help=escape(_help(study)), short_help=escape(study.description))
     def command(
         seeds: Annotated[Optional[int], typer.Option(help=escape(f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}]."))] = None,
-        epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, overriding the study's.")] = None,
+        epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, overriding the study's (an optimizer switch keeps its place as a fraction of them).")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in dotted form, e.g. optimizer.lr=0.05; repeatable.")] = None,
         data: Annotated[Optional[str], typer.Option(help="CIFAR-10 source: a directory (python batches or train/ and test/ image folders), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10).")] = None,
         db: DbOption = None,

@@ -24,7 +24,7 @@ def all_command():
         budget: Annotated[Optional[str], typer.Option(help="Stop cleanly once this much time is spent (90s, 8m, 1.5h); the unfinished points stay pending and the next call goes on from there.")] = None,
         studies: Annotated[Optional[str], typer.Option(metavar="A,B,...", help="Only these studies [default: every study of the report: all but smoke and speedrun].")] = None,
         seeds: Annotated[Optional[int], typer.Option(help="Run seeds 0..N-1 of every grid point [default: each study's own].")] = None,
-        epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, for every study.")] = None,
+        epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, for every study (an optimizer switch keeps its place as a fraction of them).")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in every study; repeatable.")] = None,
         data: Annotated[Optional[str], typer.Option(help="CIFAR-10 source, as for a study.")] = None,
         db: DbOption = None,
