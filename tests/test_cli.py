@@ -131,6 +131,20 @@ def test_run_help_lists_studies_and_study_help_shows_axes():
     assert "model.depth" in help_ and "--seeds" in help_ and "--set" in help_
 
 
+def test_a_long_axis_is_listed_by_its_ends_and_count(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "studies").mkdir()
+    lrs = [round(0.001 * i, 3) for i in range(1, 1001)]
+    (tmp_path / "studies" / "sweep.toml").write_text(
+        f'description = "a long sweep"\n[base]\nmodel = {{ name = "plain_cnn" }}\n[axes]\n"optimizer.lr" = {lrs}\n')
+    listing = CliRunner().invoke(app, ["studies"], env={"COLUMNS": "250"}).output  # a table wide enough for the row
+    for output in (listing, invoke("run", "sweep", "--help").output):
+        (row,) = [line for line in output.splitlines() if "(1,000 values)" in line]
+        assert "[0.001, 0.002, 0.003, ..., 0.999, 1.0]" in row and "0.5," not in row
+    (sweep,) = [s for s in json.loads(invoke("studies", "--json").output) if s["name"] == "sweep"]
+    assert sweep["axes"]["optimizer.lr"] == lrs  # the JSON keeps every value
+
+
 def test_a_study_file_by_path(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ablate.cli.common import JsonOption, print_json
+from ablate.cli.common import JsonOption, axis_values, print_json
 
 
 def studies(json_: JsonOption = False) -> None:
@@ -33,7 +33,7 @@ def studies(json_: JsonOption = False) -> None:
         return print_json(rows)
     table = Table("study", "axes", "points", "seeds", "figures", "claims", "description")
     for r in rows:
-        axes = "\n".join(f"{k} = {v}" for k, v in r["axes"].items()) or "-"
+        axes = "\n".join(f"{k} = {axis_values(v)}" for k, v in r["axes"].items()) or "-"
         table.add_row(r["name"], axes, str(r["points"]), str(r["seeds"]),
                       ", ".join(map(str, r["figures"])) or "-", str(len(r["claims"])) or "-", r["description"])
     Console().print(table)

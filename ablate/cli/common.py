@@ -44,6 +44,14 @@ def selection(variant: str | None, sets: list[str] | None = None, epochs: int | 
     return wanted or None
 
 
+def axis_values(values: list[Any], most: int = 8) -> str:
+    """An axis's values for a listing: all of them up to ``most``, else its ends and a count
+    (a study may sweep a thousand learning rates; ``--json`` gives every value)."""
+    if len(values) <= most:
+        return str(values)
+    return f"[{', '.join(map(repr, values[:3]))}, ..., {', '.join(map(repr, values[-2:]))}] ({len(values):,} values)"
+
+
 def fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)

@@ -17,7 +17,7 @@ from rich.markup import escape  # help is rich markup: an unescaped [...] vanish
 from rich.table import Table
 from typer.core import TyperGroup
 
-from ablate.cli.common import DbOption, fail, user_errors
+from ablate.cli.common import DbOption, axis_values, fail, user_errors
 from ablate.store import Store
 
 # ablate.studies and ablate.run import torch (seconds); they load when a study is named, so
@@ -25,7 +25,7 @@ from ablate.store import Store
 
 
 def _help(study) -> str:
-    axes = "\n\n".join(f"  {k} = {v}" for k, v in study.axes.items()) or "  (no axes: a single point)"
+    axes = "\n\n".join(f"  {k} = {axis_values(v)}" for k, v in study.axes.items()) or "  (no axes: a single point)"
     return (
         f"{study.description}\n\n"
         f"Axes ({study.size} grid points x {study.seeds} seed(s) by default):\n\n{axes}\n\n"
