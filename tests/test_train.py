@@ -1,12 +1,14 @@
 import math
 
 import pytest
+import torch
 
 from ablate.config import from_dict
 from ablate.data import synthetic
 from ablate.optim import lr_factor
 from ablate.config import ScheduleCfg
-from ablate.train import Hooks, steps_per_epoch, train
+from ablate.models import create_model
+from ablate.train import Hooks, evaluate, steps_per_epoch, train
 
 TINY = {
     "epochs": 2,
@@ -47,9 +49,30 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(data):
                      "model": {"name": "plain_cnn", "depth": 2, "width": 8, "batchnorm": False}})
     epochs = []
     result = train(cfg, data, "cpu", Hooks(epoch=lambda e, m: epochs.append(e)))
-    assert result.status == "diverged"
+    assert result.status == "diverged" and result.wall_s > 0
     assert epochs[-1] == result.epochs_done and result.epochs_done < 3
     assert not math.isfinite(result.metrics["train_loss"])
+
+
+def test_evaluation_sees_the_averaged_weights_and_training_the_live_ones(data):
+    # An EMA changes what is evaluated, never what is trained.
+    plain = train(from_dict(TINY), data, "cpu")
+    averaged = train(from_dict({**TINY, "averaging": {"name": "ema", "every": 1, "decay": 0.9}}), data, "cpu")
+    assert averaged.metrics["train_loss"] == plain.metrics["train_loss"]
+    assert averaged.metrics["test_loss"] != plain.metrics["test_loss"]
+
+
+def test_bf16_precision_trains_and_evaluates_under_autocast_on_the_cpu(data):
+    # "auto" is fp32 on the CPU; "bf16" asks for autocast there too, evaluation included.
+    states, first = [], {}
+    bf16 = train(from_dict({**TINY, "precision": "bf16"}), data, "cpu",
+                 Hooks(checkpoint=states.append, epoch=lambda e, m: first.setdefault("test_loss", m["test_loss"])))
+    fp32 = train(from_dict({**TINY, "precision": "fp32"}), data, "cpu")
+    assert bf16.metrics["train_loss"] != fp32.metrics["train_loss"]
+    model = create_model("plain_cnn", num_classes=10, depth=2, width=8)
+    model.load_state_dict(states[0]["model"])  # as the first epoch left it
+    assert evaluate(model, data.test_x, data.test_y, torch.bfloat16)[0] == first["test_loss"]
+    assert evaluate(model, data.test_x, data.test_y, None)[0] != first["test_loss"]
 
 
 def test_should_stop_returns_early(data):
