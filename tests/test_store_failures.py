@@ -62,8 +62,20 @@ def test_a_damaged_database_is_reported_as_damaged_and_left_alone(command, smoke
     assert result.exit_code == 2, result.output
     assert "damaged.db" in line and "damaged" in line.replace("damaged.db", "") and "integrity_check: " in line
     assert "***" not in line  # the finding, not integrity_check's header line
+    assert line.endswith("nothing was written to it: restore it from a copy, or give another --db")
     assert file_digest(db) == before
     assert not list(tmp_path.glob("checkpoints/**/*.pt"))
+
+
+def test_a_damaged_databases_line_gives_the_finding_after_the_header_or_a_question_mark(db_url):
+    store = ablate.store.db.Store.open(db_url)
+    try:
+        header = "*** in database main ***\nPage 11: btreeInitPage() returns error code 11"
+        assert store._damaged(header).startswith(
+            f"database '{store.url}' is damaged (integrity_check: Page 11: btreeInitPage() returns error code 11); ")
+        assert f"database '{store.url}' is damaged (integrity_check: ?); " in store._damaged("")
+    finally:
+        store.close()
 
 
 def _full_after(pages: int, monkeypatch):
