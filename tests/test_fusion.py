@@ -166,6 +166,21 @@ def test_a_resumed_members_checkpoints_keep_the_lone_runs_random_state(data):
     for lone, member in zip(alone.states[1:], again[0].states):
         assert torch.equal(member["cpu_rng"], lone["cpu_rng"])
 
+
+def test_compile_is_for_cuda_only_and_changes_nothing_on_the_cpu(data, monkeypatch):
+    def refuse(fn):
+        raise AssertionError("torch.compile asked for on the CPU")
+
+    monkeypatch.setattr("ablate.train.compiled", refuse)
+    monkeypatch.setattr("ablate.fusion.compiled", refuse)
+    cfgs = [cfg(seed=s, epochs=1) for s in range(2)]
+    for group in ([cfgs[0]], cfgs):
+        plain = train_group(group, data, "cpu")
+        asked = train_group(group, data, "cpu", compile=True)
+        for a, b in zip(asked, plain):
+            for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+                assert a.metrics[key] == b.metrics[key]
+
 def _structure(obj):
     """Keys, nesting, tensor shapes and dtypes: what a loader relies on."""
     if isinstance(obj, dict):
