@@ -268,9 +268,7 @@ def train_group(
     amp = autocast_dtype(first.precision, device)
     autocast = lambda: _autocast(device, amp)  # noqa: E731
     loader = None
-    if first.data.pipeline == "pil":
-        if fused:
-            raise ValueError("cannot train fused: the PIL pipeline loads each run's batches on its own")
+    if first.data.pipeline == "pil":  # alone: check_group refuses it in a group
         from ablate.pil_pipeline import pil_loader  # torchvision's transforms: only for this baseline
 
         loader = pil_loader(data.train_x, data.train_y, first.data.aug, runs[0].batch, first.seed)

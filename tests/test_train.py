@@ -1,4 +1,5 @@
 import math
+import time
 
 import pytest
 import torch
@@ -33,6 +34,12 @@ def test_learns_and_reports_every_epoch(data):
         assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time", "images_per_s"} <= set(m)
     assert seen[-1][1]["test_acc"] > 0.2  # ten classes: chance is 0.1
     assert result.metrics == seen[-1][1]
+
+
+def test_a_runs_wall_time_is_the_time_it_took(data):
+    began = time.perf_counter()
+    result = train(from_dict({**TINY, "epochs": 1}), data, "cpu")
+    assert 0 < result.wall_s <= time.perf_counter() - began
 
 
 def test_same_seed_same_numbers_on_cpu(data):
