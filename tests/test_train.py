@@ -186,12 +186,13 @@ def test_the_pil_pipeline_learns_as_the_device_pipeline_does(data, monkeypatch):
     real = pil_pipeline.pil_transform
     monkeypatch.setattr(pil_pipeline, "pil_transform", lambda aug: given.append(aug) or real(aug))
     aug = {"crop_padding": 2, "flip": True, "cutout": 4}
-    acc = {}
+    acc, loss = {}, {}
     for pipeline in ("device", "pil"):
         cfg = from_dict({**TINY, "data": {"dataset": "synthetic", "pipeline": pipeline, "aug": aug}})
         result = train(cfg, data, "cpu")
         assert result.status == "complete" and math.isfinite(result.metrics["train_loss"])
-        acc[pipeline] = result.metrics["test_acc"]
+        acc[pipeline], loss[pipeline] = result.metrics["test_acc"], result.metrics["train_loss"]
     assert given == [cfg.data.aug]  # the PIL images get the configured augmentation
+    assert loss["pil"] != loss["device"]  # and they are what it trains on (another shuffle, other draws)
     # Ten classes, chance is 0.1; both reach about 0.65 in these two epochs.
     assert acc["pil"] > 0.4 and abs(acc["pil"] - acc["device"]) < 0.15, acc
