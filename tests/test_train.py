@@ -34,6 +34,11 @@ def test_learns_and_reports_every_epoch(data):
         assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "epoch_time", "images_per_s"} <= set(m)
     assert seen[-1][1]["test_acc"] > 0.2  # ten classes: chance is 0.1
     assert result.metrics == seen[-1][1]
+    # The train loss is the epoch's mean batch loss: it falls, and it is of the test loss's size
+    # (train and test images come from one distribution here).
+    assert seen[1][1]["train_loss"] < seen[0][1]["train_loss"]
+    for _, m in seen:
+        assert 0.5 < m["train_loss"] / m["test_loss"] < 2, m
 
 
 def test_a_runs_wall_time_is_the_time_it_took(data):
