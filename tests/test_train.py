@@ -9,7 +9,7 @@ from ablate.data import synthetic
 from ablate.optim import lr_factor
 from ablate.config import ScheduleCfg
 from ablate.models import create_model
-from ablate.train import Hooks, evaluate, steps_per_epoch, train
+from ablate.train import Hooks, autocast_dtype, evaluate, steps_per_epoch, train
 
 TINY = {
     "epochs": 2,
@@ -39,6 +39,13 @@ def test_learns_and_reports_every_epoch(data):
     assert seen[1][1]["train_loss"] < seen[0][1]["train_loss"]
     for _, m in seen:
         assert 0.5 < m["train_loss"] / m["test_loss"] < 2, m
+
+
+def test_precision_auto_is_bf16_on_cuda_and_fp32_on_the_cpu():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device object needs no GPU
+    assert autocast_dtype("auto", cuda) is torch.bfloat16 and autocast_dtype("auto", cpu) is None
+    assert autocast_dtype("bf16", cuda) is autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert autocast_dtype("fp32", cuda) is autocast_dtype("fp32", cpu) is None
 
 
 def test_a_runs_wall_time_is_the_time_it_took(data):
