@@ -98,7 +98,7 @@ class _Run:
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.batch = min(cfg.batch_size, len(data.train_y))
-        self.steps = len(data.train_y) // self.batch  # a ragged last batch would give BN a tiny, noisy one
+        self.steps = steps_per_epoch(cfg, len(data.train_y))
         self.params = sum(p.numel() for p in self.model.parameters())
         self.loss_fn = build_loss(cfg.loss, len(data.classes))
         self.gen = torch.Generator(device=device)
@@ -409,7 +409,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp=None, memor
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int) -> int:
-    """The training steps ``train`` takes per epoch on a data set of ``n_train`` images (as
-    ``_Run`` counts them: the subset, whole batches only), for progress shown within an epoch."""
+    """The training steps ``train`` takes per epoch on a data set of ``n_train`` images: the
+    subset, in whole batches only (a ragged last batch would give BN a tiny, noisy one).
+    The runner shows progress within an epoch against it before the run starts."""
     n = min(cfg.train_subset or n_train, n_train)
     return n // min(cfg.batch_size, n) if n else 0

@@ -114,7 +114,7 @@ def default_checkpoint_dir(url: str) -> Path:
     """Checkpoints live beside the database, not in it: ``DIR/checkpoints/NAME/`` for
     ``DIR/NAME.db``; for a server database, ``./checkpoints/NAME/`` (``--checkpoints``
     overrides both). Files are named for their run and its database
-    (``scheduler.checkpoint_key``), so databases that share a folder never share a file."""
+    (``checkpoints.checkpoint_key``), so databases that share a folder never share a file."""
     try:
         parsed = sa.make_url(resolve_url(url))
     except ArgumentError:
