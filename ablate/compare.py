@@ -26,28 +26,53 @@ from ablate.results import _with_store, check_study, study_runs, with_derived
 from ablate.store import Store
 from ablate.variants import RESULTS, Variant, is_config_column
 
-METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "wall_s", *derived.DERIVED)
+FINAL = ("test_acc", "test_loss", "train_acc", "train_loss", "wall_s")
+METRICS = (*FINAL, *derived.DERIVED, "epochs_to_P")  # as listed in errors; epochs_to_80 etc.
+
+
+def check_metric(metric: str) -> None:
+    if metric not in FINAL and not derived.is_derived(metric):
+        raise ConfigError(f"unknown metric '{metric}'; metrics: {', '.join(METRICS)}")
 ALPHA = 0.05
-TOO_FEW = "a comparison needs at least two pairs of runs matched by seed"
+TOO_FEW = "a comparison needs runs of at least two seeds on both sides"
 
 
 @dataclass
 class Row:
-    """One variant against the baseline, over the ``n`` pairs they share."""
+    """One variant against the baseline. The seed is the unit: the pairs (runs matched by seed
+    and by every other config key) of one seed are averaged over the blocks (points of the
+    study's other axes) first, and ``n`` counts seeds, not pairs."""
 
     value: str
-    n: int
+    n: int  # seeds with at least one pair
     mean: float | None = None  # the variant's mean over the pairs
     baseline_mean: float | None = None  # the baseline's, over the same pairs
-    mean_diff: float | None = None  # variant minus baseline; with n == 1 the one difference
-    ci_low: float | None = None
+    mean_diff: float | None = None  # variant minus baseline, mean over seeds; with n == 1 that seed's
+    ci_low: float | None = None  # 95% Student-t interval of mean_diff (None under 2 seeds or no spread)
     ci_high: float | None = None
-    p: float | None = None
-    note: str | None = None  # why there is no test: fewer than two pairs
+    p: float | None = None  # two-sided, uncorrected
+    note: str | None = None  # why there is no test: fewer than two seeds
+    blocks: int = 0  # points of the other axes the pairs come from
+    block_axes: list[str] = field(default_factory=list)  # the axes that set those points apart
+    agree: int = 0  # blocks whose difference (mean over seeds) has the sign of mean_diff
+    test: str | None = None  # "paired t" or "exact sign-flip"
+    floor: float | None = None  # the smallest p this many seeds can give with that test
+    p_holm: float | None = None  # p adjusted by Holm over the comparison's rows
+    seed_diffs: list[float] = field(default_factory=list)  # one per seed: what the test is over
+    block_diffs: list[float] = field(default_factory=list)  # one per block, mean over seeds
 
     @property
     def significant(self) -> bool:
-        return self.p is not None and self.p < ALPHA
+        """Differs at 0.05 after Holm's correction for the values compared."""
+        p = self.p_holm if self.p_holm is not None else self.p
+        return p is not None and p < ALPHA
+
+    def design(self) -> str:
+        """"3 seeds x 5 blocks (model.channels.1)", or "3 seeds"."""
+        seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
+        if self.blocks <= 1:
+            return seeds
+        return f"{seeds} x {self.blocks} blocks ({', '.join(self.block_axes)})"
 
 
 @dataclass
@@ -144,8 +169,7 @@ def compare_frame(
     their labels (:func:`value_labels`), a scalar value as typed (``3``, ``0.1``), or None
     for the first value with complete runs.
     """
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric '{metric}'; metrics: {', '.join(METRICS)}")
+    check_metric(metric)
     if not runs.empty and metric not in runs.columns:
         raise ConfigError(f"the runs frame has no '{metric}' column (results.with_derived adds derived metrics)")
     # Diverged runs count where they have the metric (``diverged`` itself), like complete ones.
@@ -179,10 +203,14 @@ def compare_frame(
     if not order:
         return result
     result.baseline = _pick(baseline, order, labels, values, axis) if baseline is not None else order[0]
+    exact = metric in derived.DISCRETE
     for value in order:
         if value != result.baseline:
-            pairs = [(c[value], c[result.baseline]) for c in cells.values() if value in c and result.baseline in c]
-            result.rows.append(_row(value, pairs))
+            pairs = [(point, seed, c[value], c[result.baseline]) for (point, seed), c in cells.items()
+                     if value in c and result.baseline in c]
+            result.rows.append(_row(value, pairs, exact))
+    for row, p in zip(result.rows, stats.holm([np.nan if r.p is None else r.p for r in result.rows])):
+        row.p_holm = None if math.isnan(p) else p
     return result
 
 
@@ -212,16 +240,29 @@ def _pick(baseline: str, order: list[str], labels: list[str], values: list[Any],
                       f"values with runs: {', '.join(order)}")
 
 
-def _row(value: str, pairs: list[tuple[float, float]]) -> Row:
-    n = len(pairs)
-    if n == 0:
+def _row(value: str, pairs: list[tuple[tuple, Any, float, float]], exact: bool = False) -> Row:
+    """``pairs``: (point of the other axes, seed, variant's value, baseline's value)."""
+    if not pairs:
         return Row(value, 0, note=TOO_FEW)
-    mean = sum(a for a, _ in pairs) / n
-    base = sum(b for _, b in pairs) / n
-    diff, low, high, _, p = stats.paired([a - b for a, b in pairs])
-    if n < 2:
-        return Row(value, n, mean, base, diff, note=TOO_FEW)
-    return Row(value, n, mean, base, diff, low, high, p)
+    frame = pd.DataFrame(pairs, columns=["point", "seed", "a", "b"])
+    frame["d"] = frame["a"] - frame["b"]
+    per_seed = frame.groupby("seed", sort=True)["d"].mean()
+    per_block = frame.groupby("point", sort=False)["d"].mean()
+    t = stats.paired_test(per_seed.to_numpy(), exact=exact)
+    varying = [c for c in dict.fromkeys(c for point in per_block.index for c, _ in point)
+               if len({dict(point).get(c) for point in per_block.index}) > 1]
+    sign = np.sign(t.mean)
+    row = Row(value, t.n, float(frame["a"].mean()), float(frame["b"].mean()), t.mean,
+              blocks=len(per_block), block_axes=varying,
+              agree=int((np.sign(per_block.to_numpy()) == sign).sum()) if sign else 0,
+              seed_diffs=[float(x) for x in per_seed], block_diffs=[float(x) for x in per_block])
+    if t.n < 2:
+        row.note = TOO_FEW
+        return row
+    row.ci_low = None if math.isnan(t.low) else t.low
+    row.ci_high = None if math.isnan(t.high) else t.high
+    row.p, row.test, row.floor = t.p, t.test, t.floor
+    return row
 
 
 def study_axes(store: Store, study: str) -> dict[str, list[Any]]:
@@ -249,8 +290,7 @@ def compare(
     one variant of the study (``variant`` selects it as ``ablate.variants.select`` does; None:
     the default, the one with the most finished runs). ``by`` may be left out for a study
     of one axis."""
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric '{metric}'; metrics: {', '.join(METRICS)}")
+    check_metric(metric)
     store, close = _with_store(db)
     try:
         axes = study_axes(store, study)

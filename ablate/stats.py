@@ -7,9 +7,11 @@ than the normal approximation, which would be too narrow for n of 2 to 5.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import special as _special
 from scipy import stats as _scipy_stats
 
 SUMMARY_COLUMNS = ["mean", "ci_low", "ci_high", "n"]
@@ -76,25 +78,134 @@ def summarize(frame: pd.DataFrame, by: list[str], value: str = "test_acc",
     return out.sort_values(by, kind="stable").reset_index(drop=True)
 
 
+
+# The seed is the unit of replication: a comparison's differences are one per seed (the runs
+# of other axes averaged within a seed first), and every test below takes those.
+
+ALPHA = 0.05
+EXACT_MAX = 16  # up to 2**16 sign vectors are enumerated; past that they are sampled
+_SAMPLES = 200_000
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """A test of per-seed differences against a boundary (0, a margin, a log ratio).
+
+    ``p_above`` and ``p_below`` are the one-sided p-values for "the mean difference is above
+    (below) the boundary"; ``p`` is the two-sided one. ``low``/``high`` are the Student-t
+    interval of the mean difference (NaN under two seeds or with no spread). ``test`` names
+    what gave the p-values, and ``floor`` is the smallest two-sided p the design can give
+    (0 for the t-test; 2 / 2**n for the sign-flip test of n seeds).
+    """
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    p_above: float
+    p_below: float
+    test: str  # "paired t" | "exact sign-flip" | "" (under two seeds: none)
+    floor: float
+
+    @property
+    def p(self) -> float:
+        if math.isnan(self.p_above):
+            return math.nan
+        return min(1.0, 2 * min(self.p_above, self.p_below))
+
+    def two_sided(self, side: str) -> float:
+        """``side`` ("above" or "below") as a two-sided-equivalent p: it is below 0.05 exactly
+        when the 95% two-sided interval lies on that side of the boundary."""
+        p = self.p_above if side == "above" else self.p_below
+        return p if math.isnan(p) else min(1.0, 2 * p)
+
+
+def _clean(values) -> np.ndarray:
+    x = pd.to_numeric(pd.Series(np.asarray(values, dtype=object).ravel()), errors="coerce").to_numpy(dtype=float)
+    return x[~np.isnan(x)]
+
+
+def sign_flip(d) -> tuple[float, float]:
+    """Exact one-sided p-values (above, below) of the sign-flip (randomisation) test of the
+    mean of ``d`` against 0: under the null each difference is as likely to have either
+    sign, so every one of the 2**n sign vectors is equally likely. Zeros flip to themselves,
+    which makes this the exact sign test (McNemar's, paired 0/1) when ``d`` is in {-1, 0, 1}."""
+    d = _clean(d)
+    n = d.size
+    if n == 0:
+        return 1.0, 1.0
+    if n <= EXACT_MAX:
+        signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)
+    else:  # too many to enumerate: a fixed-seed sample, so the same runs give the same p
+        signs = np.random.default_rng(0).choice([-1, 1], size=(_SAMPLES, n))
+    sums = signs @ d
+    observed = d.sum()
+    tol = 1e-12 * max(1.0, float(np.abs(d).sum()))
+    return float(np.mean(sums >= observed - tol)), float(np.mean(sums <= observed + tol))
+
+
+def paired_test(diffs, bound: float = 0.0, exact: bool = False, level: float = 0.95) -> PairedTest:
+    """Per-seed differences against ``bound``: Student's paired t-test, or the exact sign-flip
+    test where the normal approximation fails, that is for a 0/1 metric (``exact``) and for
+    differences with no spread (all equal: the t statistic is undefined, and "p = 0" would
+    claim a certainty two or three seeds cannot give)."""
+    d = _clean(diffs)
+    n = int(d.size)
+    if n < 2:
+        mean = float(d.mean()) if n else math.nan
+        return PairedTest(mean, math.nan, math.nan, n, math.nan, math.nan, "", math.nan)
+    mean = float(d.mean())
+    shifted = d - bound
+    flat = _flat(d)
+    se = float(d.std(ddof=1)) / math.sqrt(n)
+    half = float(_special.stdtrit(n - 1, (1.0 + level) / 2.0)) * se
+    low, high = mean - half, mean + half
+    if exact or flat:
+        above, below = sign_flip(shifted)
+        if flat:
+            low = high = math.nan
+        nonzero = int(np.count_nonzero(np.abs(shifted) > 1e-12 * max(1.0, float(np.abs(d).max()))))
+        return PairedTest(mean, low, high, n, above, below, "exact sign-flip", sign_flip_floor(nonzero))
+    stat = (mean - bound) / se
+    return PairedTest(mean, low, high, n, float(_special.stdtr(n - 1, -stat)), float(_special.stdtr(n - 1, stat)),
+                      "paired t", 0.0)
+
+
+def _flat(d: np.ndarray) -> bool:
+    """No spread, up to rounding: 0.5 - 0.7 and 0.52 - 0.72 are one difference."""
+    return float(np.ptp(d)) <= 1e-9 * max(1.0, float(np.abs(d).max()))
+
+
+def sign_flip_floor(n: int) -> float:
+    """The smallest two-sided p an exact sign-flip test of ``n`` seeds (differences not 0) can give."""
+    return min(1.0, 2.0 / 2**n) if n > 0 else 1.0
+
+
+def holm(pvalues) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaN stays NaN): it keeps the
+    chance of any false rejection in the family at or below the level, for any dependence."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, math.nan)
+    ok = np.flatnonzero(~np.isnan(p))
+    k = ok.size
+    running = 0.0
+    for rank, i in enumerate(ok[np.argsort(p[ok], kind="stable")]):
+        running = max(running, min(1.0, (k - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
 def paired(diffs, level: float = 0.95) -> tuple[float, float, float, int, float]:
-    """Paired comparison from the per-pair differences (variant minus baseline, one per seed).
+    """Paired comparison from the per-seed differences (variant minus baseline).
 
     Returns ``(mean, low, high, n, p)``: the mean difference, its Student-t confidence
-    interval and the two-sided p-value of the paired t-test (the one-sample t-test of the
-    differences against 0). Under two pairs there is no spread to test against, so
-    ``low``, ``high`` and ``p`` are NaN. Differences that are all equal leave no spread
-    either, but then the evidence is as strong as it gets: p is 0 unless they are all 0.
+    interval and the two-sided p-value of :func:`paired_test` (the paired t-test, or the exact
+    sign-flip test where the differences have no spread). Under two seeds there is nothing
+    to test: ``low``, ``high`` and ``p`` are NaN.
 
     Example:
         >>> round(paired([0.02, 0.03, 0.025])[4], 3)  # better by 2-3 points on each of 3 seeds
         0.013
     """
-    mean, low, high, n = mean_ci(diffs, level)
-    if n < 2:
-        return mean, math.nan, math.nan, n, math.nan
-    x = np.asarray(diffs, dtype=float).ravel()
-    x = x[~np.isnan(x)]
-    if np.ptp(x) == 0:
-        return mean, mean, mean, n, 1.0 if mean == 0 else 0.0
-    p = float(_scipy_stats.ttest_1samp(x, 0.0).pvalue)
-    return mean, low, high, n, p
+    t = paired_test(diffs, level=level)
+    return t.mean, t.low, t.high, t.n, t.p

@@ -76,7 +76,11 @@ def test_pairs_match_seeds_and_other_axes_and_skip_unfinished_runs(store):
     fill(store, "grid", axes, points)
     fill(store, "grid", axes, [(block("original", width=8), 0, 0.1)], status="running")
     (row,) = compare("grid", by="model.block", db=store).rows
-    assert row.n == 6 and row.mean_diff == pytest.approx(MARGIN + sum(JITTER[:3]) / 3)
+    # the seed is the unit: 3 seeds, each the mean of its 2 blocks (one per lr)
+    assert (row.n, row.blocks, row.block_axes) == (3, 2, ["optimizer.lr"])
+    assert row.design() == "3 seeds x 2 blocks (optimizer.lr)"
+    assert row.mean_diff == pytest.approx(MARGIN + sum(JITTER[:3]) / 3)
+    assert row.seed_diffs == pytest.approx([MARGIN + j for j in JITTER[:3]])
     assert row.significant
 
 
@@ -88,7 +92,7 @@ def test_one_seed_says_a_comparison_needs_two(store, db_url):
         assert row.n == 1 and row.p is None and row.ci_low is None and row.note == TOO_FEW
     result = invoke("compare", "blocks", "--by", "model.block", "--db", db_url)
     assert result.exit_code == 0, result.output
-    assert "needs at least two" in result.stdout and "needs 2+ pairs" in result.stdout
+    assert "needs runs of at least two seeds" in result.stdout and "needs 2+ seeds" in result.stdout
 
 
 def test_cli_table_and_json(store, db_url):
@@ -106,7 +110,9 @@ def test_cli_table_and_json(store, db_url):
         "study": "blocks", "axis": "model.block", "metric": "test_acc", "baseline": "original", "alpha": 0.05}
     better, noise = out["comparisons"]
     assert set(better) == {"value", "n", "mean", "baseline_mean", "mean_diff", "ci_low", "ci_high", "p",
-                           "note", "significant"}
+                           "note", "significant", "blocks", "block_axes", "agree", "test", "floor", "p_holm",
+                           "seed_diffs", "block_diffs"}
+    assert better["test"] == "paired t" and better["p_holm"] == pytest.approx(min(1.0, 2 * better["p"]))
     assert better["significant"] is True and noise["significant"] is False and better["n"] == 5
 
 

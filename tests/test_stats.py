@@ -88,13 +88,64 @@ def test_paired_matches_scipys_paired_t_test():
     assert (low, high) == pytest.approx(mean_ci(np.subtract(a, b))[1:3])
 
 
-def test_paired_needs_two_and_equal_differences_leave_no_doubt():
-    from ablate.stats import paired
+def test_paired_needs_two_and_equal_differences_are_tested_exactly():
+    """Equal differences leave the t statistic undefined; the exact sign-flip test gives what
+    three seeds can carry: p = 2 / 2**3, never 0."""
+    from ablate.stats import paired, paired_test
 
     mean, low, high, n, p = paired([0.02])
     assert (mean, n) == (0.02, 1) and all(math.isnan(v) for v in (low, high, p))
-    assert paired([0.02, 0.02, 0.02])[3:] == (3, 0.0)
+    assert paired([0.02, 0.02, 0.02])[3:] == (3, 0.25)
     assert paired([0.0, 0.0])[4] == 1.0
+    t = paired_test([0.02, 0.02, 0.02])
+    assert t.test == "exact sign-flip" and t.floor == 0.25 and math.isnan(t.low)
+    assert paired_test([0.5 - 0.7, 0.52 - 0.72, 0.51 - 0.71]).test == "exact sign-flip"  # equal up to rounding
+
+
+def test_sign_flip_is_the_exact_sign_test_for_0_1_differences():
+    """Paired 0/1 outcomes: 5 discordant pairs all one way, 2 concordant (difference 0): the
+    exact sign test (McNemar's) gives 2 * 0.5**5 = 0.0625, concordant pairs change nothing."""
+    from scipy import stats as scipy_stats
+
+    from ablate.stats import paired_test, sign_flip
+
+    d = [1, 1, 1, 1, 1, 0, 0]
+    assert paired_test(d, exact=True).p == pytest.approx(scipy_stats.binomtest(5, 5).pvalue)
+    assert paired_test(d, exact=True).floor == pytest.approx(0.0625)
+    above, below = sign_flip([1, 1, -1, 1, 0])
+    assert above == pytest.approx(scipy_stats.binomtest(3, 4, alternative="greater").pvalue)
+    assert below == pytest.approx(scipy_stats.binomtest(3, 4, alternative="less").pvalue)
+
+
+def test_sign_flip_enumerates_every_sign_vector():
+    from ablate.stats import sign_flip
+
+    d = np.array([0.3, -0.1, 0.2, 0.25])
+    sums = [np.dot(s, d) for s in np.array(np.meshgrid(*[[-1, 1]] * 4)).T.reshape(-1, 4)]
+    assert sign_flip(d)[0] == pytest.approx(np.mean(np.array(sums) >= d.sum() - 1e-12))
+    big = sign_flip(np.full(20, 0.1))  # past enumeration: sampled with a fixed seed, reproducible
+    assert big == sign_flip(np.full(20, 0.1)) and big[0] < 1e-4
+
+
+def test_paired_test_against_a_bound_is_the_shifted_t_test():
+    from scipy import stats as scipy_stats
+
+    from ablate.stats import paired_test
+
+    d = [0.012, 0.018, 0.009, 0.015]
+    t = paired_test(d, bound=0.01)
+    assert t.p_above == pytest.approx(scipy_stats.ttest_1samp(d, 0.01, alternative="greater").pvalue)
+    assert t.p_below == pytest.approx(scipy_stats.ttest_1samp(d, 0.01, alternative="less").pvalue)
+    assert t.two_sided("above") == pytest.approx(2 * t.p_above)
+
+
+def test_holm_matches_its_definition():
+    from ablate.stats import holm
+
+    # sorted 0.01, 0.03, 0.04: 3 * 0.01, max(0.03, 2 * 0.03), max(0.06, 1 * 0.04)
+    assert holm([0.04, 0.01, 0.03]) == pytest.approx([0.06, 0.03, 0.06])
+    out = holm([0.5, float("nan"), 0.9])
+    assert out[0] == pytest.approx(1.0) and math.isnan(out[1]) and out[2] == pytest.approx(1.0)
 
 
 def test_summarize_keeps_a_group_whose_key_is_missing():

@@ -89,7 +89,8 @@ def test_status_lists_the_variants(mixed):
 
 def test_compare_and_export_draw_one_variant(mixed, tmp_path):
     found = json.loads(invoke("compare", "smoke", "--by", "model.depth", "--db", mixed, "--json").output)
-    assert all(r["n"] == 2 for r in found["comparisons"])  # relu and gelu pairs of one variant, not four
+    # one seed, the relu and gelu blocks of one variant: not the four runs of two variants
+    assert all((r["n"], r["blocks"]) == (1, 2) for r in found["comparisons"])
     assert found["variant"].startswith(select_default_key(mixed))
     result = invoke("export", "smoke", "--db", mixed, "--out", tmp_path / "one.csv")
     assert result.exit_code == 0, result.output

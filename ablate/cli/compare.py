@@ -19,18 +19,21 @@ def compare(
              "axis's values go by their name key (adam), else by their keys (crop_padding=4,flip=True; {} "
              "for the empty table).")] = None,
     metric: Annotated[str, typer.Option(help="test_acc, test_loss, train_acc, train_loss, wall_s, or a derived "
-                                             "metric: epoch_time, mean_test_acc, early_test_acc, landscape_range, "
+                                             "metric: epoch_time, mean_test_acc, early_test_acc, epochs_to_P (P "
+                                             "percent), acc_drops, landscape_range, grad_spread, grad_max, grad_min, "
                                              "kernel_norm, diverged.")] = "test_acc",
     db: DbOption = None,
     variant: VariantOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Each value of an axis against a baseline, over runs paired by seed: the mean difference,
-    its 95% confidence interval and the paired t-test's p-value.
+    its 95% confidence interval, the p-value, and the p-value corrected by Holm for the number
+    of values compared.
 
     A pair is two finished runs of one variant of the study with the same seed whose configs
-    differ only in the axis; pairs from the study's other axes are pooled, and a comparison
-    needs at least two. p-values are not corrected for the number of values compared.
+    differ only in the axis. The seed is the unit: a seed's pairs from the study's other axes
+    (blocks) are averaged first, and a test needs two seeds. The test is the paired t-test, or
+    the exact sign-flip test for a 0/1 metric and for differences with no spread.
 
     Example: ablate compare resblock --by model.block --baseline original
     """
@@ -62,12 +65,14 @@ def show(found) -> None:
     pp = found.metric.endswith("_acc")  # accuracies are fractions: differences read in points
     unit = " (pp)" if pp else ""
     typer.echo(f"{found.study}: {found.metric} by {found.axis}, against {found.baseline}; variant {found.variant}")
-    table = Table("value", "pairs", f"diff{unit}", f"95% CI{unit}", "p", "p < 0.05")
+    table = Table("value", "seeds", "blocks", f"diff{unit}", f"95% CI{unit}", "p", "p (Holm)", "test",
+                  "p < 0.05 (Holm)")
     for r in found.rows:
         ci = "-" if r.ci_low is None else f"{_num(r.ci_low, pp)} to {_num(r.ci_high, pp)}"
-        verdict = "needs 2+ pairs" if r.p is None else "yes" if r.significant else "no"
-        table.add_row(r.value, str(r.n), _num(r.mean_diff, pp), ci, _p(r.p), verdict)
-    Console().print(table)
+        verdict = "needs 2+ seeds" if r.p is None else "yes" if r.significant else "no"
+        table.add_row(r.value, str(r.n), str(r.blocks), _num(r.mean_diff, pp), ci, _p(r.p), _p(r.p_holm),
+                      r.test or "-", verdict)
+    Console(width=max(120, Console().width)).print(table)
     if not found.tested:
-        typer.echo(f"No value has two pairs yet, and {found.rows[0].note}: run more seeds of the same points "
+        typer.echo(f"No value has two seeds yet, and {found.rows[0].note}: run more seeds of the same points "
                    f"(ablate run {found.study} --seeds N, with the options of the runs so far).")
