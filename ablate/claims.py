@@ -4,59 +4,90 @@ A study file states the claims of the report that its grid can test, in the repo
 each with a check over the study's variant:
 
     [[claims]]
-    text = "the 3-convlayer CNN takes a huge leap, the accuracy quickly falls after that"
+    text = "the accuracy quickly fall after that"
     section = "4.3"
-    check = "best"            # best | worst | not_best | higher | lower | similar | steadier
+    check = "higher"          # see CHECKS
     axis = "model.depth"
     value = 3
+    than = [4, 5, 6, 7, 8]
 
-Every check is decided by paired comparisons, as ``ablate compare`` makes them: runs matched
-by seed and by the study's other axes, the mean difference, its 95% Student-t interval and
-the paired t-test. A claim is *supported* when the interval excludes the other side,
-*contradicted* when it excludes the claim's side, and *inconclusive* otherwise, which is all
-one seed per point can ever give (the direction is still reported). The checks:
+How a verdict is reached (the README's "How claims are decided" says the same):
 
-- ``best`` / ``worst``: ``value`` (or each of a list of values) beats (loses to) every other
-  value of ``axis``; contradicted when some other value beats (loses to) it.
-- ``not_best``: some other value beats ``value``; contradicted when ``value`` beats them all.
-- ``higher`` / ``lower``: ``value`` has a higher (lower) ``metric`` than ``than``.
-- ``similar``: every listed ``value`` (default: every other value) lies within ``threshold``
-  of ``than`` (default: the axis's first value), the whole interval inside; contradicted
-  when an interval lies wholly outside. ``threshold`` is in percentage points for accuracies.
+- The seed is the unit of replication. Runs are paired by seed and by the study's other axes
+  (blocks); within a seed the differences of its blocks are averaged, and the test is over
+  the per-seed differences, so ``n`` counts seeds. Blocks share their seed's data order and
+  augmentation draws, so they are not independent replicates and never add to ``n``.
+- The test is Student's paired t-test, except where the normal approximation fails: for a 0/1
+  metric (``diverged``) and for differences with no spread, the exact sign-flip test (which is
+  the exact sign test, McNemar's, for paired 0/1 outcomes). It can never give p = 0: with n
+  seeds its smallest two-sided p is 2 / 2**n.
+- A claim over several comparisons (best, worst, not_best, similar, no_better, no_worse,
+  plateaus, a list in higher or lower) is a family: its p-values are adjusted by Holm.
+- Supported: the (adjusted) p of the claim's side is below 0.05, that is the 95% interval
+  lies on the claim's side of its boundary (0, a margin, a ratio); for a claim that needs
+  every comparison, all of them. Contradicted: the same on the other side. Otherwise
+  inconclusive, which is all one seed per point can be: then the direction is said, and
+  whether every block agrees with it.
+
+The checks (``metric`` is read with its direction: for a loss or a time, lower is better):
+
+- ``best`` / ``worst``: ``value`` (or each of a list) beats (loses to) every other value.
+- ``not_best``: some other value beats ``value``.
+- ``higher`` / ``lower``: ``value`` has a higher (lower) ``metric`` than ``than`` (or than each
+  of a list of values).
+- ``similar``: each listed ``value`` (default: every other value) lies within ``threshold`` of
+  ``than`` (default: the axis's first value): two one-sided tests, the interval inside.
+- ``no_better`` / ``no_worse``: each listed ``value`` (default: every other) is not better
+  (worse) than ``than`` by more than ``threshold``: non-superiority (non-inferiority).
+- ``plateaus``: along the axis's values in order, some step gains no more than ``threshold``
+  ("does not improve steadily"); contradicted when every step gains more.
+- ``ratio``: ``metric`` of ``value`` over that of ``than`` is at least ``threshold``
+  (``doubling``: epoch time of the slow pipeline over the fast one), tested on log ratios.
+- ``at_least`` / ``at_most``: the ``metric`` (of the point ``where`` names; a recipe has one)
+  is at least (at most) ``threshold``: a headline result such as 92%.
 - ``steadier``: the spread (largest minus smallest) of ``metric`` over the values of the axis
-  ``over`` is smaller with ``axis`` = ``value`` than with ``than``, paired by seed.
+  ``over`` is smaller with ``axis`` = ``value`` than with ``than``.
 
-``metric`` is a final metric (test_acc, the default) or a derived one (``ablate.derived``:
-mean_test_acc for convergence speed, landscape_range, kernel_norm, diverged, ...); ``where``
-holds other axes at given values (``where = { model = "plain_cnn" }``).
+``threshold`` is in percent (percentage points) for accuracies. ``metric`` is a final metric
+(test_acc, the default) or a derived one (``ablate.derived``); ``where`` holds other axes at
+given values (``where = { model = "plain_cnn" }``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from ablate import derived
+from ablate import derived, stats
 from ablate.config import ConfigError, flatten
 
-CHECKS = ("best", "worst", "not_best", "higher", "lower", "similar", "steadier")
+CHECKS = ("best", "worst", "not_best", "higher", "lower", "similar", "no_better", "no_worse", "plateaus", "ratio",
+          "at_least", "at_most", "steadier")
 FINAL = ("test_acc", "test_loss", "train_acc", "train_loss", "wall_s")
-METRICS = FINAL + tuple(derived.DERIVED)
+METRICS = FINAL + tuple(derived.DERIVED) + ("epochs_to_P",)
 KEYS = {"text", "section", "check", "axis", "value", "than", "metric", "threshold", "over", "where"}
 VERDICTS = ("supported", "contradicted", "inconclusive", "not run")
+ALPHA = stats.ALPHA
+NO_AXIS = ("at_least", "at_most")  # checks of one point, which ``where`` names
+LISTS = {"value": ("best", "worst", "similar", "no_better", "no_worse"), "than": ("higher", "lower")}
+THRESHOLD = {"similar": "a positive margin", "no_better": "a margin, 0 or more", "no_worse": "a margin, 0 or more",
+             "plateaus": "a margin, 0 or more", "ratio": "a positive ratio", "at_least": "a number",
+             "at_most": "a number"}
 
 
 @dataclass(frozen=True)
 class Claim:
     text: str  # the report's words
     check: str
-    axis: str
-    value: Any = None  # a value of the axis (for best and worst: or a list of them)
-    than: Any = None  # the value it is set against
+    axis: str = ""  # empty only for at_least / at_most
+    value: Any = None  # a value of the axis (for some checks: a list of them)
+    than: Any = None  # the value it is set against (higher, lower: or a list)
     metric: str = "test_acc"
-    threshold: float | None = None  # similar: the largest difference that counts as none
+    threshold: float | None = None  # a margin, a ratio or a level (see the checks)
     over: str | None = None  # steadier: the axis the spread is taken over
     where: dict[str, Any] = field(default_factory=dict)  # other axes held at these values
     section: str = ""  # where the report says it
@@ -65,7 +96,7 @@ class Claim:
         d = {k: getattr(self, k) for k in ("text", "section", "check", "axis", "value", "than", "metric",
                                            "threshold", "over", "where")}
         # Left out where they hold nothing; value and than may be the empty table ({}, no augmentation).
-        return {k: v for k, v in d.items() if v is not None and not (k in ("section", "where") and not v)}
+        return {k: v for k, v in d.items() if v is not None and not (k in ("section", "where", "axis") and not v)}
 
 
 @dataclass
@@ -73,9 +104,10 @@ class Verdict:
     claim: Claim
     verdict: str  # one of VERDICTS
     check: str  # the check in words
-    evidence: str  # the numbers behind the verdict
+    evidence: str  # the numbers behind the verdict, in one line
     why: str = ""  # what would settle an inconclusive or unrun claim
     study: str = ""
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # every comparison of the family
 
 
 # ----------------------------------------------------------------------- parsing
@@ -103,6 +135,10 @@ def label_of(values: list[Any], value: Any, axis: str) -> str:
     raise ConfigError(f"claim on '{axis}': {value!r} is not one of its values ({', '.join(labels)})")
 
 
+def _listed(v: Any) -> list[Any]:
+    return [] if v is None else list(v) if isinstance(v, list) else [v]
+
+
 def parse(item: dict[str, Any], axes: dict[str, list[Any]]) -> Claim:
     """One ``[[claims]]`` table, checked against the study's axes."""
     if not isinstance(item, dict):
@@ -110,29 +146,48 @@ def parse(item: dict[str, Any], axes: dict[str, list[Any]]) -> Claim:
     unknown = sorted(set(item) - KEYS)
     if unknown:
         raise ConfigError(f"unknown claim key '{unknown[0]}'; accepted: {', '.join(sorted(KEYS))}")
-    for key in ("text", "check", "axis"):
+    for key in ("text", "check"):
         if not isinstance(item.get(key), str) or not item[key].strip():
             raise ConfigError(f"a claim needs '{key}' (a string)")
     claim = Claim(**{k: v for k, v in item.items()})
     if claim.check not in CHECKS:
         raise ConfigError(f"claim check must be one of {', '.join(CHECKS)}, got {claim.check!r}")
-    if claim.metric not in METRICS:
+    if not isinstance(claim.metric, str) or (claim.metric not in FINAL and not derived.is_derived(claim.metric)):
         raise ConfigError(f"claim metric must be one of {', '.join(METRICS)}, got {claim.metric!r}")
-    values = _values(axes, claim.axis)
-    named = claim.value if isinstance(claim.value, list) else [claim.value]
-    if claim.check in ("best", "worst", "not_best", "higher", "lower", "steadier") and claim.value is None:
+    if claim.check in NO_AXIS:
+        for key in ("axis", "value", "than"):
+            if item.get(key) not in (None, ""):
+                raise ConfigError(f"an '{claim.check}' claim takes no '{key}': 'where' names the point")
+        values = []
+    else:
+        if not isinstance(item.get("axis"), str) or not item["axis"].strip():
+            raise ConfigError("a claim needs 'axis' (a string)")
+        values = _values(axes, claim.axis)
+    if claim.check in ("best", "worst", "not_best", "higher", "lower", "steadier", "ratio") and claim.value is None:
         raise ConfigError(f"a '{claim.check}' claim needs 'value'")
-    if claim.check in ("higher", "lower", "steadier") and claim.than is None:
+    if claim.check in ("higher", "lower", "steadier", "ratio") and claim.than is None:
         raise ConfigError(f"a '{claim.check}' claim needs 'than'")
-    if isinstance(claim.value, list) and claim.check not in ("best", "worst", "similar"):
-        raise ConfigError(f"only best, worst and similar claims take a list of values, not '{claim.check}'")
-    for v in (named if claim.value is not None else []) + ([claim.than] if claim.than is not None else []):
+    if claim.check == "plateaus" and (claim.value is not None or claim.than is not None):
+        raise ConfigError("a 'plateaus' claim takes every value of its axis in order: no 'value' or 'than'")
+    for key, checks in LISTS.items():
+        if isinstance(getattr(claim, key), list) and claim.check not in checks:
+            raise ConfigError(f"only {', '.join(checks)} claims take a list as '{key}', not '{claim.check}'")
+    named = _listed(claim.value) + _listed(claim.than)
+    for v in named:
         label_of(values, v, claim.axis)
-    if claim.check == "similar":
-        if not isinstance(claim.threshold, (int, float)) or isinstance(claim.threshold, bool) or not claim.threshold > 0:
-            raise ConfigError("a 'similar' claim needs 'threshold', a positive number (percentage points for accuracies)")
+    if claim.check in THRESHOLD:
+        t = claim.threshold
+        ok = isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t)
+        if ok and claim.check in ("similar", "ratio"):
+            ok = t > 0
+        elif ok and claim.check in ("no_better", "no_worse", "plateaus"):
+            ok = t >= 0
+        if not ok:
+            unit = " (percent for accuracies)" if claim.check in NO_AXIS else " (percentage points for accuracies)"
+            raise ConfigError(f"a '{claim.check}' claim needs 'threshold', {THRESHOLD[claim.check]}"
+                              + ("" if claim.check == "ratio" else unit))
     elif claim.threshold is not None:
-        raise ConfigError(f"'threshold' is for similar claims, not '{claim.check}'")
+        raise ConfigError(f"'threshold' is for {', '.join(THRESHOLD)} claims, not '{claim.check}'")
     if claim.check == "steadier":
         if claim.over is None or claim.over == claim.axis:
             raise ConfigError("a 'steadier' claim needs 'over', another axis of the study")
@@ -163,6 +218,7 @@ def parse_all(items: Any, axes: dict[str, list[Any]]) -> tuple[Claim, ...]:
     return tuple(out)
 
 
+
 # --------------------------------------------------------------------- checking
 
 
@@ -180,36 +236,8 @@ def _where(runs: pd.DataFrame, claim: Claim, axes: dict[str, list[Any]]) -> pd.D
     return runs
 
 
-def _names(claim: Claim, axes) -> tuple[list[str], str | None]:
-    values = axes[claim.axis]
-    named = claim.value if isinstance(claim.value, list) else ([] if claim.value is None else [claim.value])
-    than = label_of(values, claim.than, claim.axis) if claim.than is not None else None
-    return [label_of(values, v, claim.axis) for v in named], than
-
-
-def describe(claim: Claim, axes: dict[str, list[Any]]) -> str:
-    """The check in words."""
-    named, than = _names(claim, axes)
-    a, m = f"`{claim.axis}`", claim.metric
-    one = " and ".join(named)
-    where = "".join(f", with `{k}` = {v}" for k, v in claim.where.items())
-    if claim.check in ("best", "worst"):
-        word = "highest" if claim.check == "best" else "lowest"
-        if len(named) > 1:
-            verb = "each beat" if claim.check == "best" else "each lose to"
-            return f"{a} = {one} have the {word} {m}: {verb} every other value{where}"
-        verb = "beats" if claim.check == "best" else "loses to"
-        return f"{a} = {one} has the {word} {m}: it {verb} every other value{where}"
-    if claim.check == "not_best":
-        return f"{a} = {one} does not have the highest {m}: some other value beats it{where}"
-    if claim.check in ("higher", "lower"):
-        return f"{a} = {one} gives a {claim.check} {m} than {than}{where}"
-    if claim.check == "similar":
-        base = than or _first_label(axes[claim.axis])
-        scale = " pp" if derived.is_accuracy(m) else ""
-        which = one or "every other value"
-        return f"{m} of {a} = {which} lies within ±{claim.threshold:g}{scale} of {base}{where}"
-    return f"the spread of {m} over `{claim.over}` is smaller with {a} = {one} than with {than}{where}"
+def _labels(claim: Claim, axes, key: str) -> list[str]:
+    return [label_of(axes[claim.axis], v, claim.axis) for v in _listed(getattr(claim, key))]
 
 
 def _first_label(values: list[Any]) -> str:
@@ -218,26 +246,156 @@ def _first_label(values: list[Any]) -> str:
     return value_labels(values)[0]
 
 
-def _row_text(metric: str, value: str, row, against: str) -> str:
-    ci = "" if row.ci_low is None else f", 95% CI {derived.fmt(metric, row.ci_low, True)} to " \
-                                      f"{derived.fmt(metric, row.ci_high, True)}, p {_p(row.p)}"
-    return f"{value} vs {against}: {derived.fmt(metric, row.mean_diff, True)} (n = {row.n}{ci})"
+def _scale(metric: str) -> float:
+    """Thresholds of accuracies are written in percent."""
+    return 0.01 if derived.is_accuracy(metric) else 1.0
+
+
+def _margin(claim: Claim) -> str:
+    return f"{claim.threshold:g} pp" if derived.is_accuracy(claim.metric) else f"{claim.threshold:g}"
+
+
+def _join(labels: list[str]) -> str:
+    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def describe(claim: Claim, axes: dict[str, list[Any]]) -> str:
+    """The check in words."""
+    m = claim.metric
+    where = "".join(f", with `{k}` = {v}" for k, v in claim.where.items())
+    if claim.check in NO_AXIS:
+        level = f"{claim.threshold:g}%" if derived.is_accuracy(m) else f"{claim.threshold:g}"
+        return f"{m} is at {'least' if claim.check == 'at_least' else 'most'} {level}{where}"
+    a = f"`{claim.axis}`"
+    named, than = _labels(claim, axes, "value"), _labels(claim, axes, "than")
+    one = _join(named) if named else ""
+    low = derived.lower_is_better(m)
+    if claim.check in ("best", "worst"):
+        word = ("lowest" if low else "highest") if claim.check == "best" else ("highest" if low else "lowest")
+        verb = "beat" if claim.check == "best" else "lose to"
+        if len(named) > 1:
+            return f"{a} = {one} have the {word} {m}: each {verb}s every other value{where}"
+        return f"{a} = {one} has the {word} {m}: it {verb}s every other value{where}"
+    if claim.check == "not_best":
+        return f"{a} = {one} does not have the {'lowest' if low else 'highest'} {m}: some other value beats it{where}"
+    if claim.check in ("higher", "lower"):
+        each = " (each)" if len(than) > 1 else ""
+        return f"{a} = {one} gives a {claim.check} {m} than {_join(than)}{each}{where}"
+    base = _join(than) if than else _first_label(axes.get(claim.axis, [None])) if claim.axis else ""
+    which = one or "every other value"
+    if claim.check == "similar":
+        return f"{m} of {a} = {which} lies within ±{_margin(claim)} of {base}{where}"
+    if claim.check in ("no_better", "no_worse"):
+        up = (claim.check == "no_better") != low  # no better in a higher-is-better metric: not above
+        return f"{m} of {a} = {which} is not {'above' if up else 'below'} that of {base} by more than {_margin(claim)}{where}"
+    if claim.check == "plateaus":
+        return (f"along {a} = {_join(_labels_all(claim, axes))}, some step does not {'lower' if low else 'raise'} "
+                f"{m} by more than {_margin(claim)}{where}")
+    if claim.check == "ratio":
+        return f"{m} with {a} = {one} is at least {claim.threshold:g} times that with {_join(than)}{where}"
+    return f"the spread of {m} over `{claim.over}` is smaller with {a} = {one} than with {_join(than)}{where}"
+
+
+def _labels_all(claim: Claim, axes) -> list[str]:
+    from ablate.compare import value_labels
+
+    return value_labels(axes[claim.axis])
 
 
 def _p(p: float | None) -> str:
-    return "-" if p is None else "< 0.001" if p < 0.001 else f"= {p:.3f}"
+    return "-" if p is None or (isinstance(p, float) and math.isnan(p)) else "< 0.001" if p < 0.001 else f"= {p:.3f}"
 
 
-def _above(row) -> bool:  # the row's value beats the baseline, at p < 0.05
-    return row.ci_low is not None and row.ci_low > 0
+@dataclass
+class Contrast:
+    """One comparison of a claim's family: per-seed numbers against a boundary.
 
+    ``kind`` says which side supports the claim: "above" (the difference is above ``bound``),
+    "below", or "within" (inside ±``bound``: two one-sided tests)."""
 
-def _below(row) -> bool:
-    return row.ci_high is not None and row.ci_high < 0
+    what: str  # "5 vs 7"
+    kind: str
+    bound: float
+    diffs: list[float]  # one per seed
+    blocks: list[float]  # one per block, mean over seeds
+    design: str  # "3 seeds x 5 blocks (model.channels.1)"
+    metric: str
+    exact: bool = False
+    transform: str = ""  # "log": the numbers are log ratios, shown as ratios
+    p_for: float = math.nan  # two-sided-equivalent p for the claim's side; Holm-adjusted later
+    p_against: float = math.nan
+    test: stats.PairedTest | None = None
 
+    def __post_init__(self) -> None:
+        self.test = stats.paired_test(self.diffs, exact=self.exact)
+        if self.n < 2:
+            return
+        if self.kind == "within":
+            hi, lo = (stats.paired_test(self.diffs, b, self.exact) for b in (self.bound, -self.bound))
+            self.p_for = max(hi.two_sided("below"), lo.two_sided("above"))
+            self.p_against = min(hi.two_sided("above"), lo.two_sided("below"))
+        else:
+            t = self.test if self.bound == 0 else stats.paired_test(self.diffs, self.bound, self.exact)
+            side, other = ("above", "below") if self.kind == "above" else ("below", "above")
+            self.p_for, self.p_against = t.two_sided(side), t.two_sided(other)
 
-def _untested(rows) -> bool:
-    return any(r.p is None for r in rows)
+    @property
+    def n(self) -> int:
+        return self.test.n
+
+    @property
+    def mean(self) -> float:
+        return self.test.mean
+
+    def room(self, x: float) -> float:
+        """How far ``x`` lies on the claim's side of the boundary (negative: on the other side)."""
+        if self.kind == "above":
+            return x - self.bound
+        if self.kind == "below":
+            return self.bound - x
+        return self.bound - abs(x)
+
+    def on_side(self, x: float) -> bool:
+        if self.kind == "above":
+            return x > self.bound
+        if self.kind == "below":
+            return x < self.bound
+        return abs(x) < self.bound
+
+    def number(self, x: float | None, signed: bool = True) -> str:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return "-"
+        if self.transform == "log":
+            return f"{math.exp(x):.3g}x"
+        return derived.fmt(self.metric, x, signed)
+
+    def interval(self) -> str:
+        t = self.test
+        if self.n < 2 or math.isnan(t.low):
+            return "-"
+        return f"{self.number(t.low)} to {self.number(t.high)}"
+
+    def text(self, adjusted: bool) -> str:
+        """"5 vs 7: +0.03 pp (n = 4 seeds, 95% CI -0.49 pp to +0.56 pp, p = 0.857 against the claim, paired t)"."""
+        inner = f"n = {self.design}"
+        if self.n >= 2:
+            ci = self.interval()
+            if ci != "-":
+                inner += f", 95% CI {ci}"
+            p = self.p_for if self.p_for <= self.p_against else self.p_against
+            side = "for" if self.p_for <= self.p_against else "against"
+            inner += f", p {_p(p)} {side} the claim{' (Holm)' if adjusted else ''}, {self.test.test}"
+        return f"{self.what}: {self.number(self.mean)} ({inner})"
+
+    def row(self) -> dict[str, Any]:
+        return {"comparison": self.what, "difference": self.number(self.mean), "95% CI": self.interval(),
+                "boundary": self._bound_text(), "p for": _p(self.p_for).lstrip("= "),
+                "p against": _p(self.p_against).lstrip("= "), "test": self.test.test or "none (1 seed)",
+                "n": self.design}
+
+    def _bound_text(self) -> str:
+        b = self.number(self.bound, True) if self.transform != "log" else f"{math.exp(self.bound):.3g}x"
+        return {"above": f"> {b}", "below": f"< {b}", "within": f"within ±{self.number(self.bound, False)}"}[self.kind]
 
 
 def evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str = "",
@@ -250,102 +408,140 @@ def evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study
 
 
 def _evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str, more_seeds: str) -> Verdict:
-    from ablate.compare import compare_frame
-
     check = describe(claim, axes)
     metric = claim.metric
     runs = _where(runs, claim, axes)
-    named, than = _names(claim, axes)
-    seeds_hint = f"needs 2+ seeds per point: `{more_seeds}`"
     if runs.empty or metric not in runs.columns or runs[metric].notna().sum() == 0:
-        why = f"no finished run records {metric}" + (f" ({derived.DERIVED[metric]})" if metric in derived.DERIVED else "")
+        why = f"no finished run records {metric}" + (f" ({derived.describe(metric)})" if derived.is_derived(metric) else "")
         return Verdict(claim, "not run", check, "-", f"{why}: ablate run {study}".rstrip(": "))
+    try:
+        family, mode, means = _family(claim, runs, axes)
+    except _NotRun as e:
+        return Verdict(claim, "not run", check, "-", str(e))
+    return _decide(claim, check, family, mode, means, more_seeds)
+
+
+class _NotRun(Exception):
+    pass
+
+
+def _family(claim: Claim, runs: pd.DataFrame, axes) -> tuple[list[Contrast], str, str]:
+    """The claim's comparisons, "all" or "any" of which must hold, and a line of means."""
+    m = claim.metric
+    if claim.check in NO_AXIS:
+        return [_one_sample(claim, runs)], "all", ""
     if claim.check == "steadier":
-        return _steadier(claim, runs, axes, check, seeds_hint)
+        return [_steadier(claim, runs, axes)], "all", ""
     values = axes[claim.axis]
+    low = derived.lower_is_better(m)
+    exact = m in derived.DISCRETE
+    frame = runs
+    transform = ""
+    if claim.check == "ratio":
+        frame = runs.assign(**{m: np.log(runs[m].where(runs[m] > 0))})
+        transform = "log"
 
-    def against(label: str):
-        """Every value of the axis against ``label``; None if ``label`` has no finished runs."""
+    cache: dict[str | None, Any] = {}
+
+    def against(b: str | None, numbers: pd.DataFrame = frame):
+        from ablate.compare import compare_frame
+
+        key = (b, numbers is frame)
+        if key not in cache:
+            cache[key] = compare_frame(numbers, claim.axis, values, b, m)
+        return cache[key]
+
+    def vs(a: str, b: str, kind: str, bound: float = 0.0) -> Contrast:
         try:
-            return compare_frame(runs, claim.axis, values, label, metric, study)
+            comp = against(b)
         except ConfigError:
-            return None
+            raise _NotRun(f"no finished runs with {claim.axis} = {b}") from None
+        found = [r for r in comp.rows if r.value == a]
+        if not found or found[0].n == 0:
+            raise _NotRun(f"no finished runs with {claim.axis} = {a} to set against {b}")
+        r = found[0]
+        return Contrast(f"{a} vs {b}", kind, bound, r.seed_diffs, r.block_diffs, r.design(), m, exact, transform)
 
-    missing = [v for v in named + ([than] if than else []) if against(v) is None]
-    if missing:
-        return Verdict(claim, "not run", check, "-", f"no finished runs with {claim.axis} = {', '.join(missing)}")
-
-    if claim.check in ("best", "worst", "not_best"):
-        rows = []  # (named value, row of another value against it)
-        for x in named:
-            comp = against(x)
-            rows += [(x, r) for r in comp.rows if r.value not in named]
-        if not rows:
-            return Verdict(claim, "not run", check, "-", f"no other value of {claim.axis} has finished runs")
-        wins = _below if claim.check in ("best", "not_best") else _above  # the other value is worse (better)
-        losses = _above if claim.check in ("best", "not_best") else _below
-        # The closest rival: the row nearest to, or past, the claim's side.
-        sign = 1 if claim.check in ("best", "not_best") else -1
-        x, closest = max(rows, key=lambda xr: sign * (xr[1].mean_diff if xr[1].mean_diff is not None else -1e9))
-        evidence = (f"{x}: {derived.fmt(metric, closest.baseline_mean)}; closest: "
-                    + _row_text(metric, closest.value, closest, x) + f"; {len(rows)} comparison(s)")
-        if claim.check == "not_best":
-            if any(_above(r) for _, r in rows):
-                return Verdict(claim, "supported", check, evidence)
-            if all(_below(r) for _, r in rows):
-                return Verdict(claim, "contradicted", check, evidence)
+    def mean_of(label: str) -> str:
+        comp = against(None, runs)
+        if label == comp.baseline:
+            one = next((r.baseline_mean for r in comp.rows), None)
         else:
-            if all(wins(r) for _, r in rows):
-                return Verdict(claim, "supported", check, evidence)
-            if any(losses(r) for _, r in rows):
-                return Verdict(claim, "contradicted", check, evidence)
-        direction = all(r.mean_diff is not None and sign * r.mean_diff < 0 for _, r in rows)
-        if claim.check == "not_best":
-            direction = not direction
-        return _inconclusive(claim, check, evidence, [r for _, r in rows], direction, seeds_hint)
+            one = next((r.mean for r in comp.rows if r.value == label), None)
+        return f"{label}: {derived.fmt(m, one)}"
 
+    named, than = _labels(claim, axes, "value"), _labels(claim, axes, "than")
+    available = against(None, runs).values
+    t = (claim.threshold or 0.0) * _scale(m)
+    if claim.check in ("best", "worst", "not_best"):
+        others = [v for v in available if v not in named]
+        if not others:
+            raise _NotRun(f"no other value of {claim.axis} has finished runs")
+        kind, mode = rank_family(claim.check, low)
+        cmps = [vs(o, x, kind) for x in named for o in others]
+        return cmps, mode, "; ".join(mean_of(x) for x in named)
     if claim.check in ("higher", "lower"):
-        (row,) = [r for r in against(than).rows if r.value == named[0]]
-        evidence = (f"{named[0]}: {derived.fmt(metric, row.mean)}, {than}: {derived.fmt(metric, row.baseline_mean)}; "
-                    + _row_text(metric, named[0], row, than))
-        good, bad = (_above, _below) if claim.check == "higher" else (_below, _above)
-        if good(row):
-            return Verdict(claim, "supported", check, evidence)
-        if bad(row):
-            return Verdict(claim, "contradicted", check, evidence)
-        sign = 1 if claim.check == "higher" else -1
-        return _inconclusive(claim, check, evidence, [row], row.mean_diff is not None and sign * row.mean_diff > 0,
-                             seeds_hint)
-
-    # similar
-    base = than or _first_label(values)
-    comp = against(base)
-    rows = [r for r in comp.rows if not named or r.value in named]
-    if not rows:
-        return Verdict(claim, "not run", check, "-", f"no value to set against {base} has finished runs")
-    t = claim.threshold / 100 if derived.is_accuracy(metric) else claim.threshold
-    widest = max(rows, key=lambda r: abs(r.mean_diff) if r.mean_diff is not None else -1.0)
-    evidence = "largest difference: " + _row_text(metric, widest.value, widest, base) + f"; {len(rows)} value(s)"
-    inside = [r.ci_low is not None and -t < r.ci_low and r.ci_high < t for r in rows]
-    outside = [r.ci_low is not None and (r.ci_low > t or r.ci_high < -t) for r in rows]
-    if all(inside):
-        return Verdict(claim, "supported", check, evidence)
-    if any(outside):
-        return Verdict(claim, "contradicted", check, evidence)
-    return _inconclusive(claim, check, evidence, rows, all(r.mean_diff is not None and abs(r.mean_diff) < t for r in rows),
-                         seeds_hint)
+        kind = "above" if claim.check == "higher" else "below"
+        means = ", ".join(mean_of(x) for x in named + than)
+        return [vs(named[0], b, kind) for b in than], "all", means
+    if claim.check == "ratio":
+        c = vs(named[0], than[0], "above", math.log(claim.threshold))
+        return [c], "all", ", ".join(mean_of(x) for x in named + than)
+    base = than[0] if than else _first_label(values)
+    if claim.check == "plateaus":
+        order = [v for v in _labels_all(claim, axes) if v in available]
+        if len(order) < 2:
+            raise _NotRun(f"fewer than two values of {claim.axis} have finished runs")
+        kind, bound = ("above", -t) if low else ("below", t)
+        return [vs(b, a, kind, bound) for a, b in zip(order, order[1:])], "any", ""
+    listed = named or [v for v in available if v != base]
+    if not listed:
+        raise _NotRun(f"no value to set against {base} has finished runs")
+    if claim.check == "similar":
+        cmps = [vs(v, base, "within", t) for v in listed]
+    else:
+        up = (claim.check == "no_better") != low
+        cmps = [vs(v, base, "below", t) if up else vs(v, base, "above", -t) for v in listed]
+    return cmps, "all", mean_of(base)
 
 
-def _inconclusive(claim, check, evidence, rows, direction: bool, seeds_hint: str) -> Verdict:
-    if _untested(rows):
-        n = min(r.n for r in rows)
-        return Verdict(claim, "inconclusive", check, f"{evidence}; the direction {'agrees' if direction else 'disagrees'}",
-                       f"n = {n} per comparison: {seeds_hint}")
-    return Verdict(claim, "inconclusive", check, evidence, "the 95% intervals include both sides: more seeds would narrow them")
+def rank_family(check: str, lower_is_better: bool = False) -> tuple[str, str]:
+    """best, worst, not_best: the side of (other minus named) that supports the claim, and
+    whether all comparisons must support it or any one may."""
+    beats = "above" if lower_is_better else "below"  # the named value beats the other
+    loses = "below" if lower_is_better else "above"
+    return {"best": (beats, "all"), "worst": (loses, "all"), "not_best": (loses, "any")}[check]
 
 
-def _steadier(claim: Claim, runs: pd.DataFrame, axes, check: str, seeds_hint: str) -> Verdict:
-    from ablate import stats
+def decide_family(claim: Claim, diffs: np.ndarray) -> str:
+    """The verdict of a best, worst or not_best claim from per-seed differences (other minus
+    named value), one row per other value: what ``evaluate`` decides once the runs are paired.
+    The simulation of tests/test_claims.py runs it on data with every value equal."""
+    kind, mode = rank_family(claim.check, derived.lower_is_better(claim.metric))
+    family = [Contrast(f"{i}", kind, 0.0, list(row), [], "", claim.metric) for i, row in enumerate(diffs)]
+    return _decide(claim, "", family, mode, "", "").verdict
+
+
+def _one_sample(claim: Claim, runs: pd.DataFrame) -> Contrast:
+    """at_least / at_most: the per-seed mean (over the points ``where`` leaves) against the level."""
+    from ablate.variants import is_config_column
+
+    m = claim.metric
+    done = runs[runs[m].notna()]
+    points = [c for c in done.columns if is_config_column(c) and c != "seed"]
+    varying = [c for c in points if done[c].astype(str).nunique() > 1]
+    per_seed = done.groupby("seed")[m].mean()
+    per_block = done.groupby(varying, dropna=False)[m].mean() if varying else done[m].agg(["mean"])
+    n, k = len(per_seed), len(per_block)
+    design = f"{n} seed{'s' if n != 1 else ''}" + (f" x {k} blocks ({', '.join(varying)})" if k > 1 else "")
+    level = claim.threshold * _scale(m)
+    kind = "above" if claim.check == "at_least" else "below"
+    # Differences from the level, so the evidence reads "+0.53 pp" above 92%.
+    return Contrast(f"mean vs {derived.fmt(m, level)}", kind, 0.0, (per_seed - level).tolist(),
+                    list(per_block.to_numpy() - level), design, m, m in derived.DISCRETE)
+
+
+def _steadier(claim: Claim, runs: pd.DataFrame, axes) -> Contrast:
     from ablate.compare import _same
 
     others = [a for a in axes if a not in (claim.axis, claim.over) and a in runs.columns]
@@ -362,20 +558,95 @@ def _steadier(claim: Claim, runs: pd.DataFrame, axes, check: str, seeds_hint: st
     mine, theirs = spreads(claim.value), spreads(claim.than)
     both = mine.index.intersection(theirs.index)
     if not len(both):
-        return Verdict(claim, "not run", check, "-",
-                       f"needs every value of {claim.over} finished on both sides, for the same seeds")
-    diffs = (mine[both] - theirs[both]).to_numpy()
-    mean, low, high, n, p = stats.paired(diffs)
-    evidence = (f"spread {derived.fmt(metric, float(mine[both].mean()))} with {claim.value}, "
-                f"{derived.fmt(metric, float(theirs[both].mean()))} with {claim.than}: "
-                f"{derived.fmt(metric, mean, True)} (n = {n}"
-                + ("" if n < 2 else f", 95% CI {derived.fmt(metric, low, True)} to {derived.fmt(metric, high, True)}, "
-                                    f"p {_p(p)}") + ")")
-    if n >= 2 and high < 0:
-        return Verdict(claim, "supported", check, evidence)
-    if n >= 2 and low > 0:
-        return Verdict(claim, "contradicted", check, evidence)
-    if n < 2:
-        return Verdict(claim, "inconclusive", check, f"{evidence}; the direction {'agrees' if mean < 0 else 'disagrees'}",
-                       f"n = {n}: {seeds_hint}")
-    return Verdict(claim, "inconclusive", check, evidence, "the 95% interval includes both sides: more seeds would narrow it")
+        raise _NotRun(f"needs every value of {claim.over} finished on both sides, for the same seeds")
+    d = (mine[both] - theirs[both]).rename("d").reset_index()
+    per_seed = d.groupby("seed")["d"].mean()
+    per_block = d.groupby(others, dropna=False)["d"].mean() if others else d["d"].agg(["mean"])
+    n, k = len(per_seed), len(per_block)
+    design = f"{n} seed{'s' if n != 1 else ''}" + (f" x {k} blocks ({', '.join(others)})" if k > 1 else "")
+    c = Contrast(f"spread with {claim.value} vs {claim.than}", "below", 0.0, per_seed.tolist(), list(per_block.to_numpy()),
+             design, metric)
+    c.spreads = (float(mine[both].mean()), float(theirs[both].mean()))
+    return c
+
+
+def _decide(claim: Claim, check: str, family: list[Contrast], mode: str, means: str, more_seeds: str) -> Verdict:
+    k = len(family)
+    if claim.check == "steadier":
+        mine, theirs = family[0].spreads
+        means = (f"spread {derived.fmt(claim.metric, mine)} with {claim.value}, "
+                 f"{derived.fmt(claim.metric, theirs)} with {claim.than}")
+    elif claim.check in NO_AXIS:
+        means = f"mean {derived.fmt(claim.metric, family[0].mean + claim.threshold * _scale(claim.metric))}"
+    lead = f"{means}; " if means else ""
+    untested = [c for c in family if c.n < 2]
+    if untested:
+        return _untested(claim, check, family, mode, lead, more_seeds)
+    for c, p in zip(family, stats.holm([c.p_for for c in family])):
+        c.p_for = p
+    for c, p in zip(family, stats.holm([c.p_against for c in family])):
+        c.p_against = p
+    yes = [c.p_for < ALPHA for c in family]
+    no = [c.p_against < ALPHA for c in family]
+    if mode == "all":
+        supported, contradicted = all(yes), any(no)
+        key = max(family, key=lambda c: c.p_for)  # the weakest support decides
+    else:
+        supported, contradicted = any(yes), all(no)
+        key = min(family, key=lambda c: c.p_for)
+    if k == 1:
+        evidence = lead + key.text(False)
+    else:
+        which = "weakest" if mode == "all" else "strongest"
+        evidence = (f"{lead}{k} comparisons, Holm-adjusted: {sum(yes)} of {k} for the claim, {sum(no)} against it; "
+                    f"{which}: {key.text(True)}")
+    rows = [c.row() for c in family]
+    verdict = "supported" if supported else "contradicted" if contradicted else "inconclusive"
+    why = "" if verdict != "inconclusive" else _why_inconclusive(family, k, more_seeds)
+    return Verdict(claim, verdict, check, evidence, why, comparisons=rows)
+
+
+def _why_inconclusive(family: list[Contrast], k: int, more_seeds: str) -> str:
+    exact = [c for c in family if c.test.test == "exact sign-flip"]
+    if exact:
+        n = min(c.n for c in exact)
+        floor = stats.sign_flip_floor(n)
+        if floor * k >= ALPHA or floor >= ALPHA:
+            need = next(m for m in range(2, 64) if stats.sign_flip_floor(m) * k < ALPHA)
+            holm = f", {k} comparisons under Holm" if k > 1 else ""
+            return (f"the exact sign-flip test (for differences with no spread, or a 0/1 metric) of {n} seeds "
+                    f"cannot give p below {floor:.3g}{holm}; {need}+ seeds could (`{_with_seeds(more_seeds, need)}`)")
+    side = "boundary" if any(c.kind == "within" or c.bound for c in family) else "0"
+    return f"the 95% intervals include the {side}: more seeds would narrow them"
+
+
+def _with_seeds(command: str, n: int) -> str:
+    return command.replace("--seeds 3", f"--seeds {n}")
+
+
+def _untested(claim: Claim, check: str, family: list[Contrast], mode: str, lead: str, more_seeds: str) -> Verdict:
+    agree = [c.on_side(c.mean) for c in family]
+    direction = all(agree) if mode == "all" else any(agree)
+    k = len(family)
+    # The comparison nearest the claim's boundary, or past it (all), the one furthest on its side (any).
+    pick = min if mode == "all" else max
+    key = pick(family, key=lambda c: c.room(c.mean))
+    parts = [key.text(False)]
+    if k > 1:
+        needs = "every one" if mode == "all" else "one"
+        parts.append(f"{k} comparisons: the direction agrees in {sum(agree)} of {k} (the claim needs {needs})")
+    else:
+        parts.append(f"the direction {'agrees' if direction else 'disagrees'}")
+    deciding = [c for c, a in zip(family, agree) if a] if mode == "any" else family
+    blocks = [len(c.blocks) for c in deciding]
+    if direction and blocks and min(blocks) > 1:
+        held = [c for c in deciding if all(c.on_side(x) for x in c.blocks)]
+        if mode == "all" and len(held) == len(deciding):
+            parts.append(f"consistent across all {min(blocks)} blocks" if k == 1 else "consistent across every block")
+        elif mode == "any" and held:
+            parts.append(f"consistent across all {len(held[0].blocks)} blocks of {held[0].what}")
+        else:
+            parts.append("not in every block")
+    n = min(c.n for c in family)
+    why = f"n = {n} seed{'s' if n != 1 else ''} per point: a verdict needs 2+ seeds: `{more_seeds}`"
+    return Verdict(claim, "inconclusive", check, lead + "; ".join(parts), why, comparisons=[c.row() for c in family])

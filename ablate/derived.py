@@ -10,6 +10,7 @@ on it says so), never a guess.
 from __future__ import annotations
 
 import math
+import re
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
@@ -18,6 +19,7 @@ import pandas as pd
 Artifacts = Mapping[int, Mapping[str, np.ndarray]]
 
 LANDSCAPE = "landscape.x"  # probe metrics: the batch loss at w - m * lr * grad, one per multiple m
+RELGRAD = "relgrad.conv"  # probe metrics: ||grad W|| / ||W|| of each conv layer (probes.grad_norm_every)
 KERNELS = "kernels.conv1"  # the artifact holding the first conv layer's weights, [out, 3, k, k]
 EARLY = 0.25  # "early" is the first evaluated epoch at or after this fraction of training
 
@@ -30,8 +32,21 @@ DERIVED = {
                        "averaged over the probed steps: lower is a smoother landscape (probes.landscape_every)",
     "kernel_norm": "L2 norm of the first-layer kernels, mean over the kernels (probes.kernels)",
     "diverged": "1 for a run that diverged, 0 for one that completed",
+    "acc_drops": "the falls of test accuracy from one evaluated epoch to the next, added up: 0 for a curve "
+                 "that never falls, larger for an unsteady one",
+    "grad_spread": "log10 of the largest over the smallest relative gradient norm of the conv layers, mean "
+                   "over the probed steps: 1 means one layer is pushed ten times harder than another "
+                   "(probes.grad_norm_every)",
+    "grad_max": "log10 of the largest relative gradient norm of any conv layer at any probed step: "
+                "explosion reads high (probes.grad_norm_every)",
+    "grad_min": "log10 of the smallest relative gradient norm of any conv layer at any probed step: "
+                "vanishing reads low (probes.grad_norm_every)",
 }
-NEEDS_METRICS = {"epoch_time", "mean_test_acc", "early_test_acc", "landscape_range"}
+# epochs_to_<P>: the first evaluated epoch whose test accuracy reaches P percent; a run that
+# never does counts as epochs + 1, slower than any run that did (the number is censored there).
+EPOCHS_TO = re.compile(r"^epochs_to_(\d{1,2}(?:\.\d+)?)$")
+NEEDS_METRICS = {"epoch_time", "mean_test_acc", "early_test_acc", "landscape_range", "acc_drops", "grad_spread",
+                 "grad_max", "grad_min"}
 NEEDS_ARTIFACTS = {"kernel_norm"}
 
 
@@ -73,6 +88,43 @@ def _diverged(runs, metrics, artifacts) -> pd.Series:
     return pd.Series((runs["status"] == "diverged").astype(float).to_numpy(), index=runs["run_id"])
 
 
+def _acc_drops(runs, metrics, artifacts) -> pd.Series:
+    acc = _per_epoch(metrics, "test_acc").sort_values("step")
+    falls = acc.groupby("run_id")["value"].diff().clip(upper=0)
+    return (-falls).groupby(acc["run_id"]).sum()
+
+
+def _relgrad_log10(metrics) -> pd.DataFrame:
+    rows = metrics[metrics["name"].str.startswith(RELGRAD)]
+    rows = rows[np.isfinite(rows["value"].astype(float)) & (rows["value"].astype(float) > 0)]
+    return rows.assign(log=np.log10(rows["value"].astype(float)))
+
+
+def _grad_spread(runs, metrics, artifacts) -> pd.Series:
+    rows = _relgrad_log10(metrics)
+    per_step = rows.groupby(["run_id", "step"])["log"].agg(lambda v: v.max() - v.min() if len(v) > 1 else np.nan)
+    return per_step.groupby(level="run_id").mean()
+
+
+def _grad_max(runs, metrics, artifacts) -> pd.Series:
+    return _relgrad_log10(metrics).groupby("run_id")["log"].max()
+
+
+def _grad_min(runs, metrics, artifacts) -> pd.Series:
+    return _relgrad_log10(metrics).groupby("run_id")["log"].min()
+
+
+def _epochs_to(target: float) -> Callable[..., pd.Series]:
+    def reach(runs, metrics, artifacts) -> pd.Series:
+        acc = _per_epoch(metrics, "test_acc")
+        first = acc[acc["value"] >= target].groupby("run_id")["step"].min()
+        ran = acc.groupby("run_id")["step"].max()  # runs with an accuracy curve
+        epochs = runs.set_index("run_id")["epochs"].astype(float) if "epochs" in runs else ran
+        never = (epochs.reindex(ran.index).fillna(ran) + 1)
+        return first.reindex(ran.index).fillna(never).astype(float)
+    return reach
+
+
 _FUNCTIONS: dict[str, Callable[..., pd.Series]] = {
     "epoch_time": _epoch_time,
     "mean_test_acc": _mean_test_acc,
@@ -80,15 +132,47 @@ _FUNCTIONS: dict[str, Callable[..., pd.Series]] = {
     "landscape_range": _landscape_range,
     "kernel_norm": _kernel_norm,
     "diverged": _diverged,
+    "acc_drops": _acc_drops,
+    "grad_spread": _grad_spread,
+    "grad_max": _grad_max,
+    "grad_min": _grad_min,
 }
 assert set(_FUNCTIONS) == set(DERIVED)
+DISCRETE = {"diverged"}  # 0/1 per run: tested exactly, never by the normal approximation
+# Metrics where less is better; "best" and "plateaus" read them that way round.
+LOWER_IS_BETTER = {"test_loss", "train_loss", "wall_s", "epoch_time", "landscape_range", "diverged", "acc_drops"}
+
+
+def is_derived(name: str) -> bool:
+    return name in DERIVED or EPOCHS_TO.match(name) is not None
+
+
+def describe(name: str) -> str:
+    m = EPOCHS_TO.match(name)
+    if m:
+        return (f"the first evaluated epoch with test accuracy at or above {m.group(1)}%; a run that never "
+                "gets there counts as its epochs + 1")
+    return DERIVED[name]
+
+
+def lower_is_better(name: str) -> bool:
+    return name in LOWER_IS_BETTER or EPOCHS_TO.match(name) is not None
+
+
+def needs_metrics(name: str) -> bool:
+    return name in NEEDS_METRICS or EPOCHS_TO.match(name) is not None
+
+
+def _function(name: str) -> Callable[..., pd.Series]:
+    m = EPOCHS_TO.match(name)
+    return _epochs_to(float(m.group(1)) / 100) if m else _FUNCTIONS[name]
 
 
 def add(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts | None, names: Iterable[str]) -> pd.DataFrame:
     """``runs`` with a column for each derived number in ``names`` (NaN where a run lacks it)."""
     out = runs.copy()
     for name in names:
-        values = _FUNCTIONS[name](runs, metrics, artifacts)
+        values = _function(name)(runs, metrics, artifacts)
         out[name] = out["run_id"].map(values).astype(float)
     return out
 

@@ -90,11 +90,11 @@ def study_runs(store: Store, study: str, selector: str | dict | None = None) -> 
 def with_derived(store: Store, runs: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
     """``runs`` with a column for each derived metric in ``names`` (``ablate.derived``); the
     final metrics are columns already."""
-    names = [n for n in names if n in derived.DERIVED]
+    names = [n for n in names if derived.is_derived(n)]
     if not names or runs.empty:
         return runs.assign(**{n: float("nan") for n in names}) if names else runs
     ids = runs["run_id"].tolist()
-    metrics = metrics_frame(store, ids) if set(names) & derived.NEEDS_METRICS else pd.DataFrame(columns=METRIC_COLUMNS)
+    metrics = metrics_frame(store, ids) if any(map(derived.needs_metrics, names)) else pd.DataFrame(columns=METRIC_COLUMNS)
     arrays = artifacts_map(store, ids) if set(names) & derived.NEEDS_ARTIFACTS else {}
     return derived.add(runs, metrics, arrays, names)
 
