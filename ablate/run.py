@@ -132,6 +132,7 @@ def _load_data(points: list[GridPoint], source: str | None, cache: dict):
 def _study_spec(study: Study) -> dict[str, Any]:
     return {"base": study.base, "axes": study.axes, "seeds": study.seeds, "figures": list(study.figures),
             "reported": study.reported, "claims": [c.to_dict() for c in study.claims],
+            **({"assumed": list(study.assumed)} if study.assumed else {}),
             "path": str(study.path) if study.path else None}
 
 

@@ -47,7 +47,7 @@ LOCAL_DIR = Path("studies")
 # The most runs (grid points x seeds) one expansion builds unless told otherwise (--max-points):
 # a grid is held in memory whole, and each point's model is built once to check it.
 MAX_POINTS = 10_000
-_TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes", "reported", "claims"}
+_TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes", "reported", "claims", "assumed"}
 
 
 class StudyError(ConfigError):
@@ -65,6 +65,7 @@ class Study:
     path: Path | None = None
     reported: dict[str, Any] | None = None  # a recipe's result in the report: acc, epochs, layers, params, note
     claims: tuple[Claim, ...] = ()  # the report's claims this study's grid can check (ablate.claims)
+    assumed: tuple[str, ...] = ()  # what the study takes that the report does not say
 
     @property
     def size(self) -> int:
@@ -174,6 +175,9 @@ def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
     seeds = doc.get("seeds", 1)
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"seeds must be a positive integer, got {seeds!r}")
+    assumed = doc.get("assumed", [])
+    if not isinstance(assumed, list) or not all(isinstance(a, str) and a.strip() for a in assumed):
+        raise ConfigError(f"assumed must be a list of sentences, got {assumed!r}")
     figures = doc.get("figures", [])
     if not isinstance(figures, list) or not all(isinstance(f, int) for f in figures):
         raise ConfigError(f"figures must be a list of figure numbers, got {figures!r}")
@@ -187,6 +191,7 @@ def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
         path=path,
         reported=doc.get("reported"),
         claims=parse_claims(doc.get("claims"), axes),
+        assumed=tuple(assumed),
     )
     # The base is checked here; every grid point when the study is expanded (planned). Listing
     # studies loads every file, and a grid may be far too large to build (MAX_POINTS).

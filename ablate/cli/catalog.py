@@ -6,16 +6,24 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ablate.cli.common import JsonOption, axis_values, print_json
+from typing import Annotated
+
+from ablate.cli.common import JsonOption, axis_values, print_json, user_errors
 
 
-def studies(json_: JsonOption = False) -> None:
+def studies(
+    name: Annotated[str | None, typer.Argument(help="One study, shown whole: its claims, checks and what it assumes.")] = None,
+    json_: JsonOption = False,
+) -> None:
     """List the studies: their axes and values, grid points, default seeds, figures and the report's claims they check.
 
-    Example: ablate studies --json
+    Example: ablate studies --json; ablate studies depth
     """
     from ablate.studies import StudyError, load, study_files  # imports torch: only when asked
 
+    if name is not None:
+        with user_errors():
+            return show_study(load(name), json_)
     found, broken = [], []
     for name in study_files():
         try:
@@ -24,7 +32,8 @@ def studies(json_: JsonOption = False) -> None:
             broken.append({"name": name, "error": str(e)})
     rows = [
         {"name": s.name, "description": s.description, "axes": s.axes, "points": s.size,
-         "seeds": s.seeds, "figures": list(s.figures), "claims": [c.to_dict() for c in s.claims], "path": str(s.path)}
+         "seeds": s.seeds, "figures": list(s.figures), "claims": [c.to_dict() for c in s.claims],
+         "assumed": list(s.assumed), "path": str(s.path)}
         for s in found
     ]
     for b in broken:
@@ -37,6 +46,26 @@ def studies(json_: JsonOption = False) -> None:
         table.add_row(r["name"], axes, str(r["points"]), str(r["seeds"]),
                       ", ".join(map(str, r["figures"])) or "-", str(len(r["claims"])) or "-", r["description"])
     Console().print(table)
+
+
+def show_study(study, json_: bool) -> None:
+    """One study: what it is, its grid, the report's claims with their checks, what it assumes."""
+    from ablate.claims import describe
+
+    claims = [{**c.to_dict(), "check_text": describe(c, study.axes)} for c in study.claims]
+    if json_:
+        return print_json({"name": study.name, "description": study.description, "base": study.base,
+                           "axes": study.axes, "seeds": study.seeds, "figures": list(study.figures),
+                           "claims": claims, "assumed": list(study.assumed), "path": str(study.path)})
+    lines = [f"{study.name}: {study.description}", f"file: {study.path}",
+             f"grid: {study.size} point(s) x {study.seeds} seed(s); figures: {', '.join(map(str, study.figures)) or '-'}"]
+    lines += [f"  {k} = {axis_values(v)}" for k, v in study.axes.items()]
+    if claims:
+        lines.append("claims:")
+        lines += [f"  {c.get('section', '-')} \"{c['text']}\"\n      check: {c['check_text']}" for c in claims]
+    lines.append("assumed (not stated in the report):" if study.assumed else "assumed: nothing the report leaves unsaid")
+    lines += [f"  - {a}" for a in study.assumed]
+    typer.echo("\n".join(lines))
 
 
 def models(json_: JsonOption = False) -> None:
