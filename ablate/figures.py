@@ -273,6 +273,26 @@ def _ci_bars(ax: Axes, xs: np.ndarray, summary: pd.DataFrame, colour: str) -> No
         ax.errorbar(xs[ci], summary["mean"][ci], yerr=yerr, fmt="none", ecolor=colour)
 
 
+CHANCE = 0.1  # CIFAR-10's ten classes: what guessing scores
+NEAR_CHANCE = 0.15  # a point this close to chance gets the chance line drawn beside it
+
+
+def chance_line(ax: Axes, values) -> bool:
+    """A dashed line at chance level where some plotted accuracy comes near it, with the axis
+    stretched to show it: 12% reads as a result only until one sees that 10% is guessing."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if not v.size or v.min() > CHANCE + NEAR_CHANCE:
+        return False
+    ax.axhline(CHANCE, color="0.4", linestyle="--", linewidth=1.0, zorder=0.5)
+    ax.annotate(f"chance ({100 * CHANCE:.0f}%)", (0.995, CHANCE), xycoords=("axes fraction", "data"),
+                xytext=(0, 2), textcoords="offset points", ha="right", va="bottom", fontsize=7, color="0.35")
+    low, high = ax.get_ylim()
+    if low > CHANCE - 0.02:
+        ax.set_ylim(CHANCE - 0.02, high)
+    return True
+
+
 def accuracy_lines(ax: Axes, summary: pd.DataFrame, x: str, series: str | None = None) -> None:
     """Mean accuracy against numeric ``x``, one line per ``series`` value, 95% CI bars.
 
@@ -292,6 +312,7 @@ def accuracy_lines(ax: Axes, summary: pd.DataFrame, x: str, series: str | None =
     ax.set_xticks(values, [_tick(v) for v in values])
     ax.set_xlabel(label(x))
     ax.yaxis.set_major_formatter(_percent())
+    chance_line(ax, summary["mean"])
     if series is not None:
         ax.legend(title=label(series))
 
@@ -312,6 +333,7 @@ def accuracy_bars(ax: Axes, summary: pd.DataFrame, x: str) -> None:
     ax.set_xlabel(label(x))
     ax.yaxis.set_major_formatter(_percent())
     ax.grid(axis="x", visible=False)
+    chance_line(ax, summary["mean"])
 
 
 def accuracy_heatmap(fig: Figure, ax: Axes, summary: pd.DataFrame, rows: str, cols: str) -> None:
@@ -452,6 +474,7 @@ def convergence_history(runs: pd.DataFrame, metrics: pd.DataFrame, column: str,
         ax.set_title(name, fontsize="medium")
         ax.set_ylabel(name)
     axes[0].yaxis.set_major_formatter(_percent())
+    chance_line(axes[0], summary.loc[summary["metric"] == "test_acc", "mean"])
     handles, texts = axes[0].get_legend_handles_labels()
     # To the right: the caption line goes under the figure, where a legend would collide with it.
     fig.legend(handles, texts, loc="outside right upper", title=label(column))

@@ -136,8 +136,10 @@ def footer(view: View) -> str:
     low, high = v.seeds()
     epochs = v.common.get("epochs")
     subset = v.common.get("train_subset")
+    devices = sorted(set(v.finished["device"].dropna())) if "device" in v.finished else []
     parts = [
         f"Data: {v.data}",
+        f"device: {', '.join(devices) or 'not recorded'}",
         (f"{int(epochs)} epoch{'s' * (int(epochs) != 1)}" if epochs is not None else "epochs: an axis of the study"),
         f"a {int(subset):,}-image training subset" if subset is not None else "the whole training set",
     ]
@@ -233,23 +235,40 @@ def results_table(store: Store, views: Views) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def study_claims(view: View) -> tuple[list[claims_.Claim], dict[str, list[Any]]]:
-    """The claims recorded with the study and the axes they are over; for a study recorded
-    before claims were, or not run yet, those of the study file of its name."""
-    items = view.spec.get("claims")
-    if items is not None:
-        return list(claims_.parse_all(items, view.axes)), view.axes
+def _study_file(view: View):
+    """The study file of the view's name, where its grid is the one recorded (or nothing is
+    recorded): its claims and assumptions are the current reading of these runs. None where
+    there is no such file, or it now defines another grid."""
     from ablate.studies import StudyError, load, study_files  # torch: only for such studies
 
     if view.name not in study_files():
-        return [], view.axes
+        return None
     try:
         study = load(view.name)
     except StudyError:
-        return [], view.axes
-    if view.spec and study.axes != view.axes:  # another grid recorded under the same name
-        return [], view.axes
-    return list(study.claims), study.axes
+        return None
+    if view.spec and (study.axes != view.axes or study.base != (view.spec.get("base") or {})):
+        return None
+    return study
+
+
+def study_claims(view: View) -> tuple[list[claims_.Claim], dict[str, list[Any]]]:
+    """The claims of the study file of the study's name, where it still defines the recorded
+    grid: claims are a reading of the runs, not part of what they computed, so a better check
+    applies to runs made before it. Otherwise those recorded with the study."""
+    study = _study_file(view)
+    if study is not None:
+        return list(study.claims), study.axes
+    items = view.spec.get("claims")
+    if items is not None:
+        return list(claims_.parse_all(items, view.axes)), view.axes
+    return [], view.axes
+
+
+def study_assumed(view: View) -> list[str]:
+    """What the study takes that the report does not say (its file's ``assumed``)."""
+    study = _study_file(view)
+    return list(study.assumed) if study is not None else list(view.spec.get("assumed") or [])
 
 
 def rerun(view: View) -> str:
@@ -317,7 +336,8 @@ def write_report(store: Store, out: Path, numbers: list[int] | None = None,
         notes = significance(store, views, {v.name for v, _ in extra})
         results = pd.DataFrame() if numbers else results_table(store, views)
         verdicts = [] if numbers else check_claims(store, views)
-        text = render_readme(store, sections, extra, results, verdicts, notes)
+        assumed = {name: study_assumed(views(name)) for name in dict.fromkeys(v.study for v in verdicts)}
+        text = render_readme(store, sections, extra, results, verdicts, notes, assumed)
     readme.write_text(text)
     return entries
 
@@ -399,12 +419,32 @@ def _claims_md(verdicts: list[claims_.Verdict]) -> list[str]:
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     return [
         f"Each claim of the report that a study can test, checked over the study's drawn variant ({summary}). "
-        "Supported: the 95% interval of the paired difference (runs matched by seed and the other axes) lies "
-        "on the claim's side; contradicted: on the other side; inconclusive: it includes both, which is all "
-        "one seed per point can give (the direction is still said).",
+        "The seed is the unit: runs are paired by seed and the study's other axes (blocks), a seed's blocks "
+        "are averaged, and n counts seeds. The test is the paired t-test, or the exact sign-flip test for a "
+        "0/1 metric and for differences with no spread; a claim over several comparisons is corrected by Holm. "
+        "Supported: the 95% interval (adjusted p < 0.05) lies on the claim's side of its boundary (0, a margin, "
+        "a ratio, a level), for every comparison the claim needs; contradicted: on the other side; "
+        "inconclusive: neither, which is all one seed per point can give (the direction is still said, and "
+        "whether every block agrees). Every comparison is listed under Claims in detail.",
         "",
         _md(head, rows),
     ]
+
+
+def _claims_detail_md(verdicts: list[claims_.Verdict]) -> list[str]:
+    """Every comparison of every claim with runs: what the one-line evidence summarises."""
+    out = ["Each claim's comparisons: the difference (first named minus second, mean over seeds), its 95% "
+           "interval (Student t; none with one seed or no spread), the boundary the claim needs it past, and "
+           "the p-values for and against the claim, Holm-adjusted within the claim."]
+    head = ["comparison", "difference", "95% CI", "claim needs", "p for", "p against", "test", "n"]
+    for v in verdicts:
+        if not v.comparisons:
+            continue
+        out += ["", f"**{v.claim.section} {_escape(v.claim.text)}** (`{v.study}`: {v.verdict}). {_escape(v.check)}.",
+                "", _md(head, [[_escape(str(c[k])) for k in ("comparison", "difference", "95% CI", "boundary",
+                                                              "p for", "p against", "test", "n")]
+                               for c in v.comparisons])]
+    return out
 
 
 def _escape(text: str) -> str:
@@ -420,12 +460,12 @@ def _significance_md(comparisons: list[compare.Comparison]) -> str:
     for c in comparisons:
         if not c.tested:
             continue
-        found = [f"{r.value} ({100 * r.mean_diff:+.2f} pp, p {_p(r.p)})" for r in c.significant]
+        found = [f"{r.value} ({100 * r.mean_diff:+.2f} pp, Holm p {_p(r.p_holm)})" for r in c.significant]
         parts.append(f"`{c.axis}` against {c.baseline}: {', '.join(found) if found else 'none'}.")
     if not parts:
         return ""
-    return ("Differ from the baseline at p < 0.05 (`ablate compare`: paired t-test, runs matched by seed and "
-            "the other axes): " + " ".join(parts))
+    return ("Differ from the baseline at p < 0.05, Holm-corrected over the axis's values (`ablate compare`: "
+            "runs matched by seed and the other axes, the seed as the unit): " + " ".join(parts))
 
 
 def _first_figures() -> dict[str, int]:
@@ -453,6 +493,7 @@ def figure_sections(entries: list[Entry], notes: dict[str, str]) -> dict[str, st
                 body += ["", _table_md(e.table)]
                 if e.study in notes:
                     body += ["", notes[e.study]]
+                body += _assumed_md(study_assumed(e.view))
         out[f"figure-{e.number}"] = _section(f"figure-{e.number}", body + [""])
     return out
 
@@ -481,7 +522,8 @@ def _stamp(store: Store) -> str:
 
 
 def render_readme(store: Store, sections: dict[str, str], extra: list[tuple[View, pd.DataFrame]],
-                  results: pd.DataFrame, verdicts: list[claims_.Verdict], notes: dict[str, str]) -> str:
+                  results: pd.DataFrame, verdicts: list[claims_.Verdict], notes: dict[str, str],
+                  assumed: dict[str, list[str]] | None = None) -> str:
     parts = [
         "# Study report",
         "",
@@ -494,12 +536,25 @@ def render_readme(store: Store, sections: dict[str, str], extra: list[tuple[View
     if not results.empty:
         parts += ["", _section("results", ["", "## Results", "", _results_md(results), ""])]
     if verdicts:
-        parts += ["", _section("claims", ["", "## Claims", "", *_claims_md(verdicts), ""])]
+        said = [f"- `{name}`: " + " ".join(f"({i}) {_escape(a)}." for i, a in enumerate(items, 1))
+                for name, items in sorted((assumed or {}).items()) if items]
+        what = ["", "What each study assumes where the report does not say (its file's `assumed`):", "", *said] if said else []
+        parts += ["", _section("claims", ["", "## Claims", "", *_claims_md(verdicts), *what, ""])]
     parts += ["", *sections.values()]
     for view, table in extra:
         body = ["", f"## Study `{view.name}`", "", view.description, "", footer(view), "",
                 _table_md(table)]
         if view.name in notes:
             body += ["", notes[view.name]]
+        body += _assumed_md(study_assumed(view))
         parts += ["", _section(f"study-{view.name}", body + [""])]
+    if any(v.comparisons for v in verdicts):
+        parts += ["", _section("claims-detail", ["", "## Claims in detail", "", *_claims_detail_md(verdicts), ""])]
     return "\n".join(parts) + "\n"
+
+
+def _assumed_md(assumed: list[str]) -> list[str]:
+    if not assumed:
+        return []
+    return ["", "Assumed, where the report does not say: " + " ".join(f"({i}) {_escape(a)}." for i, a in
+                                                                       enumerate(assumed, 1))]

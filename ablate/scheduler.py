@@ -53,6 +53,17 @@ class DeviceError(ConfigError):
     pass
 
 
+def device_record(device: str) -> str:
+    """What a run records of its device: a CUDA device's name beside its index ("cuda:0
+    (NVIDIA H200)"), so a figure's caption can say what trained it; else the device as given."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        try:
+            return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+        except (RuntimeError, AssertionError, ValueError):
+            return device
+    return device
+
+
 def parse_devices(spec: str | None) -> list[str]:
     """``auto`` | ``cpu`` | ``cuda`` | ``cuda:0,cuda:1`` -> device names, checked against the machine."""
     spec = (spec or "auto").strip()
@@ -135,6 +146,7 @@ class Runner:
         """``groups``: run ids that may train fused (``ablate.fusion.group``); a worker is given
         up to ``fuse`` pending runs of one group at a time. ``compile``: see ``worker_loop``."""
         self.store, self.study_id, self.devices = store, study_id, devices
+        self._records: dict[str, str] = {}  # device -> what its runs record (device_record)
         self.fuse, self.compile = fuse, compile
         self._mates = {rid: g for g in (groups or []) for rid in g}
         self.data_source, self.reporter, self.preloaded = data_source, reporter, preloaded
@@ -262,6 +274,9 @@ class Runner:
     def _claim_group(self, device: str, run_ids: set[int]) -> list:
         """The oldest pending run, and up to ``fuse - 1`` pending runs of its group; each
         member is claimed on its own, as a lone run is."""
+        if device not in self._records:
+            self._records[device] = device_record(device)
+        device = self._records[device]
         claim = self.store.claim(self.study_id, device, self.host, self.pid, only=run_ids)
         if claim is None:
             return []

@@ -533,3 +533,21 @@ def test_bar_labels_are_percentages_in_the_figures_sans_serif_font():
         assert text.get_text() == f"{100 * mean:.1f}%"
         assert text.get_fontfamily() == [figures.RC["font.family"]]
         assert "DejaVuSans" in Path(font_manager.findfont(text.get_fontproperties())).name
+
+
+def test_chance_level_is_drawn_where_accuracies_come_near_it():
+    """A point at 12% is guessing, not a weak result: the axis shows the 10% line beside it.
+    Points far above chance leave the axis as it was."""
+    def dashed(ax):
+        return [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+
+    near = pd.DataFrame({"model.dropout": [0.0, 0.5], "mean": [0.6, 0.12], "ci_low": [np.nan] * 2,
+                         "ci_high": [np.nan] * 2, "n": [1, 1]})
+    ax = Figure().subplots()
+    figures.accuracy_lines(ax, near, "model.dropout")
+    (line,) = dashed(ax)
+    assert list(line.get_ydata()) == [figures.CHANCE] * 2 and ax.get_ylim()[0] <= figures.CHANCE
+    far = near.assign(mean=[0.6, 0.7])
+    ax = Figure().subplots()
+    figures.accuracy_bars(ax, far.assign(**{"model.dropout": ["a", "b"]}), "model.dropout")
+    assert dashed(ax) == []

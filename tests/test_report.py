@@ -64,7 +64,7 @@ def test_readme_names_the_values_that_differ_from_the_baseline(store, tmp_path):
     write_report(store, tmp_path / "r")
     readme = (tmp_path / "r" / "README.md").read_text()
     line = next(line for line in readme.splitlines() if line.startswith("Differ from the baseline"))
-    assert "`loss.label_smoothing` against 0.0: 0.1 (+5.10 pp, p < 0.001)." in line
+    assert "`loss.label_smoothing` against 0.0: 0.1 (+5.10 pp, Holm p < 0.001)." in line
     assert "0.2 (" not in line
 
 

@@ -50,7 +50,7 @@ def status(
     for header in ("study", *HEADERS, "var", "best", "updated (UTC)"):
         table.add_column(header, no_wrap=True)
     for s in found:
-        best = f"{s['best_test_acc']:.4f}" if s["best_test_acc"] is not None else "-"
+        best = f"{100 * s['best_test_acc']:.2f}%" if s["best_test_acc"] is not None else "-"
         last = s["last_update"].strftime("%m-%d %H:%M") if s["last_update"] else "-"
         table.add_row(s["name"], *(str(s["counts"][c]) for c in COLUMNS), str(len(s["variants"])), best, last)
     console = Console()
@@ -80,7 +80,7 @@ def _print_points(console: Console, s: dict) -> None:
     table = Table(*s["axes"], "seed", "status", "epochs", "test acc", "time",
                   title=f"{s['name']}, variant {s['variant']}: {len(s['points'])} run(s)", title_justify="left")
     for p in s["points"]:
-        acc = f"{p['test_acc']:.4f}" if p["test_acc"] is not None else "-"
+        acc = f"{100 * p['test_acc']:.2f}%" if p["test_acc"] is not None else "-"
         table.add_row(*(_value(p["axes"][a]) for a in s["axes"]), str(p["seed"]), p["status"],
                       f"{p['epochs_done']}/{p['epochs']}", acc, _time(p["wall_s"]))
     console.print(table)
