@@ -22,6 +22,7 @@ import pandas as pd
 
 from ablate import derived, stats
 from ablate.config import ConfigError, flatten, parse_value
+from ablate.hints import left_out, left_out_text, run_command
 from ablate.results import _with_store, check_study, study_runs, with_derived
 from ablate.store import Store
 from ablate.variants import RESULTS, Variant, is_config_column
@@ -84,6 +85,8 @@ class Comparison:
     values: list[str]  # the values with finished runs, baseline included, in study order
     rows: list[Row] = field(default_factory=list)
     variant: str | None = None  # the variant compared (its key and how it departs from the base)
+    left_out: dict[str, int] = field(default_factory=dict)  # runs of the variant not compared, by why
+    hint: str = ""  # the command that adds what the comparison lacks ("" where rerunning cannot help)
 
     @property
     def tested(self) -> bool:
@@ -97,7 +100,8 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         rows = [{**asdict(r), "significant": r.significant} for r in self.rows]
         return {"study": self.study, "variant": self.variant, "axis": self.axis, "metric": self.metric,
-                "baseline": self.baseline, "alpha": ALPHA, "level": 0.95, "values": self.values, "comparisons": rows}
+                "baseline": self.baseline, "alpha": ALPHA, "level": 0.95, "values": self.values, "comparisons": rows,
+                "left_out": self.left_out, "hint": self.hint}
 
 
 # --------------------------------------------------------------------- axis values
@@ -304,10 +308,28 @@ def compare(
         runs = with_derived(store, chosen.finished, [metric]) if chosen is not None else pd.DataFrame()
         result = compare_frame(runs, by, axes[by], baseline, metric, study)
         result.variant = _variant_text(chosen)
+        if chosen is not None:
+            unsettled = chosen.runs[~chosen.runs["status"].isin(RESULTS)]
+            result.left_out = left_out(pd.concat([runs, unsettled], ignore_index=True), metric)
+        result.hint = _hint(result, chosen, store.url, study)
         return result
     finally:
         if close:
             store.close()
+
+
+def _hint(result: Comparison, chosen: Variant | None, db: str, study: str) -> str:
+    """What to run for a comparison that lacks runs: the variant's options, its database,
+    --retry-failed for failed runs; nothing where every finished run diverged, as a rerun of
+    the same settings trains nothing."""
+    failed = chosen is not None and bool((chosen.runs["status"] == "failed").any())
+    if result.baseline is None:
+        if chosen is not None and not chosen.finished.empty and not failed:
+            return ""  # finished, and none with the metric: diverged runs
+        return run_command(study, chosen, db, retry_failed=failed)
+    if not result.tested:
+        return run_command(study, chosen, db, seeds=3, retry_failed=failed)
+    return ""
 
 
 def _variant_text(v: Variant | None) -> str | None:

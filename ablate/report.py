@@ -19,6 +19,7 @@ import pandas as pd
 from ablate import claims as claims_
 from ablate import compare, figures, stats
 from ablate.config import ConfigError, flatten
+from ablate.hints import left_out, left_out_text, run_command
 from ablate.results import artifacts_map, metrics_frame, runs_frame, study_variants, with_derived
 from ablate.store import Store
 from ablate.variants import Variant, VariantError, select
@@ -62,10 +63,8 @@ class Entry:
     view: View | None = None
     note: str = ""  # after the caption in the title: "partial: 6 of 8 points"
     footer: str = ""  # under the figure and in the README: data, epochs, seeds, error bars
-
-    @property
-    def command(self) -> str:
-        return f"ablate run {self.study}"
+    command: str = ""  # what fills it, where it has no finished runs
+    empty: str = ""  # why it has none: "no runs of study 'smoke' yet", "4 failed runs"
 
 
 def check_numbers(numbers: list[int] | None) -> list[int]:
@@ -131,9 +130,12 @@ class Views:
 
 
 def footer(view: View) -> str:
-    """What the numbers of a study's figure and table are: data, epochs, subset, seeds, CI."""
+    """What the numbers of a study's figure and table are: data, epochs, subset, seeds, CI,
+    and the runs left out of them."""
     v = view.variant
-    low, high = v.seeds()
+    measured = v.finished[v.finished["test_acc"].notna()] if "test_acc" in v.finished else v.finished.iloc[0:0]
+    per_point = measured.groupby("config_hash")["seed"].nunique().reindex(v.runs["config_hash"].unique(), fill_value=0)
+    low, high = (int(per_point.min()), int(per_point.max())) if len(per_point) else (0, 0)
     epochs = v.common.get("epochs")
     subset = v.common.get("train_subset")
     devices = sorted(set(v.finished["device"].dropna())) if "device" in v.finished else []
@@ -143,14 +145,20 @@ def footer(view: View) -> str:
         (f"{int(epochs)} epoch{'s' * (int(epochs) != 1)}" if epochs is not None else "epochs: an axis of the study"),
         f"a {int(subset):,}-image training subset" if subset is not None else "the whole training set",
     ]
-    if high <= 1:
-        parts.append(f"n = {high} seed per point: no error bars (a second seed gives them)")
+    if high == 0:
+        parts.append("n = 0: no run has a test accuracy, so nothing is plotted")
+    elif high <= 1:
+        parts.append(f"n = {low} to 1 seed per point: no error bars (a second seed gives them)" if low < high
+                     else "n = 1 seed per point: no error bars (a second seed gives them)")
     elif low == high:
         parts.append(f"n = {high} seeds per point; error bars: 95% CI over the {high} seeds")
     else:
         parts.append(f"n = {low} to {high} seeds per point; error bars: 95% CI over each point's seeds "
                      "(none where n = 1)")
     text = "; ".join(parts) + "."
+    dropped = left_out_text(left_out(v.runs))
+    if dropped:
+        text += f" Left out: {dropped}."
     variant = f" Variant {v.key}: {v.describe()}"
     if len(view.variants) > 1:
         variant += (f" (1 of {len(view.variants)} variants of '{view.name}': `ablate status {view.name}` "
@@ -173,6 +181,8 @@ def draw_figures(store: Store, out: Path, numbers: list[int] | None = None, view
     for n in check_numbers(numbers):
         spec = figures.get(n)
         view = views(spec.study)
+        if n == 0 and view.variant is None and not numbers:
+            continue  # the CI smoke figure is not the report's: only drawn once smoke has runs
         entry = Entry(n, spec.study, spec.caption, view=view)
         entries.append(entry)
         if view.problem:
@@ -180,6 +190,11 @@ def draw_figures(store: Store, out: Path, numbers: list[int] | None = None, view
             continue
         runs = view.finished
         if runs.empty:
+            entry.command = rerun(view, store.url, None)
+            v = view.variant
+            counts = left_out(v.runs) if v is not None else {}
+            entry.empty = (f"no finished runs of study '{spec.study}' ({left_out_text(counts)})" if counts
+                           else f"no runs of study '{spec.study}' yet")
             continue
         ids = runs["run_id"].tolist()
         entry.note, entry.footer = partial_note(view), footer(view)
@@ -271,16 +286,12 @@ def study_assumed(view: View) -> list[str]:
     return list(study.assumed) if study is not None else list(view.spec.get("assumed") or [])
 
 
-def rerun(view: View) -> str:
-    """The command that adds seeds to the drawn variant: its options, three seeds."""
-    parts = [f"ablate run {view.name} --seeds 3"]
+def rerun(view: View, db: str | None = None, seeds: int | None = 3) -> str:
+    """The command that adds seeds to the drawn variant (or, with ``seeds`` None, fills it):
+    its options, its database, and --retry-failed where it has failed runs."""
     v = view.variant
-    if v is not None:
-        for key, value in sorted(v.diff.items()):
-            parts.append(f"--epochs {value}" if key == "epochs" else f"--set {key}={_cell(value)}")
-        if v.data_name != "synthetic":
-            parts.append("--data DIR")
-    return " ".join(parts)
+    failed = v is not None and bool((v.runs["status"] == "failed").any())
+    return run_command(view.name, v, db, seeds, retry_failed=failed)
 
 
 def check_claims(store: Store, views: Views) -> list[claims_.Verdict]:
@@ -300,11 +311,29 @@ def check_claims(store: Store, views: Views) -> list[claims_.Verdict]:
         runs = with_derived(store, view.finished, {c.metric for c in found}) if not view.finished.empty else view.finished
         for claim in found:
             if view.variant is None:
-                why = view.problem or f"ablate run {name}"
+                why = view.problem or rerun(view, store.url, None)
                 out.append(claims_.Verdict(claim, "not run", claims_.describe(claim, axes), "-", why, name))
-            else:
-                out.append(claims_.evaluate(claim, runs, axes, name, rerun(view)))
+                continue
+            verdict = claims_.evaluate(claim, runs, axes, name, rerun(view, store.url))
+            if verdict.verdict == "not run" and not view.problem:
+                verdict.why = _not_run_why(verdict.why, view, store.url)
+            dropped = left_out_text(left_out(_claim_runs(view, runs), claim.metric))
+            if dropped:
+                verdict.evidence = ("" if verdict.evidence == "-" else verdict.evidence + "; ") + f"left out: {dropped}"
+            out.append(verdict)
     return sorted(out, key=lambda v: (_section_key(v.claim.section), v.study))
+
+
+def _claim_runs(view: View, runs: pd.DataFrame) -> pd.DataFrame:
+    """Every run of the drawn variant, the finished ones with their derived metrics."""
+    unsettled = view.variant.runs[~view.variant.runs["status"].isin(DONE)]
+    return pd.concat([runs, unsettled], ignore_index=True) if len(unsettled) else runs
+
+
+def _not_run_why(why: str, view: View, db: str) -> str:
+    """A claim's "not run" reason, its closing command replaced by one that does it."""
+    head = why.rsplit(": ablate run", 1)[0] if ": ablate run" in why else why
+    return f"{head}: {rerun(view, db, None)}"
 
 
 def _section_key(section: str) -> tuple:
@@ -485,7 +514,7 @@ def figure_sections(entries: list[Entry], notes: dict[str, str]) -> dict[str, st
         if e.problem:
             body.append(f"Not drawn: {e.problem}.")
         elif e.png is None:
-            body.append(f"No finished runs of study `{e.study}` yet: `{e.command}` fills this figure.")
+            body.append(f"{e.empty[0].upper()}{e.empty[1:]}: `{e.command}` fills this figure.")
         else:
             body += [f"![Figure {e.number}]({e.png.name})", "", e.footer, "",
                      f"Study `{e.study}`; numbers: [{e.csv.name}]({e.csv.name})."]

@@ -179,7 +179,7 @@ def test_report_figure_replaces_only_its_section(store, tmp_path):
     _fill(store, "dropout", axes, [({"model": {"dropout": d}}, 0, "complete", 0.5) for d in (0.0, 0.1)])
     write_report(store, tmp_path)
     readme = tmp_path / "README.md"
-    marked = readme.read_text().replace("No finished runs of study `kernel` yet", "KEPT AS IT WAS")
+    marked = readme.read_text().replace("No runs of study 'kernel' yet", "KEPT AS IT WAS")
     readme.write_text(marked)
     _fill(store, "dropout", axes, [({"model": {"dropout": 0.2}}, 0, "complete", 0.7)])
     write_report(store, tmp_path, [9])

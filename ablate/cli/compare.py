@@ -57,8 +57,15 @@ def _p(p: float | None) -> str:
 
 
 def show(found) -> None:
+    from ablate.compare import left_out_text
+
+    dropped = left_out_text(found.left_out)
     if found.baseline is None:
-        return typer.echo(f"no complete runs of study '{found.study}' to compare yet: ablate run {found.study}")
+        if not found.hint:
+            return typer.echo(f"no run of study '{found.study}' has {found.metric} to compare ({dropped}); running the "
+                              "same settings again trains nothing: change them (a lower optimizer.lr, say)")
+        why = f" ({dropped})" if dropped else ""
+        return typer.echo(f"no finished runs of study '{found.study}' to compare yet{why}: {found.hint}")
     if not found.rows:
         return typer.echo(f"only {found.axis} = {found.baseline} has complete runs in study '{found.study}': "
                           "nothing to compare it with")
@@ -73,6 +80,7 @@ def show(found) -> None:
         table.add_row(r.value, str(r.n), str(r.blocks), _num(r.mean_diff, pp), ci, _p(r.p), _p(r.p_holm),
                       r.test or "-", verdict)
     Console(width=max(120, Console().width)).print(table)
+    if dropped:
+        typer.echo(f"left out: {dropped}")
     if not found.tested:
-        typer.echo(f"No value has two seeds yet, and {found.rows[0].note}: run more seeds of the same points "
-                   f"(ablate run {found.study} --seeds N, with the options of the runs so far).")
+        typer.echo(f"No value has two seeds yet, and {found.rows[0].note}: {found.hint}")

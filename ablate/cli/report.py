@@ -42,7 +42,7 @@ def report(
         if e.problem:
             typer.echo(f"figure {e.number:2d}: not drawn: {e.problem}")
         elif e.png is None:
-            typer.echo(f"figure {e.number:2d}: no runs of study '{e.study}' yet; fill it with: {e.command}")
+            typer.echo(f"figure {e.number:2d}: {e.empty}; fill it with: {e.command}")
         else:
             typer.echo(f"figure {e.number:2d}: {e.png}" + (f" ({e.note})" if e.note else ""))
     typer.echo(f"report: {out / 'README.md'}")
