@@ -351,7 +351,7 @@ def accuracy_heatmap(fig: Figure, ax: Axes, summary: pd.DataFrame, rows: str, co
         # Light text on the dark end of the colormap, dark text on the light end.
         r, g, b, _ = image.cmap(image.norm(value))
         colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
-        ax.text(j, i, f"{100 * value:.1f}", ha="center", va="center", color=colour, fontsize=9)
+        ax.text(j, i, f"{100 * value:.1f}%", ha="center", va="center", color=colour, fontsize=9)
     ax.set_xticks(range(len(table.columns)), [_tick(v) for v in table.columns])
     ax.set_yticks(range(len(table.index)), [_tick(v) for v in table.index])
     ax.set_xlabel(label(cols))
@@ -429,10 +429,14 @@ def relgrad_figure(runs: pd.DataFrame, metrics: pd.DataFrame, column: str, value
     ax.set_yscale("log")
     ax.set_ylabel("relative gradient norm  ‖∇W‖ / ‖W‖")
     ax.legend(title="layer", ncols=2 if frame["layer"].nunique() > 5 else 1)
-    seeds = f"mean of {len(chosen)} runs" if len(chosen) > 1 else f"run {chosen['run_id'].iloc[0]}"
+    seeds = (f"mean of {chosen['seed'].nunique()} seeds" if chosen["seed"].nunique() > 1
+             else f"seed {_tick(chosen['seed'].iloc[0])}")
     described = [f"{label(c)}: {_tick(chosen[c].iloc[0])}" for c in ("model.depth", "model.batchnorm")
                  if c in chosen.columns and chosen[c].nunique(dropna=False) == 1]
-    ax.set_title(", ".join(described + [seeds]), fontsize="medium")
+    every = int(np.diff(np.sort(frame["step"].unique())).min()) if frame["step"].nunique() > 1 else None
+    faint = f"faint: every probe ({every} steps apart)" if every else "faint: every probe"
+    ax.set_title(", ".join(described + [seeds]) + f"\n{faint}; bold: rolling mean of {SMOOTH_RELGRAD} probes",
+                 fontsize="medium")
     return fig, frame[["layer", "step", "value", "smoothed", "n"]]
 
 
@@ -475,9 +479,9 @@ def convergence_history(runs: pd.DataFrame, metrics: pd.DataFrame, column: str,
         ax.set_ylabel(name)
     axes[0].yaxis.set_major_formatter(_percent())
     chance_line(axes[0], summary.loc[summary["metric"] == "test_acc", "mean"])
-    handles, texts = axes[0].get_legend_handles_labels()
-    # To the right: the caption line goes under the figure, where a legend would collide with it.
-    fig.legend(handles, texts, loc="outside right upper", title=label(column))
+    # In the train-loss panel's upper right, which a falling loss leaves empty; the caption
+    # line goes under the figure.
+    axes[1].legend(loc="upper right", title=label(column), fontsize="small", title_fontsize="small")
     return fig, summary
 
 
@@ -496,6 +500,18 @@ def kernel_mosaic(weights: np.ndarray, columns: int = KERNEL_COLUMNS, gap: int =
         r, c = divmod(i, cols)
         mosaic[r * cell:r * cell + k, c * cell:c * cell + k] = scaled.transpose(1, 2, 0)
     return mosaic
+
+
+AUG_DEFAULTS = {"flip_mode": "random", "pad_mode": "zeros"}  # not worth a word in a subtitle
+
+
+def _aug_words(key: str, value) -> str:
+    """An augmentation setting as a reader says it: "crop 4", "flip", "colour jitter 0.4"."""
+    if AUG_DEFAULTS.get(key) == value:
+        return ""
+    words = {"crop_padding": f"crop {_tick(value)}", "flip": "flip", "jitter": f"colour jitter {_tick(value)}",
+             "rotate": f"rotation {_tick(value)}°", "flip_mode": f"{value} flips", "pad_mode": f"{value} padding"}
+    return words.get(key, f"{key} {_tick(value)}")
 
 
 def cutout_pair(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -523,8 +539,8 @@ def cutout_pair(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
     same = key == ([k for k in paired if crop_flip(k)] or paired)[0]
     row = runs[same].iloc[0]
-    fixed = [f"{c.removeprefix('data.aug.')} {_tick(row[c])}" for c in others
-             if _on(row[c])]
+    fixed = [_aug_words(c.removeprefix("data.aug."), row[c]) for c in others if _on(row[c])]
+    fixed = [w for w in fixed if w]
     sizes = "/".join(_tick(v) for v in sorted(runs.loc[same & cut, "data.aug.cutout"].unique()))
     return runs[same & cut], runs[same & ~cut], f"{', '.join(fixed) or 'no other augmentation'}; cutout {sizes} or none"
 

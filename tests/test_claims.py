@@ -282,6 +282,10 @@ def test_steadier_compares_the_spread_over_another_axis():
     assert backwards.verdict == "contradicted"
     one = pd.DataFrame(rows)
     assert verdict(item, one[one["seed"] == 0], axes).verdict == "inconclusive"
+    # the spreads' difference straddles 0 over the three seeds
+    mixed = one.copy()
+    mixed.loc[(mixed["seed"] == 1) & (mixed["model.batchnorm"]) & (mixed["optimizer.lr"] == 0.01), "test_acc"] = 0.05
+    assert verdict(item, mixed, axes).verdict == "inconclusive"
 
 
 def test_where_holds_another_axis():
@@ -343,6 +347,25 @@ def test_derived_metrics():
     assert out.loc[1, "kernel_norm"] == pytest.approx((np.sqrt(3) + 2 * np.sqrt(3)) / 2)
     assert out["diverged"].tolist() == [0.0, 1.0]
     assert np.isnan(out.loc[2, "mean_test_acc"])
+    assert out.loc[1, "acc_drops"] == 0.0  # 20%, 40%, 50%, 60%: never falls
+
+
+def test_derived_curve_and_gradient_metrics():
+    frame = pd.DataFrame({"run_id": [1, 2], "status": ["complete", "complete"], "epochs": [4, 4]})
+    metrics = pd.DataFrame([
+        (1, 1, "test_acc", 0.3), (1, 2, "test_acc", 0.5), (1, 3, "test_acc", 0.45), (1, 4, "test_acc", 0.62),
+        (2, 1, "test_acc", 0.2), (2, 2, "test_acc", 0.3), (2, 3, "test_acc", 0.4), (2, 4, "test_acc", 0.45),
+        (1, 20, "relgrad.conv1", 0.01), (1, 20, "relgrad.conv2", 0.1), (1, 40, "relgrad.conv1", 0.02),
+        (1, 40, "relgrad.conv2", 0.02),
+    ], columns=["run_id", "step", "name", "value"])
+    out = derived.add(frame, metrics, {}, ["acc_drops", "epochs_to_50", "grad_spread", "grad_max", "grad_min"])
+    out = out.set_index("run_id")
+    assert out.loc[1, "acc_drops"] == pytest.approx(0.05) and out.loc[2, "acc_drops"] == 0.0
+    assert out.loc[1, "epochs_to_50"] == 2 and out.loc[2, "epochs_to_50"] == 5  # never: epochs + 1
+    assert out.loc[1, "grad_spread"] == pytest.approx((1.0 + 0.0) / 2)  # log10(0.1 / 0.01), then equal
+    assert out.loc[1, "grad_max"] == pytest.approx(-1.0) and out.loc[1, "grad_min"] == pytest.approx(-2.0)
+    assert np.isnan(out.loc[2, "grad_spread"])  # no probes recorded
+    assert derived.lower_is_better("epochs_to_50") and not derived.lower_is_better("test_acc")
 
 
 def test_the_report_writes_a_claims_table(store, tmp_path):

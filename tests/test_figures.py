@@ -314,7 +314,7 @@ def test_kernel_heatmap_cell_holds_its_mean():
     cell = frame[(frame["model.kernel_size.0"] == 3) & (frame["model.kernel_size.1"] == 5)]
     assert cell["mean"].item() == pytest.approx(means[(3, 5)])
     texts = {t.get_text() for t in fig.axes[0].texts}
-    assert f"{100 * means[(3, 5)]:.1f}" in texts
+    assert f"{100 * means[(3, 5)]:.1f}%" in texts  # in percent, as the colour bar reads
 
 
 def test_heatmap_missing_cell_is_blank():
@@ -432,6 +432,10 @@ def test_relgrad_lines_are_smoothed_per_layer_on_a_log_scale():
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"conv{i}" for i in range(1, 6)]
+    # the subtitle names seeds, never a database id, and says what the faint and bold lines are
+    title = ax.get_title()
+    assert "run " not in title and "mean of 2 seeds" in title
+    assert f"bold: rolling mean of {window} probes" in title and "faint: every probe" in title
 
 
 def test_landscape_bands_go_log_when_their_ranges_differ_a_lot():
@@ -445,7 +449,9 @@ def test_landscape_bands_go_log_when_their_ranges_differ_a_lot():
 
 
 def legend_texts(fig):
-    return [t.get_text() for t in fig.legends[0].get_texts()]
+    """The history figures' legend: inside the train-loss panel, not beside the figure."""
+    assert fig.legends == []
+    return [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
 
 
 def test_history_figures_name_blocks_and_optimizers_as_the_report_does():
@@ -469,6 +475,11 @@ def test_cutout_compares_runs_that_differ_only_in_cutout():
     assert sorted(frame["run_id"].unique()) == [1, 2]
     assert fig.axes[0].get_title() == "no other augmentation; cutout 8 or none"
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["without Cutout", "with Cutout"]
+    # the subtitle names the settings as a reader says them, not their keys at default values
+    both = [(dict(point(4, True, 0), **{"data.aug.flip_mode": "random", "data.aug.pad_mode": "zeros"}), 0.5),
+            (dict(point(4, True, 8), **{"data.aug.flip_mode": "random", "data.aug.pad_mode": "zeros"}), 0.6)]
+    fig, _ = figures.get(12).draw(*data(make_runs("augmentation", points=both, seeds=(0,))))
+    assert fig.axes[0].get_title() == "crop 4, flip; cutout 8 or none"
 
     # no pair at all: every run with cutout against every run without
     runs = make_runs("augmentation", points=[points[1], points[2]], seeds=(0,))
