@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from ablate.config import ConfigError
-from ablate.store import Store, StoreError, resolve_url
+from ablate.store import Store, StoreError, absorb, dump, resolve_url
 
 
 @dataclass
@@ -67,12 +67,12 @@ def merge(sources: list[str], db: str | None = None, assume_data: str | None = N
             raise ConfigError(f"'{source}' is the target database itself")
         store = Store.open(source, create=False)
         try:
-            dumps.append((store.url, store.dump()))
+            dumps.append((store.url, dump(store)))
         finally:
             store.close()
     store = Store.open(db)
     try:
-        counts = store.absorb([d for _, d in dumps], assume)
+        counts = absorb(store, [d for _, d in dumps], assume)
     finally:
         store.close()
     return [Merged(url, **c) for (url, _), c in zip(dumps, counts)]

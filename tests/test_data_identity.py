@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from ablate import data
 from ablate.cli import app
-from ablate.worker import Task, worker_loop
+from ablate.task import Task
+from ablate.worker import worker_loop
 from tests.test_data import write_batches
 
 runner = CliRunner()
