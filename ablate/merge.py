@@ -15,10 +15,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from ablate.config import ConfigError
-from ablate.store import Store, StoreError, absorb, dump, resolve_url
+from ablate.store import Store, StoreError, absorb, database_file, dump
 
 
 @dataclass
@@ -45,22 +43,15 @@ def assumed_data(value: str) -> tuple[str, str]:
     return found.fingerprint, found.name
 
 
-def _file(url: str) -> Path | None:
-    parsed = sa.make_url(resolve_url(url))
-    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
-        return None
-    return Path(parsed.database).resolve()
-
-
 def merge(sources: list[str], db: str | None = None, assume_data: str | None = None) -> list[Merged]:
     """Merge the finished runs of ``sources`` (files or URLs) into ``db``; one transaction."""
     if not sources:
         raise ConfigError("ablate merge needs at least one source database")
     assume = assumed_data(assume_data) if assume_data else None
-    target = _file(db or resolve_url(None))
+    target = database_file(db)
     dumps = []
     for source in sources:
-        path = _file(source)
+        path = database_file(source)
         if path is not None and not path.is_file():
             raise StoreError(f"no database at '{source}'")
         if path is not None and path == target:

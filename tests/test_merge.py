@@ -169,6 +169,35 @@ def test_the_cli_says_what_it_did(tmp_path):
     assert status["studies"][0]["counts"]["complete"] == 1
 
 
+def test_a_url_that_does_not_parse_is_one_line_either_side(tmp_path):
+    good = fill(tmp_path / "good.db", [("x", 0, "complete")])
+    for args in (("://", "--db", tmp_path / "t.db"), (good, "--db", "://")):
+        result = invoke("merge", *args)
+        assert result.exit_code == 2 and result.output.startswith("error: cannot parse database URL '://'") \
+            and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "t.db").exists()
+
+
+def test_a_damaged_source_is_refused_in_one_line_and_the_target_keeps_every_byte(tmp_path):
+    target = fill(tmp_path / "t.db", [("x", 0, "complete")])
+    before = file_digest(tmp_path / "t.db")
+    fill(tmp_path / "s.db", [("y", 0, "complete")])
+    for name, damage, says in (("nover.db", "DELETE FROM schema_version", "its schema_version table has no row"),
+                               ("orphan.db", "UPDATE runs SET study_id = 99", "run 1 names study id 99")):
+        shutil.copy(tmp_path / "s.db", tmp_path / name)
+        with closing(sqlite3.connect(tmp_path / name)) as conn:
+            conn.execute(damage)
+            conn.commit()
+        result = invoke("merge", tmp_path / name, "--db", target)
+        assert result.exit_code == 2 and result.output.startswith("error:") and says in result.output \
+            and result.output.count("\n") == 1, result.output
+        assert file_digest(tmp_path / "t.db") == before
+    for command in (("status",), ("run", "smoke", "--device", "cpu", "--dry-run")):  # the same file, read directly
+        result = invoke(*command, "--db", tmp_path / "nover.db")
+        assert result.exit_code == 2 and "its schema_version table has no row" in result.output \
+            and result.output.count("\n") == 1, result.output
+
+
 @pytest.fixture(autouse=True)
 def _quiet_host(monkeypatch):
     monkeypatch.setenv("ABLATE_DB", "")  # no default database steers a merge here

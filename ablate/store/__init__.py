@@ -7,6 +7,7 @@ from ablate.store.db import (
     Store,
     StoreError,
     StoreFailure,
+    database_file,
     default_checkpoint_dir,
     resolve_url,
 )
@@ -16,6 +17,6 @@ from ablate.store.schema import SCHEMA_VERSION, STATUSES
 
 __all__ = [
     "DEFAULT_URL", "HEARTBEAT_S", "STALE_AFTER_S", "Claim", "Dump", "NewRun", "Store", "StoreError", "StoreFailure",
-    "absorb", "default_checkpoint_dir", "dump", "pid_alive", "resolve_url", "stale_reason", "this_host",
+    "absorb", "database_file", "default_checkpoint_dir", "dump", "pid_alive", "resolve_url", "stale_reason", "this_host",
     "SCHEMA_VERSION", "STATUSES",
 ]

@@ -94,6 +94,19 @@ def resolve_url(url: str | None) -> str:
     return url if "://" in url else f"sqlite:///{url}"
 
 
+def _parse(url: str) -> sa.URL:
+    try:
+        return sa.make_url(url)
+    except ArgumentError:
+        raise StoreError(f"cannot parse database URL '{url}'; give a file path or e.g. sqlite:///results.db") from None
+
+
+def database_file(url: str | None) -> Path | None:
+    """The SQLite file ``--db`` (a URL or a path) names, resolved; None for a server or in memory."""
+    path = _sqlite_path(_parse(resolve_url(url)))
+    return path.resolve() if path is not None else None
+
+
 def _sqlite_path(url: sa.URL) -> Path | None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
@@ -156,6 +169,9 @@ def _refuse(url: str, found: migrate.Found) -> None:
         )
     if not found.empty and not found.ours:
         raise StoreError(f"database '{url}' holds other tables, not an ablate database")
+    if found.versionless:
+        raise StoreError(f"database '{url}' is damaged: its schema_version table has no row, so its schema "
+                         "is unknown; restore it from a copy, or give another database")
 
 
 def _readable_uri(path: Path, url: str) -> str:
@@ -254,10 +270,7 @@ class Store:
         A database of a newer ablate is refused before anything is written to it.
         """
         url = resolve_url(url)
-        try:
-            parsed = sa.make_url(url)
-        except ArgumentError:
-            raise StoreError(f"cannot parse database URL '{url}'; give a file path or e.g. sqlite:///results.db") from None
+        parsed = _parse(url)
         url = parsed.render_as_string(hide_password=True)  # what messages and reports show: never a password
         path = _sqlite_path(parsed)
         if path is not None and not create:

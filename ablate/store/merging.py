@@ -36,7 +36,11 @@ def dump(store: Store) -> Dump:
                               "created_at": r.created_at} for r in s.scalars(sa.select(StudyRow))}
             runs = [_as_dict(r) for r in s.scalars(sa.select(RunRow).order_by(RunRow.id))]
             for r in runs:
-                r["study"] = studies[r.pop("study_id")]["name"]
+                sid = r.pop("study_id")
+                if sid not in studies:  # SQLite checks the foreign key only where it was on when written
+                    raise StoreError(f"database '{store.url}' is damaged: run {r['id']} names study id {sid}, "
+                                     "which it does not hold; restore it from a copy, or merge another database")
+                r["study"] = studies[sid]["name"]
             metrics: dict[int, list[tuple]] = {}
             for m in s.execute(sa.select(MetricRow.run_id, MetricRow.step, MetricRow.name, MetricRow.value)):
                 metrics.setdefault(m.run_id, []).append((m.step, m.name, m.value))
