@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 from ablate import data as datasets
 from ablate import fusion
-from ablate.config import ConfigError, parse_assignment, to_dict
+from ablate.config import ConfigError, parse_assignment, study_grid, to_dict
 from ablate.checkpoints import checkpoint_key, checkpoint_path, remove_checkpoint
 from ablate.scheduler import QuietReporter, Reporter, Runner, parse_devices
 from ablate.store import STALE_AFTER_S, NewRun, Store
@@ -135,17 +134,11 @@ def _study_spec(study: Study) -> dict[str, Any]:
             "path": str(study.path) if study.path else None}
 
 
-def _grid(spec: dict[str, Any]) -> str:
-    """What of a stored study spec decides its runs: the base and the axes. A description,
-    claims, figures or default seeds may change without making it another study."""
-    return json.dumps({"base": spec.get("base") or {}, "axes": spec.get("axes") or {}}, sort_keys=True)
-
-
 def check_same_study(store: Store, study: Study) -> None:
     """Refuse a study file that would take over another study's name: runs of two grids
     would mix under one name, and the first study's definition would be lost."""
     stored = next((s for s in store.studies() if s["name"] == study.name), None)
-    if stored is None or _grid(stored["spec"]) == _grid(_study_spec(study)):
+    if stored is None or study_grid(stored["spec"]) == study_grid(_study_spec(study)):
         return
     was = stored["spec"].get("path") or "another file"
     raise ConfigError(
