@@ -147,6 +147,25 @@ def check_same_study(store: Store, study: Study) -> None:
         "to make it the study's definition (the runs recorded stay, as another variant)")
 
 
+def data_changes(store: Store, plan_: Plan) -> list[str]:
+    """A line for each data set of the plan that this study last ran on, under the same name,
+    with other contents: files edited in place give a new fingerprint, so the runs this plan
+    adds are a new variant, not more seeds of the old one. Reads only."""
+    if plan_.data_source is None:
+        return []
+    out = []
+    runs = store.runs(plan_.study.name)
+    for identity in {i.fingerprint: i for i in plan_.data.values() if i.name != "synthetic"}.values():
+        same_name = [r for r in runs if r["data_name"] == identity.name and r["data_fp"]]
+        if not same_name:
+            continue
+        last = max(same_name, key=lambda r: (r["created_at"], r["id"]))
+        if last["data_fp"] != identity.fingerprint:
+            out.append(f"data in {plan_.data_source} changed since this study's last run on it: new fingerprint "
+                       f"{identity.fingerprint} (was {last['data_fp']}), so its runs are a new variant")
+    return out
+
+
 def existing(store: Store, plan_: Plan) -> dict[tuple[str, int, str], dict[str, Any]]:
     """The recorded runs of the plan's points, keyed (config_hash, seed, data fingerprint)."""
     wanted = {plan_.key(p) for p in plan_.points}
@@ -185,6 +204,8 @@ def execute(
     store.check_intact()
     if not replace_study:
         check_same_study(store, plan_.study)
+    for line in data_changes(store, plan_):
+        reporter.message(line)
     # The plan has read the data already, so a corrupted batch file has left the database as
     # it was. What is left to check before the first write depends on what is left to train.
     before = existing(store, plan_)
