@@ -10,12 +10,11 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from ablate.worker import Task
+from ablate.task import Task
 
 TEST_PAUSE_ENV = "ABLATE_TEST_PAUSE"
 

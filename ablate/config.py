@@ -451,3 +451,11 @@ def config_hash(cfg: RunConfig) -> str:
             del model[arg]
     canonical = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def study_grid(spec: dict[str, Any]) -> str:
+    """What of a stored study spec decides its runs: the base and the axes. A description,
+    claims, figures or default seeds may change without making it another study; two specs
+    of one name with different grids are two studies (``ablate run`` and ``ablate merge``
+    refuse to mix them)."""
+    return json.dumps({"base": spec.get("base") or {}, "axes": spec.get("axes") or {}}, sort_keys=True)

@@ -261,18 +261,25 @@ def _entries(folder: Path) -> list[os.DirEntry]:
 
 
 def _tree_stamp(root: Path) -> str:
-    """Cheap identity of the tree: per class folder, its file count and mtime.
+    """Identity of the tree as the file system tells it: every image file's path, size,
+    mtime and ctime (in nanoseconds), per class folder in order.
 
-    Adding, removing or renaming a file changes both; rewriting one in place does not
-    (delete the cache file then). Statting all 60k files would take longer than
-    reading the cache."""
-    parts = []
+    Adding, removing, renaming or rewriting a file changes it. A rewrite that keeps the size
+    and sets the mtime back (``touch -r``, ``rsync -t``) still moves the ctime, which no
+    user tool sets. What it trusts: that a file whose size, mtime and ctime are unchanged
+    holds the same bytes (a file system whose clock does not move, or one that rewrites a
+    file without updating either time, would fool it: delete the cache file then). One stat
+    per file: 0.3 to 0.5 s for CIFAR-10's 60k images on a busy 2-core machine (the folder
+    counts alone took 0.04 s), beside the cache's own read of about 0.8 s."""
+    h = hashlib.sha256()
     for split in ("train", "test"):
         for e in sorted(_entries(root / split), key=lambda e: e.name):
             if e.is_dir():
-                n = len(_entries(Path(e.path)))
-                parts.append(f"{split}/{e.name}:{n}:{e.stat().st_mtime_ns}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+                files = sorted((f.name, f.stat()) for f in _entries(Path(e.path))
+                               if f.is_file() and os.path.splitext(f.name)[1].lower() in IMAGE_SUFFIXES)
+                h.update(f"{split}/{e.name}\n".encode())
+                h.update("\n".join(f"{n}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}" for n, st in files).encode())
+    return h.hexdigest()
 
 
 def _decode(path: str) -> np.ndarray:

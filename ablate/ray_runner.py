@@ -35,7 +35,8 @@ from ablate import data as datasets
 from ablate.config import ConfigError
 from ablate.models import count_params, create_model
 from ablate.scheduler import Runner, _Slot
-from ablate.worker import Task, _first_line, worker_loop
+from ablate.task import Task
+from ablate.worker import _first_line, worker_loop
 
 MAX_RETRIES = 2  # Ray's re-runs of a task whose worker process or node died
 SMALL_MODEL = 1_000_000  # parameters; below this, a point takes a quarter of a GPU by default

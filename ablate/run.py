@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 from ablate import data as datasets
 from ablate import fusion
-from ablate.config import ConfigError, parse_assignment, to_dict
+from ablate.config import ConfigError, parse_assignment, study_grid, to_dict
 from ablate.checkpoints import checkpoint_key, checkpoint_path, remove_checkpoint
 from ablate.scheduler import QuietReporter, Reporter, Runner, parse_devices
 from ablate.store import STALE_AFTER_S, NewRun, Store
@@ -136,23 +135,36 @@ def _study_spec(study: Study) -> dict[str, Any]:
             "path": str(study.path) if study.path else None}
 
 
-def _grid(spec: dict[str, Any]) -> str:
-    """What of a stored study spec decides its runs: the base and the axes. A description,
-    claims, figures or default seeds may change without making it another study."""
-    return json.dumps({"base": spec.get("base") or {}, "axes": spec.get("axes") or {}}, sort_keys=True)
-
-
 def check_same_study(store: Store, study: Study) -> None:
     """Refuse a study file that would take over another study's name: runs of two grids
     would mix under one name, and the first study's definition would be lost."""
     stored = next((s for s in store.studies() if s["name"] == study.name), None)
-    if stored is None or _grid(stored["spec"]) == _grid(_study_spec(study)):
+    if stored is None or study_grid(stored["spec"]) == study_grid(_study_spec(study)):
         return
     was = stored["spec"].get("path") or "another file"
     raise ConfigError(
         f"study '{study.name}' in this database has another base or other axes (from {was}) than "
         f"{study.path or 'this study'}; give this file another name (name = \"...\"), or pass --replace-study "
         "to make it the study's definition (the runs recorded stay, as another variant)")
+
+
+def data_changes(store: Store, plan_: Plan) -> list[str]:
+    """A line for each data set of the plan that this study last ran on, under the same name,
+    with other contents: files edited in place give a new fingerprint, so the runs this plan
+    adds are a new variant, not more seeds of the old one. Reads only."""
+    if plan_.data_source is None:
+        return []
+    out = []
+    runs = store.runs(plan_.study.name)
+    for identity in {i.fingerprint: i for i in plan_.data.values() if i.name != "synthetic"}.values():
+        same_name = [r for r in runs if r["data_name"] == identity.name and r["data_fp"]]
+        if not same_name:
+            continue
+        last = max(same_name, key=lambda r: (r["created_at"], r["id"]))
+        if last["data_fp"] != identity.fingerprint:
+            out.append(f"data in {plan_.data_source} changed since this study's last run on it: new fingerprint "
+                       f"{identity.fingerprint} (was {last['data_fp']}), so its runs are a new variant")
+    return out
 
 
 def existing(store: Store, plan_: Plan) -> dict[tuple[str, int, str], dict[str, Any]]:
@@ -193,6 +205,8 @@ def execute(
     store.check_intact()
     if not replace_study:
         check_same_study(store, plan_.study)
+    for line in data_changes(store, plan_):
+        reporter.message(line)
     # The plan has read the data already, so a corrupted batch file has left the database as
     # it was. What is left to check before the first write depends on what is left to train.
     before = existing(store, plan_)

@@ -44,7 +44,8 @@ import torch
 from ablate.checkpoints import checkpoint_key, checkpoint_path, remove_checkpoint, test_pause
 from ablate import data as datasets
 from ablate.config import ConfigError
-from ablate.worker import Task, _first_line, _forward, _process_main, _TaskPipe, _versions, worker_loop
+from ablate.task import Task
+from ablate.worker import _first_line, _forward, _process_main, _TaskPipe, _versions, worker_loop
 
 MAX_WORKER_DEATHS = 3  # a device slot whose worker dies this often in a row is given up
 

@@ -166,6 +166,11 @@ def _present(v: Any) -> bool:
     return not (v is None or (isinstance(v, float) and v != v))
 
 
+def _text_or_none(v: Any) -> str | None:
+    # pandas 3 keeps a column of strings and None as its string dtype, where None reads back as NaN.
+    return v if isinstance(v, str) else None
+
+
 def _scalar(v: Any) -> Any:
     return v.item() if hasattr(v, "item") and not isinstance(v, (str, bytes)) else v
 
@@ -188,8 +193,8 @@ def variants(runs: pd.DataFrame, spec: dict[str, Any], study: str) -> list[Varia
             value = _scalar(first[column])
             if _present(value):
                 common[column] = value
-        out.append(Variant(study, str(key), first.get("data_fp"), first.get("data_name"), common,
-                           part.reset_index(drop=True)))
+        out.append(Variant(study, str(key), _text_or_none(first.get("data_fp")), _text_or_none(first.get("data_name")),
+                           common, part.reset_index(drop=True)))
     _name_differences(out, flatten(study_base(spec)))
     out.sort(key=lambda v: (-v.results, -(v.last.timestamp() if v.last is not None else 0.0), v.key))
     return out

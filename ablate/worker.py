@@ -32,22 +32,10 @@ from ablate import data as datasets
 from ablate.checkpoints import load_checkpoint, remove_checkpoint, save_checkpoint
 from ablate.config import RunConfig, from_dict
 from ablate.store import HEARTBEAT_S
+from ablate.task import Task
 from ablate.train import Hooks, RunResult, steps_per_epoch, train, train_group
 
 PROGRESS_S = 1.0  # a worker reports its step within an epoch at most this often
-
-
-@dataclass(frozen=True)
-class Task:
-    run_id: int
-    token: int  # the claim's number: the store refuses writes of a claim that was superseded
-    config: dict[str, Any]
-    label: str
-    config_hash: str = ""
-    seed: int = 0
-    checkpoint: str | None = None  # this run's checkpoint file; None: no checkpoints
-    data_fp: str | None = None  # the data it was planned on; the worker's must be the same
-    checkpoint_key: str = ""  # checkpoint_key(): a checkpoint made under another is not loaded
 
 
 def _versions() -> dict[str, str]:

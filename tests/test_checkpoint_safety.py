@@ -14,7 +14,7 @@ from ablate.cli import app
 from ablate.run import run_study
 from ablate.checkpoints import load_checkpoint
 from ablate.scheduler import QuietReporter
-from ablate.worker import Task
+from ablate.task import Task
 from ablate.store import Store
 
 FAST = ("--device", "cpu", "--set", "train_subset=64", "--set", "model.width=4")

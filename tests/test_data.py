@@ -185,6 +185,18 @@ def test_changed_tree_invalidates_cache(tmp_path):
     assert (ds.train_x == 7).all(dim=(1, 2, 3)).sum() == 1
 
 
+def test_an_image_rewritten_in_place_invalidates_cache(tmp_path):
+    """Rewriting a file changes neither its folder's file count nor the folder's mtime."""
+    write_folders(tmp_path)
+    first = data.load(tmp_path)
+    path = tmp_path / "train" / "ant" / "00.png"
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    Image.fromarray(255 - pixels).save(path)
+    again = data.load(tmp_path)
+    assert np.array_equal(again.train_x[0].numpy(), (255 - pixels).transpose(2, 0, 1))
+    assert not torch.equal(first.train_x, again.train_x)
+
+
 def test_cache_falls_back_when_tree_is_not_writable(tmp_path, monkeypatch):
     tree = tmp_path / "tree"
     write_folders(tree)

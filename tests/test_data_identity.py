@@ -3,12 +3,15 @@
 import json
 import shutil
 
+import numpy as np
+from PIL import Image
 from typer.testing import CliRunner
 
 from ablate import data
 from ablate.cli import app
-from ablate.worker import Task, worker_loop
-from tests.test_data import write_batches
+from ablate.task import Task
+from ablate.worker import worker_loop
+from tests.test_data import write_batches, write_folders
 
 runner = CliRunner()
 # A one-point study on CIFAR-10 files: fast on the tiny batches write_batches makes.
@@ -67,6 +70,25 @@ def test_runs_on_two_data_sets_are_two_points_and_one_copy_anywhere_is_one(tmp_p
     variants = status["studies"][0]["variants"]
     assert len(variants) == 2 and all("CIFAR-10 copy" in v["data"] for v in variants)
     assert {v["data_fp"] for v in variants} == {data.fingerprint(data.load(tmp_path / s)) for s in "ac"}
+
+
+def test_an_image_edited_in_place_is_new_data_and_the_run_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("ABLATE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "one.toml").write_text(STUDY)
+    write_folders(tmp_path / "small")
+    db = tmp_path / "r.db"
+    args = ("run", tmp_path / "one.toml", "--db", db, "--data", tmp_path / "small", "--device", "cpu")
+    assert "one: 1 trained" in invoke(*args).output
+    image = tmp_path / "small" / "train" / "ant" / "00.png"
+    Image.fromarray(255 - np.asarray(Image.open(image).convert("RGB"))).save(image)  # same path, same count
+    planned = invoke(*args, "--seeds", 2, "--dry-run")
+    assert f"data in {tmp_path / 'small'} changed since this study's last run on it: new fingerprint" in planned.output
+    result = invoke(*args, "--seeds", 2)
+    assert "changed since this study's last run on it" in result.output
+    assert "one: 2 trained" in result.output and "0 already done" in result.output, result.output
+    variants = json.loads(invoke("status", "one", "--db", db, "--json").output)["studies"][0]["variants"]
+    assert len({v["data_fp"] for v in variants}) == 2
+    assert "changed since" not in invoke(*args, "--seeds", 2).output  # said once: the last runs are on it now
 
 
 def test_a_worker_refuses_data_other_than_the_planned(tmp_path):

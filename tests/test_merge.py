@@ -23,11 +23,12 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def fill(path: Path, runs: list[tuple[str, int, str]], study: str = "toy", data_fp: str | None = FP) -> str:
+def fill(path: Path, runs: list[tuple[str, int, str]], study: str = "toy", data_fp: str | None = FP,
+         axes: dict | None = None) -> str:
     """runs: (config hash, seed, status); each finished one with an epoch, a probe and an artifact."""
     url = f"sqlite:///{path}"
     store = Store.open(url)
-    sid = store.sync_study(study, "a toy", {"base": {}, "axes": {}})
+    sid = store.sync_study(study, "a toy", {"base": {}, "axes": axes or {}})
     store.add_runs(sid, [NewRun(h, seed, {"epochs": 1}, f"{h}/{seed}", data_fp, "toy data") for h, seed, _ in runs])
     for h, seed, status in runs:
         run = next(r for r in store.runs(study) if (r["config_hash"], r["seed"]) == (h, seed))
@@ -167,6 +168,92 @@ def test_the_cli_says_what_it_did(tmp_path):
         "1 unfinished there, not imported")
     status = json.loads(invoke("status", "--db", tmp_path / "t.db", "--json").output)
     assert status["studies"][0]["counts"]["complete"] == 1
+
+
+def test_runs_of_unknown_data_are_merged_once_whatever_data_a_later_merge_assumes(tmp_path):
+    legacy = fill(tmp_path / "old.db", [("x", 0, "complete"), ("x", 1, "complete")], data_fp=None)
+    for order in ((None, "76dbb8e3d834d9ca", "0123456789abcdef"), ("76dbb8e3d834d9ca", None, "0123456789abcdef")):
+        target = f"sqlite:///{tmp_path / f'{order[0]}.db'}"
+        first, *later = (merge([legacy], target, assume_data=fp)[0] for fp in order)
+        assert first.added == 2
+        assert [(m.added, m.unassumed_before, m.assumed_before) for m in later] == (
+            [(0, 2, 0), (0, 2, 0)] if order[0] is None else [(0, 0, 2), (0, 0, 2)])
+        assert len(table(target)) == 2 and counts(target) == (6, 2)
+    result = invoke("merge", legacy, "--db", tmp_path / "None.db", "--assume-data", "0123456789abcdef")
+    assert "0 added" in result.output and "2 skipped: merged before without --assume-data" in result.output
+
+
+def test_finished_runs_of_one_identity_with_other_numbers_are_a_conflict_said_and_settled(tmp_path):
+    a = fill(tmp_path / "a.db", [("x", 0, "complete"), ("x", 1, "complete")])
+    shutil.copy(tmp_path / "a.db", tmp_path / "b.db")
+    with closing(sqlite3.connect(tmp_path / "b.db")) as conn:
+        conn.execute("UPDATE runs SET test_acc = 0.9 WHERE seed = 1")
+        conn.commit()
+    b = f"sqlite:///{tmp_path / 'b.db'}"
+    target = f"sqlite:///{tmp_path / 't.db'}"
+    first, second = merge([a, b], target)
+    assert (first.conflicts, second.finished_here) == ([], 1)  # seed 0 agrees: no conflict
+    (c,) = second.conflicts
+    assert (c.label, c.seed, c.metric, c.here, c.there, c.kept) == ("x/1", 1, "test_acc", 0.6, 0.9, "here")
+    assert [acc for *_, acc in table(target)] == [0.5, 0.6]  # the target's, by default
+    result = invoke("merge", b, "--db", target)
+    assert "conflict: study 'toy', run x/1 (seed 1): test_acc 0.6 here (run 2), 0.9 in " in result.output
+    assert "kept this database's (--on-conflict replace takes the source's)" in result.output
+    (m,) = merge([b], target, on_conflict="replace")
+    assert (m.replaced, m.conflicts[0].kept) == (1, "source")
+    assert [acc for *_, acc in table(target)] == [0.5, 0.9] and counts(target) == (6, 2)
+    assert merge([b], target)[0].conflicts == []  # settled: merging it again changes nothing
+    result = invoke("merge", b, "--db", target, "--on-conflict", "newest")
+    assert result.exit_code == 2 and "--on-conflict takes keep or replace" in result.output
+
+
+def test_a_source_study_that_redefines_a_name_here_is_refused_or_renamed_or_replaces(tmp_path):
+    target = fill(tmp_path / "t.db", [("x", 0, "complete")], axes={"model.depth": [1, 2]})
+    before = file_digest(tmp_path / "t.db")
+    other = fill(tmp_path / "o.db", [("y", 0, "complete")], axes={"optimizer.lr": [0.01, 0.05]})
+    result = invoke("merge", other, "--db", target)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "study 'toy' of sqlite:///" in result.output and "axes optimizer.lr" in result.output
+    assert "axes model.depth" in result.output and "--replace-study" in result.output
+    assert "--rename toy=NEW" in result.output
+    assert file_digest(tmp_path / "t.db") == before and sorted(p.name for p in tmp_path.glob("t.db*")) == ["t.db"]
+    assert merge([other], target, rename=["toy=toy-lr"])[0].added == 1
+    assert {(st, h) for st, h, *_ in table(target)} == {("toy", "x"), ("toy-lr", "y")}
+    assert json.loads(dict((n, sp) for n, _, sp, _ in studies(target))["toy-lr"])["axes"] == {"optimizer.lr": [0.01, 0.05]}
+    (m,) = merge([other], target, replace_study=True)
+    assert m.added == 1 and m.redefined == ["toy"]
+    assert json.loads(dict((n, sp) for n, _, sp, _ in studies(target))["toy"])["axes"] == {"optimizer.lr": [0.01, 0.05]}
+    result = invoke("merge", other, "--db", target, "--rename", "nosuch=x")
+    assert result.exit_code == 2 and "--rename: no source holds a study 'nosuch'" in result.output
+
+
+def test_a_url_that_does_not_parse_is_one_line_either_side(tmp_path):
+    good = fill(tmp_path / "good.db", [("x", 0, "complete")])
+    for args in (("://", "--db", tmp_path / "t.db"), (good, "--db", "://")):
+        result = invoke("merge", *args)
+        assert result.exit_code == 2 and result.output.startswith("error: cannot parse database URL '://'") \
+            and result.output.count("\n") == 1, result.output
+    assert not (tmp_path / "t.db").exists()
+
+
+def test_a_damaged_source_is_refused_in_one_line_and_the_target_keeps_every_byte(tmp_path):
+    target = fill(tmp_path / "t.db", [("x", 0, "complete")])
+    before = file_digest(tmp_path / "t.db")
+    fill(tmp_path / "s.db", [("y", 0, "complete")])
+    for name, damage, says in (("nover.db", "DELETE FROM schema_version", "its schema_version table has no row"),
+                               ("orphan.db", "UPDATE runs SET study_id = 99", "run 1 names study id 99")):
+        shutil.copy(tmp_path / "s.db", tmp_path / name)
+        with closing(sqlite3.connect(tmp_path / name)) as conn:
+            conn.execute(damage)
+            conn.commit()
+        result = invoke("merge", tmp_path / name, "--db", target)
+        assert result.exit_code == 2 and result.output.startswith("error:") and says in result.output \
+            and result.output.count("\n") == 1, result.output
+        assert file_digest(tmp_path / "t.db") == before
+    for command in (("status",), ("run", "smoke", "--device", "cpu", "--dry-run")):  # the same file, read directly
+        result = invoke(*command, "--db", tmp_path / "nover.db")
+        assert result.exit_code == 2 and "its schema_version table has no row" in result.output \
+            and result.output.count("\n") == 1, result.output
 
 
 @pytest.fixture(autouse=True)

@@ -121,10 +121,10 @@ def test_a_variant_that_does_not_exist_is_one_line_and_writes_nothing(mixed, tmp
 # ------------------------------------------------------------------------- parts
 
 
-def _fill(store, study, axes, points, base=None):
+def _fill(store, study, axes, points, base=None, data=("fp", "synthetic")):
     """points: (config, seed, status, test_acc); one hash per config, as a study makes them."""
     sid = store.sync_study(study, "", {"base": base or {}, "axes": axes})
-    store.add_runs(sid, [NewRun(json.dumps(c, sort_keys=True), s, c, f"p{i}", "fp", "synthetic")
+    store.add_runs(sid, [NewRun(json.dumps(c, sort_keys=True), s, c, f"p{i}", *data)
                          for i, (c, s, _, _) in enumerate(points)])
     for config, seed, status, acc in points:
         claim = store.claim(sid, "cpu", "h", 1)
@@ -196,6 +196,33 @@ def test_a_report_is_a_function_of_the_database(store, tmp_path):
     write_report(store, tmp_path / "b")
     for name in ("README.md", "figure-09.png", "figure-09.csv"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_runs_of_unknown_data_beside_fingerprinted_ones_are_two_variants_every_command_reads(tmp_path):
+    """A study merged from before fingerprints (data_fp NULL), then run on known data: the data
+    column mixes None with strings, which pandas reads back as NaN."""
+    url = f"sqlite:///{tmp_path / 'mixed.db'}"
+    store = Store.open(url)
+    axes = {"model.dropout": [0.0, 0.1]}
+    points = [({"model": {"dropout": d}}, s, "complete", 0.5 + d + s / 100) for d in (0.0, 0.1) for s in (0, 1)]
+    _fill(store, "dropout", axes, points, data=(None, None))
+    _fill(store, "dropout", axes, points, data=("0123456789abcdef", "CIFAR-10 copy 'small'"))
+    store.close()
+    status = json.loads(invoke("status", "dropout", "--db", url, "--json").output)
+    assert sorted(v["data_fp"] or "" for v in status["studies"][0]["variants"]) == ["", "0123456789abcdef"]
+    assert invoke("status", "--db", url).exit_code == 0
+    for selector in ("data=0123", None):
+        assert invoke("status", "dropout", "--db", url).exit_code == 0
+        for command in (("report", "--figure", 9, "--out", tmp_path / "r"), ("compare", "dropout", "--by", "model.dropout")):
+            chosen = ("--variant", selector) if selector else ("--variant", _unknown_key(url))
+            result = invoke(*command, "--db", url, *chosen)
+            assert result.exit_code == 0, (command, result.output)
+    assert "data not recorded" in invoke("status", "dropout", "--db", url).output
+
+
+def _unknown_key(url):
+    status = json.loads(invoke("status", "dropout", "--db", url, "--json").output)
+    return next(v["key"] for v in status["studies"][0]["variants"] if v["data_fp"] is None)
 
 
 def test_summaries_refuse_to_pool_configs():

@@ -61,7 +61,7 @@ def study_command(name: str, study):
     ) -> None:
         from ablate.cli.interrupt import second_interrupt_exits
         from ablate.cli.live import reporter_for
-        from ablate.run import check_writable, dry_run, execute, pending_count, plan
+        from ablate.run import check_writable, data_changes, dry_run, execute, pending_count, plan
 
         # What selects these points again: the command that resumes them, and the report of them.
         again = _options(db=db, data=data, seeds=seeds, epochs=epochs, sets=set_ or [], checkpoints=checkpoints,
@@ -77,6 +77,8 @@ def study_command(name: str, study):
             typer.echo(f"note: study '{p.study.name}' trains on synthetic data; --data is ignored", err=True)
         try:
             if dry_run_:
+                for line in data_changes(store, p):
+                    typer.echo(line)
                 return _print_dry_run(dry_run(store, p))
             started = time.monotonic()
             with user_errors(), second_interrupt_exits(store, resume):  # the data is read before anything is written

@@ -88,20 +88,23 @@ class Claim:
     created_at: datetime | None = None  # when its row was made: with the id, what names its checkpoint
 
 
-@dataclass(frozen=True)
-class Dump:
-    """A database's contents as plain data (``Store.dump``), for ``Store.absorb`` elsewhere."""
-
-    studies: list[dict[str, Any]]
-    runs: list[dict[str, Any]]  # every column, with the study's name in place of its id
-    metrics: dict[int, list[tuple]]  # run id -> (step, name, value)
-    artifacts: dict[int, list[tuple]]  # run id -> (name, dtype, shape, data)
-
-
 def resolve_url(url: str | None) -> str:
     """``--db`` accepts a SQLAlchemy URL or a plain file path."""
     url = url or os.environ.get("ABLATE_DB") or DEFAULT_URL
     return url if "://" in url else f"sqlite:///{url}"
+
+
+def _parse(url: str) -> sa.URL:
+    try:
+        return sa.make_url(url)
+    except ArgumentError:
+        raise StoreError(f"cannot parse database URL '{url}'; give a file path or e.g. sqlite:///results.db") from None
+
+
+def database_file(url: str | None) -> Path | None:
+    """The SQLite file ``--db`` (a URL or a path) names, resolved; None for a server or in memory."""
+    path = _sqlite_path(_parse(resolve_url(url)))
+    return path.resolve() if path is not None else None
 
 
 def _sqlite_path(url: sa.URL) -> Path | None:
@@ -166,6 +169,9 @@ def _refuse(url: str, found: migrate.Found) -> None:
         )
     if not found.empty and not found.ours:
         raise StoreError(f"database '{url}' holds other tables, not an ablate database")
+    if found.versionless:
+        raise StoreError(f"database '{url}' is damaged: its schema_version table has no row, so its schema "
+                         "is unknown; restore it from a copy, or give another database")
 
 
 def _readable_uri(path: Path, url: str) -> str:
@@ -264,10 +270,7 @@ class Store:
         A database of a newer ablate is refused before anything is written to it.
         """
         url = resolve_url(url)
-        try:
-            parsed = sa.make_url(url)
-        except ArgumentError:
-            raise StoreError(f"cannot parse database URL '{url}'; give a file path or e.g. sqlite:///results.db") from None
+        parsed = _parse(url)
         url = parsed.render_as_string(hide_password=True)  # what messages and reports show: never a password
         path = _sqlite_path(parsed)
         if path is not None and not create:
@@ -740,101 +743,6 @@ class Store:
             if name is not None:
                 q = q.where(ArtifactRow.name == name)
             return [_artifact_tuple(r) for r in s.scalars(q.order_by(ArtifactRow.run_id, ArtifactRow.name))]
-
-    # ------------------------------------------------------------------ merging
-
-    @_retrying()
-    def dump(self) -> Dump:
-        """Everything, as plain data: studies, runs (every column), their metrics and
-        artifacts. What ``absorb`` takes; read in one transaction, so it is consistent."""
-        try:
-            with self.session() as s:
-                studies = {r.id: {"name": r.name, "description": r.description, "spec_json": r.spec_json,
-                                  "created_at": r.created_at} for r in s.scalars(sa.select(StudyRow))}
-                runs = [_as_dict(r) for r in s.scalars(sa.select(RunRow).order_by(RunRow.id))]
-                for r in runs:
-                    r["study"] = studies[r.pop("study_id")]["name"]
-                metrics: dict[int, list[tuple]] = {}
-                for m in s.execute(sa.select(MetricRow.run_id, MetricRow.step, MetricRow.name, MetricRow.value)):
-                    metrics.setdefault(m.run_id, []).append((m.step, m.name, m.value))
-                artifacts: dict[int, list[tuple]] = {}
-                for a in s.scalars(sa.select(ArtifactRow)):
-                    artifacts.setdefault(a.run_id, []).append((a.name, a.dtype, a.shape, a.data))
-        except DatabaseError as e:
-            if isinstance(e, OperationalError) and _is_busy(e):
-                raise
-            raise StoreError(f"cannot read database '{self.url}': {e.orig}") from None
-        return Dump(list(studies.values()), runs, metrics, artifacts)
-
-    @_retrying(integrity=True)
-    def absorb(self, dumps: list[Dump], assume: tuple[str, str] | None = None) -> list[dict[str, int]]:
-        """Import the finished runs of ``dumps`` (other databases'), all in one transaction.
-
-        A run is (study, config hash, seed, data fingerprint). One already finished here
-        stays; one pending, failed or stale here is replaced, and its claim number moves on
-        so that a runner still holding the old claim writes nothing more; one running here
-        is left to its runner. Runs recorded without a data fingerprint (on data other than
-        synthetic) take ``assume`` (fingerprint, name) where it is given. Unfinished runs of
-        ``dumps`` are not imported. Returns, per dump, the counts of each outcome.
-        """
-        now, host = utcnow(), this_host()
-        out = []
-        with self.session(write=True) as s:
-            for dump in dumps:
-                out.append(self._absorb(s, dump, assume, now, host))
-        return out
-
-    @staticmethod
-    def _absorb(s: Session, dump: Dump, assume: tuple[str, str] | None, now, host: str) -> dict[str, int]:
-        counts = dict.fromkeys(("added", "replaced", "finished_here", "running_here", "unfinished"), 0)
-        ids = {r.name: r.id for r in s.scalars(sa.select(StudyRow))}
-        for st in dump.studies:
-            if st["name"] not in ids:
-                row = StudyRow(name=st["name"], description=st["description"], spec_json=st["spec_json"],
-                               created_at=st["created_at"])
-                s.add(row)
-                s.flush()
-                ids[st["name"]] = row.id
-        here = {(r.study_id, r.config_hash, r.seed, r.data_fp): r for r in s.scalars(sa.select(RunRow))}
-        for run in dump.runs:
-            if run["status"] not in ("complete", "diverged"):
-                counts["unfinished"] += 1
-                continue
-            values = {k: v for k, v in run.items() if k not in ("id", "study", "attempts")}
-            values["study_id"] = ids[run["study"]]
-            values["data_fp"] = values["data_fp"] or ""
-            if not values["data_fp"] and assume and \
-                    (json.loads(values["config_json"]).get("data") or {}).get("dataset") != "synthetic":
-                values["data_fp"], values["data_name"] = assume
-                values["notes"] = _append(values["notes"], f"data assumed when merged: {assume[1]} ({assume[0]})")
-            target = here.get((values["study_id"], values["config_hash"], values["seed"], values["data_fp"]))
-            if target is None:
-                target = RunRow(**values, attempts=run["attempts"])
-                s.add(target)
-                s.flush()
-                here[(values["study_id"], values["config_hash"], values["seed"], values["data_fp"])] = target
-                counts["added"] += 1
-            elif target.status in ("complete", "diverged"):
-                counts["finished_here"] += 1
-                continue
-            elif target.status == "running" and stale_reason(_as_dict(target), now, host) is None:
-                counts["running_here"] += 1
-                continue
-            else:
-                s.execute(sa.delete(MetricRow).where(MetricRow.run_id == target.id))
-                s.execute(sa.delete(ArtifactRow).where(ArtifactRow.run_id == target.id))
-                was = f"attempt {target.attempts} ({target.status})" if target.attempts else target.status  # pending, never run
-                history = _append(target.notes, f"{was} replaced by a merged run")
-                for k, v in values.items():
-                    setattr(target, k, v)
-                target.notes = _append(history, values["notes"]) if values["notes"] else history
-                target.attempts += 1  # a runner holding the old claim writes nothing more
-                counts["replaced"] += 1
-            s.add_all(MetricRow(run_id=target.id, step=step, name=name, value=value)
-                      for step, name, value in dump.metrics.get(run["id"], []))
-            s.add_all(ArtifactRow(run_id=target.id, name=name, dtype=dtype, shape=shape, data=data)
-                      for name, dtype, shape, data in dump.artifacts.get(run["id"], []))
-        return counts
 
 
 def _put_metrics(s: Session, run_id: int, step: int, values: dict[str, float]) -> None:

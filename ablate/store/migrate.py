@@ -33,7 +33,7 @@ class Found:
     """What an opened database holds, read without writing anything."""
 
     tables: frozenset[str]
-    version: int | None  # schema_version's value; None without the table
+    version: int | None  # schema_version's value; None without the table, or with no row in it
     revision: str | None  # alembic_version's value; None without the table
 
     @property
@@ -43,6 +43,11 @@ class Found:
     @property
     def ours(self) -> bool:
         return "runs" in self.tables and "schema_version" in self.tables
+
+    @property
+    def versionless(self) -> bool:
+        """Ours, but its single-row ``schema_version`` lost its row: damaged, not old."""
+        return "schema_version" in self.tables and self.version is None
 
     @property
     def newer(self) -> bool:
@@ -76,7 +81,8 @@ def inspect_sqlite_file(path: Path, uri: str | None = None) -> Found | None:
             tables = frozenset(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
             version = revision = None
             if "schema_version" in tables:
-                version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
+                row = conn.execute("SELECT version FROM schema_version").fetchone()
+                version = row[0] if row else None
             if "alembic_version" in tables:
                 row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
                 revision = row[0] if row else None
