@@ -222,7 +222,7 @@ def parse_all(items: Any, axes: dict[str, list[Any]]) -> tuple[Claim, ...]:
 # --------------------------------------------------------------------- checking
 
 
-def _where(runs: pd.DataFrame, claim: Claim, axes: dict[str, list[Any]]) -> pd.DataFrame:
+def where(runs: pd.DataFrame, claim: Claim, axes: dict[str, list[Any]]) -> pd.DataFrame:
     """The runs with each axis of ``claim.where`` at its value."""
     from ablate.compare import _same, value_labels
 
@@ -410,7 +410,7 @@ def evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study
 def _evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str, more_seeds: str) -> Verdict:
     check = describe(claim, axes)
     metric = claim.metric
-    runs = _where(runs, claim, axes)
+    runs = where(runs, claim, axes)
     if runs.empty or metric not in runs.columns or runs[metric].notna().sum() == 0:
         why = f"no finished run records {metric}" + (f" ({derived.describe(metric)})" if derived.is_derived(metric) else "")
         return Verdict(claim, "not run", check, "-", f"{why}: ablate run {study}".rstrip(": "))

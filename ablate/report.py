@@ -317,7 +317,7 @@ def check_claims(store: Store, views: Views) -> list[claims_.Verdict]:
             verdict = claims_.evaluate(claim, runs, axes, name, rerun(view, store.url))
             if verdict.verdict == "not run" and not view.problem:
                 verdict.why = _not_run_why(verdict.why, view, store.url)
-            dropped = left_out_text(left_out(_claim_runs(view, runs), claim.metric))
+            dropped = left_out_text(left_out(claims_.where(_claim_runs(view, runs), claim, axes), claim.metric))
             if dropped:
                 verdict.evidence = ("" if verdict.evidence == "-" else verdict.evidence + "; ") + f"left out: {dropped}"
             out.append(verdict)
