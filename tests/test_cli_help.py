@@ -90,6 +90,10 @@ def test_status_of_a_study_is_a_table_of_its_points(smoke_db):
     rows = [line for line in out.splitlines() if re.search(r"\b(relu|gelu)\b.*\bcomplete\b", line)]
     assert len(rows) == 8  # the default variant: 4 points x 2 seeds, each with 2/2 epochs
     assert all("2/2" in r for r in rows)
+    # accuracies in percent, as the reports print them
+    data = json.loads(invoke("status", "smoke", "--db", smoke_db, "--json").output)
+    accs = {f"{100 * p['test_acc']:.2f}%" for p in data["studies"][0]["points"] if p["test_acc"] is not None}
+    assert accs and all(any(a in r for r in rows) for a in accs)
 
 
 def test_status_of_a_study_takes_variant(smoke_db):
