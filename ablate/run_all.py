@@ -44,6 +44,16 @@ def parse_budget(text: str | None) -> float | None:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def parse_studies(text: str | None) -> list[str] | None:
+    """``--studies A,B``: the names in their order, each once; None: every study of the report."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise ConfigError(f"--studies takes study names separated by commas, got {text!r}: an empty name")
+    return list(dict.fromkeys(names))
+
+
 def report_studies() -> list[str]:
     return [name for name in study_files() if name not in LEFT_OUT]
 
@@ -130,7 +140,8 @@ def plan_all(names: list[str] | None = None, **options) -> list[Plan]:
     """Plan every study (``options`` as ``run.plan`` takes them, the same for each); reads the
     data once, touches no database, so a bad option or study writes nothing."""
     cache: dict = {}
-    return [plan(name, data_cache=cache, **options) for name in names or report_studies()]
+    names = report_studies() if names is None else list(dict.fromkeys(names))  # a study named twice trains once
+    return [plan(name, data_cache=cache, **options) for name in names]
 
 
 def prepare(store: Store, plans: list[Plan]) -> list[Item]:

@@ -100,10 +100,18 @@ def test_run_all_covers_the_reports_studies():
 
 
 def test_bad_input_is_one_line(tiny, tmp_path):
-    for args in (["--budget", "soon"], ["--studies", "nosuch"], ["--set", "optimizer.lr=-1"]):
+    for args in (["--budget", "soon"], ["--studies", "nosuch"], ["--set", "optimizer.lr=-1"], ["--studies", ","],
+                 ["--studies", "few,,many"], ["--studies", ""]):
         result = invoke("run", "all", "--db", tiny, "--device", "cpu", *args)
         assert result.exit_code == 2 and result.output.startswith("error:") and result.output.count("\n") == 1, args
     assert not Path(tiny.removeprefix("sqlite:///")).exists()
+
+
+def test_a_study_named_twice_is_planned_once(tiny):
+    result = invoke("run", "all", "--studies", "few,many,few", "--db", tiny, "--device", "cpu", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "8 points left in 2 studies" in result.output
+    assert [line.split()[1] for line in result.output.splitlines() if " few " in line] == ["few"]
 
 
 def test_a_fused_members_time_counts_for_its_whole_group():

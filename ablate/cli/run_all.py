@@ -41,11 +41,11 @@ def all_command():
         Example: ablate run all --budget 8m --epochs 4 --data ~/cifar10
         """
         from ablate.cli.live import reporter_for
-        from ablate.run_all import parse_budget, plan_all, prepare, run_all
+        from ablate.run_all import parse_budget, parse_studies, plan_all, prepare, run_all
 
         with user_errors():
             seconds = parse_budget(budget)
-            names = [n.strip() for n in studies.split(",") if n.strip()] if studies else None
+            names = parse_studies(studies)
             plans = plan_all(names, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
                              per_gpu=per_gpu, fuse=fuse)
             store = Store.open(db, create=not dry_run_)
