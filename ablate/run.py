@@ -78,11 +78,15 @@ def plan(
     compile: bool = False,
     data_cache: dict | None = None,
     max_points: int = MAX_POINTS,
+    download: bool = True,
 ) -> Plan:
     """Check every input and expand the grid; touches no database, so bad input writes nothing.
 
     A grid of more than ``max_points`` runs (grid points x seeds) is refused unbuilt.
-    ``data_cache`` keeps the data sets read, for plans of several studies on the same data."""
+    ``data_cache`` keeps the data sets read, for plans of several studies on the same data.
+    ``download=False`` (a dry run): CIFAR-10 that would be downloaded is not; the plan names
+    it ``TO_DOWNLOAD`` and ``settle_data`` finds its fingerprint in a database's official runs.
+    Such a plan can be printed, not executed."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
@@ -113,15 +117,23 @@ def plan(
     # The data last, as it is the slow check: its fingerprint is part of every point's
     # identity, so which points are done is only known once it is read. Ray workers read
     # their own copy at the same path and check it against this fingerprint.
-    loaded, identities = _load_data(points, source, {} if data_cache is None else data_cache)
+    loaded, identities = _load_data(points, source, {} if data_cache is None else data_cache, download)
     return Plan(spec, points, devices, source, backend, per_gpu, identities,
                 loaded if backend == "local" else {}, fuse=fuse, compile=compile)
 
 
-def _load_data(points: list[GridPoint], source: str | None, cache: dict):
+# The official set is one set of arrays, so one fingerprint; what it is needs the files, so
+# a plan that downloads nothing names it by this stand-in, which no recorded run carries.
+TO_DOWNLOAD = datasets.DataIdentity("to-download", f"{datasets.OFFICIAL}, downloaded at run time")
+
+
+def _load_data(points: list[GridPoint], source: str | None, cache: dict, download: bool = True):
     loaded, identities = {}, {}
     for name in sorted({p.config.data.dataset for p in points}):
         where = "synthetic" if name == "synthetic" else source
+        if where is None and not download and not datasets.downloaded()[0]:
+            identities[name] = TO_DOWNLOAD
+            continue
         if where not in cache:
             ds = datasets.load(where)
             cache[where] = ds, datasets.identify(where, ds)
@@ -152,6 +164,22 @@ def check_same_study(store: Store, study: Study) -> None:
         f"study '{study.name}' in this database has another base or other axes (from {was}) than "
         f"{study.path or 'this study'}; give this file another name (name = \"...\"), or pass --replace-study "
         "to make it the study's definition (the runs recorded stay, as another variant)")
+
+
+def settle_data(store: Store, plan_: Plan) -> None:
+    """A plan's ``TO_DOWNLOAD`` data named by the fingerprint of the official set's runs in
+    ``store``, where it holds any: the points they finished are done. Writes nothing."""
+    if TO_DOWNLOAD not in plan_.data.values():
+        return
+    fp = next((r["data_fp"] for r in store.runs() if r["data_name"] == datasets.OFFICIAL and r["data_fp"]), None)
+    if fp is not None:
+        plan_.data = {k: datasets.DataIdentity(fp, TO_DOWNLOAD.name) if v == TO_DOWNLOAD else v
+                      for k, v in plan_.data.items()}
+
+
+def to_download(plan_: Plan) -> bool:
+    """Whether the plan's data is CIFAR-10 that is downloaded when it runs."""
+    return any(v.name == TO_DOWNLOAD.name for v in plan_.data.values())
 
 
 def existing(store: Store, plan_: Plan) -> dict[tuple[str, int, str], dict[str, Any]]:
@@ -189,6 +217,8 @@ def execute(
     ``replace_study``.
     """
     reporter = reporter or QuietReporter()
+    if to_download(plan_):
+        raise ConfigError("this plan was made without its data (download=False): plan it again to run it")
     store.check_intact()
     if not replace_study:
         check_same_study(store, plan_.study)
@@ -299,6 +329,7 @@ def pending_count(store: Store, plan_: Plan) -> int:
 def dry_run(store: Store, plan_: Plan) -> list[dict[str, Any]]:
     """Each point with its recorded status (``new`` if never run) and, if it is to be trained,
     its group (``fused_groups``: points of one group train in one fused step); writes nothing."""
+    settle_data(store, plan_)
     runs = existing(store, plan_)
     rows = [
         {"label": p.label, "seed": p.seed, "config_hash": p.config_hash, "data": plan_.identity(p).name,
