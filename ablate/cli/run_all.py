@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ablate.cli.common import DbOption, user_errors
+from ablate.cli.help import flowed
 from ablate.store import Store
 
 
@@ -20,10 +21,18 @@ def _minutes(seconds: float | None) -> str:
     return f"{seconds / 3600:,.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:,.1f} days"
 
 
+_HELP = """Run every study of the report in one go: those feeding the most figures and claims per
+training FLOP first, each study's unfinished points only, until --budget is spent.
+
+Example: ablate run all --budget 8m --epochs 4 --data ~/cifar10
+"""
+
+
 def all_command():
     app = typer.Typer(add_completion=False)
 
-    @app.command(name="all", short_help="Every study of the report, most figures and claims per GPU-second first.")
+    @app.command(name="all", short_help="Every study of the report, most figures and claims per GPU-second first.",
+                 help=flowed(_HELP))
     def command(
         budget: Annotated[Optional[str], typer.Option(help="Stop cleanly once this much time is spent (90s, 8m, 1.5h); the unfinished points stay pending and the next call goes on from there.")] = None,
         studies: Annotated[Optional[str], typer.Option(metavar="A,B,...", help="Only these studies [default: every study of the report: all but smoke and speedrun].")] = None,
@@ -39,11 +48,6 @@ def all_command():
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again.")] = False,
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints.")] = None,
     ) -> None:
-        """Run every study of the report in one go: those feeding the most figures and claims per
-        training FLOP first, each study's unfinished points only, until --budget is spent.
-
-        Example: ablate run all --budget 8m --epochs 4 --data ~/cifar10
-        """
         from ablate.cli.live import reporter_for
         from ablate.run import to_download
         from ablate.run_all import pace, parse_budget, parse_studies, plan_all, prepare, run_all
