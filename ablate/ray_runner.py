@@ -20,11 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -213,6 +216,40 @@ def _check_reachable(address: str | None) -> None:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as e:
         raise ConfigError(f"--address {address}: cannot reach a Ray cluster ({e.strerror or e})") from None
+
+
+CONNECT_TIMEOUT_S = 30.0  # --connect-timeout: how long a cluster may take to take this driver
+
+
+def probe(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """ConfigError unless the Ray cluster at ``address`` (None: the one recorded on this
+    machine, if it answers; else a new local instance is started later, nothing to reach)
+    takes a driver within ``timeout_s`` seconds.
+
+    ``ray.init`` retries an address that accepts connections and never answers for minutes,
+    and cannot be interrupted from its own process; a child process trying it can be. A
+    process already joined to Ray has nothing to probe."""
+    if not timeout_s > 0:
+        raise ConfigError(f"--connect-timeout must be a positive number of seconds, got {timeout_s}")
+    target = address or _this_machines_cluster()
+    if target is None or ray.is_initialized():
+        return
+    _check_reachable(target)
+    code = ("import logging, sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, "
+            "log_to_driver=False, logging_level=logging.ERROR)")
+    child = subprocess.Popen([sys.executable, "-c", code, target], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise ConfigError(f"--address {target}: no Ray cluster answered within {timeout_s:g} s "
+                          "(--connect-timeout to wait longer)") from None
+    if child.returncode != 0:
+        lines = [line for line in err.strip().splitlines() if line.strip() and not line.startswith("[")]
+        raise ConfigError(f"--address {target}: cannot reach a Ray cluster ({lines[-1] if lines else 'no answer'})")
 
 
 def _this_machines_cluster() -> str | None:

@@ -308,12 +308,25 @@ EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes
                    "replace_study")
 
 
-def run_study(study: str, db: str | None = None, reporter: Reporter | None = None, **options) -> RunSummary:
+def reach_cluster(plan_: Plan, address: str | None, timeout_s: float | None = None) -> None:
+    """For a Ray plan: ConfigError unless its cluster takes this driver within ``timeout_s``
+    (None: ``ray_runner.CONNECT_TIMEOUT_S``). Before the database is opened: a cluster that
+    never answers leaves no new database behind."""
+    if plan_.backend != "ray":
+        return
+    from ablate.ray_runner import CONNECT_TIMEOUT_S, probe
+
+    probe(address, CONNECT_TIMEOUT_S if timeout_s is None else timeout_s)
+
+
+def run_study(study: str, db: str | None = None, reporter: Reporter | None = None,
+              connect_timeout: float | None = None, **options) -> RunSummary:
     """``plan`` with the options it takes, then ``execute`` with those it takes."""
     run_options = {k: options.pop(k) for k in EXECUTE_OPTIONS if k in options}
     plan_ = plan(study, **options)
     if run_options.get("checkpoints") is not None:  # before the open, which creates a new database
         check_writable(Path(run_options["checkpoints"]))
+    reach_cluster(plan_, run_options.get("address"), connect_timeout)
     store = Store.open(db)
     try:
         return execute(store, plan_, reporter, **run_options)

@@ -62,6 +62,25 @@ def test_an_address_that_answers_nothing_is_one_line_and_writes_nothing(tmp_path
     assert file_digest(tmp_path / "results.db") == before
 
 
+def test_a_cluster_that_accepts_and_never_answers_is_given_up_in_bounded_time(tmp_path, ray_not_joined):
+    """ray.init retries such an address for minutes; the run gives up after --connect-timeout,
+    in one line, before it creates the database."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel accepts; nobody ever reads or replies
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        began = time.monotonic()
+        result = CliRunner().invoke(app, ["run", "smoke", "--backend", "ray", "--address", address,
+                                          "--connect-timeout", "2", "--db", tmp_path / "new.db"])
+        took = time.monotonic() - began
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: --address {address}: no Ray cluster answered within 2 s (--connect-timeout to wait longer)"]
+    assert took < 60 and not (tmp_path / "new.db").exists()
+
+
 def test_without_ray_the_backend_says_what_to_install(monkeypatch):
     import importlib.util
 

@@ -52,6 +52,7 @@ def study_command(name: str, study):
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step, capturing CUDA graphs (CUDA only; experimental).")] = False,
         backend: Annotated[str, typer.Option(help=escape("local: this machine's devices; ray: Ray tasks on a Ray cluster (pip install \"ablate[ray]\")."))] = "local",
         address: Annotated[Optional[str], typer.Option(help=escape("With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here]."))] = None,
+        connect_timeout: Annotated[Optional[float], typer.Option("--connect-timeout", metavar="SECONDS", help=escape("With --backend ray: give up on a cluster that has not taken this driver after so long, with exit 2 [default: 30]."))] = None,
         dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points, which are done, and the fused groups the rest would train in; download and train nothing.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
         keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
@@ -61,7 +62,7 @@ def study_command(name: str, study):
     ) -> None:
         from ablate.cli.interrupt import second_interrupt_exits
         from ablate.cli.live import reporter_for
-        from ablate.run import check_writable, dry_run, execute, pending_count, plan
+        from ablate.run import check_writable, dry_run, execute, pending_count, plan, reach_cluster
 
         # What selects these points again: the command that resumes them, and the report of them.
         again = _options(db=db, data=data, seeds=seeds, epochs=epochs, sets=set_ or [], checkpoints=checkpoints,
@@ -73,6 +74,8 @@ def study_command(name: str, study):
                      download=not dry_run_)
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
+            if not dry_run_:
+                reach_cluster(p, address, connect_timeout)
             store = Store.open(db, create=not dry_run_)
         if data is not None and data != "synthetic" and "cifar10" not in {q.config.data.dataset for q in p.points}:
             typer.echo(f"note: study '{p.study.name}' trains on synthetic data; --data is ignored", err=True)
