@@ -4,7 +4,8 @@ The local ``Runner`` does everything but start workers: it claims each point, wr
 event to the database (this process stays its only writer) and applies the same claim,
 heartbeat and resume rules. Here a worker slot is a Ray task instead of a thread or a
 process, and events travel through one small actor (``_Hub``) instead of a pipe, so the
-database is whole even when the workers' disks are not shared.
+database is whole even when the workers' disks are not shared. The hub is kept on the
+driver's node, so it outlives any other node.
 
 A task asks for one CPU and, on a GPU cluster, a share of a GPU (``1 / per_gpu``), so Ray
 packs small models several to a GPU. A task trains one point or, with ``--fuse``, a group of
@@ -33,6 +34,7 @@ from typing import Iterator
 
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ablate import data as datasets
 from ablate.config import ConfigError
@@ -305,7 +307,10 @@ class RayRunner(Runner):
         slots = int(gpus * (per_gpu or 4)) if kind == "cuda" else cpus
         super().__init__(store, study_id, [f"ray:{kind}"] * max(1, min(slots, cpus)), data_source, reporter,
                          **options)
-        self.hub = _Hub.remote()
+        # The hub lives on the driver's node: anywhere else, a node that dies takes every
+        # event and flag of the study with it, while the tasks it ran could just be retried.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.hub = _Hub.options(scheduling_strategy=here).remote()
         self._stop = _Flag()
         self._events = _HubQueue(self)
         self._shares: dict[str, float] = {}
