@@ -388,6 +388,13 @@ def _download_root() -> Path:
     return Path(os.environ.get("ABLATE_DATA") or Path.home() / ".cache" / "ablate" / "cifar10")
 
 
+def downloaded() -> tuple[bool, Path]:
+    """Whether ``load(None)`` would find the batches in its cache (and not download them),
+    and that cache's folder; looks, creates nothing."""
+    root = _download_root()
+    return all((root / BATCHES_DIR / n).is_file() for n in BATCH_FILES), root
+
+
 def _download(root: Path) -> Dataset:
     if not all((root / BATCHES_DIR / n).is_file() for n in BATCH_FILES):
         from torchvision.datasets import CIFAR10
@@ -471,6 +478,7 @@ KNOWN = {
     "76dbb8e3d834d9ca": "CIFAR-10 (JPEG copy)",  # cifar10_jpeg.py folder: train/<class>/NNNN.jpg
     "feae1c54a3056d33": "CIFAR-10 (JPEG copy)",  # cifar10_jpeg.py batches: cifar-10-batches-py/
 }
+OFFICIAL = "CIFAR-10 (official)"  # the name of the downloaded set, or of its files found under --data
 # The official python batches, by the md5 torchvision checks them against.
 OFFICIAL_MD5 = {
     "data_batch_1": "c99cafc152244af753f735de768cd75f",
@@ -505,7 +513,7 @@ def identify(source: str | os.PathLike | None, ds: Dataset) -> DataIdentity:
         return DataIdentity(fp, KNOWN[fp])
     root = _download_root() / BATCHES_DIR if source is None else _layout(_expand(source))[1]
     if _official(root):
-        return DataIdentity(fp, "CIFAR-10 (official)")
+        return DataIdentity(fp, OFFICIAL)
     return DataIdentity(fp, f"CIFAR-10 copy '{(root if source is None else _expand(source)).resolve().name}'")
 
 

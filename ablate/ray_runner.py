@@ -4,7 +4,8 @@ The local ``Runner`` does everything but start workers: it claims each point, wr
 event to the database (this process stays its only writer) and applies the same claim,
 heartbeat and resume rules. Here a worker slot is a Ray task instead of a thread or a
 process, and events travel through one small actor (``_Hub``) instead of a pipe, so the
-database is whole even when the workers' disks are not shared.
+database is whole even when the workers' disks are not shared. The hub is kept on the
+driver's node, so it outlives any other node.
 
 A task asks for one CPU and, on a GPU cluster, a share of a GPU (``1 / per_gpu``), so Ray
 packs small models several to a GPU. A task trains one point or, with ``--fuse``, a group of
@@ -20,16 +21,20 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
 import ray
 import torch
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ablate import data as datasets
 from ablate.config import ConfigError
@@ -216,6 +221,40 @@ def _check_reachable(address: str | None) -> None:
         raise ConfigError(f"--address {address}: cannot reach a Ray cluster ({e.strerror or e})") from None
 
 
+CONNECT_TIMEOUT_S = 30.0  # --connect-timeout: how long a cluster may take to take this driver
+
+
+def probe(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """ConfigError unless the Ray cluster at ``address`` (None: the one recorded on this
+    machine, if it answers; else a new local instance is started later, nothing to reach)
+    takes a driver within ``timeout_s`` seconds.
+
+    ``ray.init`` retries an address that accepts connections and never answers for minutes,
+    and cannot be interrupted from its own process; a child process trying it can be. A
+    process already joined to Ray has nothing to probe."""
+    if not timeout_s > 0:
+        raise ConfigError(f"--connect-timeout must be a positive number of seconds, got {timeout_s}")
+    target = address or _this_machines_cluster()
+    if target is None or ray.is_initialized():
+        return
+    _check_reachable(target)
+    code = ("import logging, sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, "
+            "log_to_driver=False, logging_level=logging.ERROR)")
+    child = subprocess.Popen([sys.executable, "-c", code, target], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, err = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise ConfigError(f"--address {target}: no Ray cluster answered within {timeout_s:g} s "
+                          "(--connect-timeout to wait longer)") from None
+    if child.returncode != 0:
+        lines = [line for line in err.strip().splitlines() if line.strip() and not line.startswith("[")]
+        raise ConfigError(f"--address {target}: cannot reach a Ray cluster ({lines[-1] if lines else 'no answer'})")
+
+
 def _this_machines_cluster() -> str | None:
     """The address of the Ray cluster started on this machine, if it answers. Ray records it
     in a file that outlives a cluster that died, and ``ray.init()`` then waits minutes on
@@ -269,7 +308,10 @@ class RayRunner(Runner):
         slots = int(gpus * (per_gpu or 4)) if kind == "cuda" else cpus
         super().__init__(store, study_id, [f"ray:{kind}"] * max(1, min(slots, cpus)), data_source, reporter,
                          **options)
-        self.hub = _Hub.remote()
+        # The hub lives on the driver's node: anywhere else, a node that dies takes every
+        # event and flag of the study with it, while the tasks it ran could just be retried.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.hub = _Hub.options(scheduling_strategy=here).remote()
         self._stop = _Flag()
         self._events = _HubQueue(self)
         self._shares: dict[str, float] = {}

@@ -77,11 +77,15 @@ def plan(
     compile: bool = False,
     data_cache: dict | None = None,
     max_points: int = MAX_POINTS,
+    download: bool = True,
 ) -> Plan:
     """Check every input and expand the grid; touches no database, so bad input writes nothing.
 
     A grid of more than ``max_points`` runs (grid points x seeds) is refused unbuilt.
-    ``data_cache`` keeps the data sets read, for plans of several studies on the same data."""
+    ``data_cache`` keeps the data sets read, for plans of several studies on the same data.
+    ``download=False`` (a dry run): CIFAR-10 that would be downloaded is not; the plan names
+    it ``TO_DOWNLOAD`` and ``settle_data`` finds its fingerprint in a database's official runs.
+    Such a plan can be printed, not executed."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
@@ -112,15 +116,23 @@ def plan(
     # The data last, as it is the slow check: its fingerprint is part of every point's
     # identity, so which points are done is only known once it is read. Ray workers read
     # their own copy at the same path and check it against this fingerprint.
-    loaded, identities = _load_data(points, source, {} if data_cache is None else data_cache)
+    loaded, identities = _load_data(points, source, {} if data_cache is None else data_cache, download)
     return Plan(spec, points, devices, source, backend, per_gpu, identities,
                 loaded if backend == "local" else {}, fuse=fuse, compile=compile)
 
 
-def _load_data(points: list[GridPoint], source: str | None, cache: dict):
+# The official set is one set of arrays, so one fingerprint; what it is needs the files, so
+# a plan that downloads nothing names it by this stand-in, which no recorded run carries.
+TO_DOWNLOAD = datasets.DataIdentity("to-download", f"{datasets.OFFICIAL}, downloaded at run time")
+
+
+def _load_data(points: list[GridPoint], source: str | None, cache: dict, download: bool = True):
     loaded, identities = {}, {}
     for name in sorted({p.config.data.dataset for p in points}):
         where = "synthetic" if name == "synthetic" else source
+        if where is None and not download and not datasets.downloaded()[0]:
+            identities[name] = TO_DOWNLOAD
+            continue
         if where not in cache:
             ds = datasets.load(where)
             cache[where] = ds, datasets.identify(where, ds)
@@ -167,6 +179,22 @@ def data_changes(store: Store, plan_: Plan) -> list[str]:
     return out
 
 
+def settle_data(store: Store, plan_: Plan) -> None:
+    """A plan's ``TO_DOWNLOAD`` data named by the fingerprint of the official set's runs in
+    ``store``, where it holds any: the points they finished are done. Writes nothing."""
+    if TO_DOWNLOAD not in plan_.data.values():
+        return
+    fp = next((r["data_fp"] for r in store.runs() if r["data_name"] == datasets.OFFICIAL and r["data_fp"]), None)
+    if fp is not None:
+        plan_.data = {k: datasets.DataIdentity(fp, TO_DOWNLOAD.name) if v == TO_DOWNLOAD else v
+                      for k, v in plan_.data.items()}
+
+
+def to_download(plan_: Plan) -> bool:
+    """Whether the plan's data is CIFAR-10 that is downloaded when it runs."""
+    return any(v.name == TO_DOWNLOAD.name for v in plan_.data.values())
+
+
 def existing(store: Store, plan_: Plan) -> dict[tuple[str, int, str], dict[str, Any]]:
     """The recorded runs of the plan's points, keyed (config_hash, seed, data fingerprint)."""
     wanted = {plan_.key(p) for p in plan_.points}
@@ -202,6 +230,8 @@ def execute(
     ``replace_study``.
     """
     reporter = reporter or QuietReporter()
+    if to_download(plan_):
+        raise ConfigError("this plan was made without its data (download=False): plan it again to run it")
     store.check_intact()
     if not replace_study:
         check_same_study(store, plan_.study)
@@ -293,12 +323,25 @@ EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes
                    "replace_study")
 
 
-def run_study(study: str, db: str | None = None, reporter: Reporter | None = None, **options) -> RunSummary:
+def reach_cluster(plan_: Plan, address: str | None, timeout_s: float | None = None) -> None:
+    """For a Ray plan: ConfigError unless its cluster takes this driver within ``timeout_s``
+    (None: ``ray_runner.CONNECT_TIMEOUT_S``). Before the database is opened: a cluster that
+    never answers leaves no new database behind."""
+    if plan_.backend != "ray":
+        return
+    from ablate.ray_runner import CONNECT_TIMEOUT_S, probe
+
+    probe(address, CONNECT_TIMEOUT_S if timeout_s is None else timeout_s)
+
+
+def run_study(study: str, db: str | None = None, reporter: Reporter | None = None,
+              connect_timeout: float | None = None, **options) -> RunSummary:
     """``plan`` with the options it takes, then ``execute`` with those it takes."""
     run_options = {k: options.pop(k) for k in EXECUTE_OPTIONS if k in options}
     plan_ = plan(study, **options)
     if run_options.get("checkpoints") is not None:  # before the open, which creates a new database
         check_writable(Path(run_options["checkpoints"]))
+    reach_cluster(plan_, run_options.get("address"), connect_timeout)
     store = Store.open(db)
     try:
         return execute(store, plan_, reporter, **run_options)
@@ -314,6 +357,7 @@ def pending_count(store: Store, plan_: Plan) -> int:
 def dry_run(store: Store, plan_: Plan) -> list[dict[str, Any]]:
     """Each point with its recorded status (``new`` if never run) and, if it is to be trained,
     its group (``fused_groups``: points of one group train in one fused step); writes nothing."""
+    settle_data(store, plan_)
     runs = existing(store, plan_)
     rows = [
         {"label": p.label, "seed": p.seed, "config_hash": p.config_hash, "data": plan_.identity(p).name,

@@ -22,7 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ablate.config import ConfigError, RunConfig
 from ablate.data import synthetic
 from ablate.models import create_model
-from ablate.run import DONE, Plan, RunSummary, execute, existing, plan
+from ablate.run import DONE, Plan, RunSummary, execute, existing, plan, settle_data
 from ablate.scheduler import Reporter
 from ablate.store import Store
 from ablate.studies import study_files
@@ -32,6 +32,14 @@ LEFT_OUT = ("smoke", "speedrun", "fast_sgd")
 TRAINING_PER_FORWARD = 3  # a training step costs about a forward and a backward of twice its work
 CIFAR = (50_000, 10_000)  # training and test images, for a plan that has not read its data (Ray)
 SYNTHETIC = tuple(inspect.signature(synthetic).parameters[k].default for k in ("n_train", "n_test"))
+# Seconds per training FLOP where the database has no finished run on this kind of device to
+# judge by: rough, from ablate's own runs, as run all counts their FLOPs. cuda: the median of
+# the 81 runs in the committed results.db (one H200, 2026-11-30, 2 to 8 runs sharing the GPU),
+# about 1.0 TFLOP/s a run; cpu: the depth study at 1 epoch on 2,048 images, 2 cores of the
+# project's development machine (2026-12-03), about 28 GFLOP/s. Another GPU or CPU can be
+# several times off: the first finished runs replace it.
+ROUGH_SECONDS_PER_FLOP = {"cuda": 9.6e-13, "cpu": 3.6e-11}
+ROUGH_SOURCE = {"cuda": "one H200's in 2026", "cpu": "2 cores of a development machine's"}
 
 
 def parse_budget(text: str | None) -> float | None:
@@ -42,6 +50,16 @@ def parse_budget(text: str | None) -> float | None:
     if not m or float(m.group(1)) <= 0:
         raise ConfigError(f"--budget takes a positive time such as 90s, 8m or 1.5h, got {text!r}")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def parse_studies(text: str | None) -> list[str] | None:
+    """``--studies A,B``: the names in their order, each once; None: every study of the report."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise ConfigError(f"--studies takes study names separated by commas, got {text!r}: an empty name")
+    return list(dict.fromkeys(names))
 
 
 def report_studies() -> list[str]:
@@ -81,7 +99,7 @@ class Item:
     value: int  # the figures and claims it feeds (a recipe: its row of the results table)
     todo: list[Any] = field(default_factory=list)  # its grid points not finished yet
     flops: float = 0.0  # what they still need
-    estimate_s: float | None = None  # how long, judged from past runs; None: no past run to judge by
+    estimate_s: float | None = None  # how long: see ``prepare``
     summary: RunSummary | None = None
     skipped: str = ""  # why it was not run: the budget
 
@@ -130,23 +148,46 @@ def plan_all(names: list[str] | None = None, **options) -> list[Plan]:
     """Plan every study (``options`` as ``run.plan`` takes them, the same for each); reads the
     data once, touches no database, so a bad option or study writes nothing."""
     cache: dict = {}
-    return [plan(name, data_cache=cache, **options) for name in names or report_studies()]
+    names = report_studies() if names is None else list(dict.fromkeys(names))  # a study named twice trains once
+    return [plan(name, data_cache=cache, **options) for name in names]
+
+
+@dataclass
+class Pace:
+    """Seconds per FLOP on the plans' kind of device, and what it was judged from."""
+
+    seconds_per_flop: float
+    kind: str  # cuda | cpu
+    rough: bool  # True: ROUGH_SECONDS_PER_FLOP, the database had no run to judge by
+
+    def says(self) -> str:
+        if self.rough:
+            return (f"rough: no finished run on {self.kind} in this database, so {1 / self.seconds_per_flop / 1e9:,.0f} "
+                    f"GFLOP/s a run is assumed, {ROUGH_SOURCE[self.kind]} pace")
+        return "from the runs in the database: their seconds per FLOP on this kind of device"
+
+
+def pace(store: Store, plans: list[Plan]) -> Pace:
+    """How fast the plans' device trains: the database's runs on that kind of device, or a rough rate."""
+    kind = "cuda" if any(d.startswith(("cuda", "ray:cuda")) for p in plans for d in p.devices) else "cpu"
+    rate = seconds_per_flop(store, kind)
+    return Pace(ROUGH_SECONDS_PER_FLOP[kind], kind, True) if rate is None else Pace(rate, kind, False)
 
 
 def prepare(store: Store, plans: list[Plan]) -> list[Item]:
-    """What each plan has left to train in ``store``, in order of worth."""
+    """What each plan has left to train in ``store``, in order of worth, each with an estimate
+    of its time at ``pace``."""
     items = []
     for p in plans:
+        settle_data(store, p)
         done = existing(store, p)
         todo = [pt for pt in p.points if done.get(p.key(pt), {}).get("status") not in DONE]
         item = Item(p.study.name, p, _value(p), todo)
         item.flops = sum(point_flops(pt.config, _sizes(p, pt.config)) for pt in todo)
         items.append(item)
-    cuda = any(d.startswith(("cuda", "ray:cuda")) for p in plans for d in p.devices)
-    rate = seconds_per_flop(store, "cuda" if cuda else "cpu")
-    if rate is not None:
-        for item in items:
-            item.estimate_s = item.flops * rate
+    rate = pace(store, plans).seconds_per_flop
+    for item in items:
+        item.estimate_s = item.flops * rate
     return sorted(items, key=lambda i: (-i.worth, i.name))
 
 

@@ -215,7 +215,7 @@ def train(
 
     ``resume`` is a state a ``checkpoint`` hook was given: the run goes on from the end of
     that epoch and, on the CPU, ends with the numbers of a run that never stopped.
-    A non-finite training loss ends the run as ``diverged`` at that epoch.
+    A non-finite loss, train or test, ends the run as ``diverged`` at that epoch.
     """
     return train_group([cfg], data, device, [hooks or Hooks()], [resume], compile)[0]
 
@@ -347,17 +347,21 @@ def _loss(live: list[_Run], out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_Run], float]) -> bool:
-    """Evaluate, checkpoint and report the epoch ``run`` has just trained; False if it diverged."""
+    """Evaluate, checkpoint and report the epoch ``run`` has just trained; False if it diverged.
+
+    A non-finite loss, train or test, is a divergence: weights that give an infinite test
+    loss score near chance, and a run ending ``complete`` with them would pass for a result."""
     cfg, hooks = run.cfg, run.hooks
-    if not np.isfinite(run.metrics["train_loss"]):
+    due = epoch % cfg.eval.every == 0 or epoch == cfg.epochs
+    if np.isfinite(run.metrics["train_loss"]) and due:
+        with run.average.applied(run.model) if run.average else contextlib.nullcontext():
+            test_loss, test_acc = evaluate(run.model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta)
+        run.metrics.update(test_loss=test_loss, test_acc=test_acc)
+    if not all(np.isfinite(run.metrics.get(k, 0.0)) for k in ("train_loss", "test_loss")):
         if hooks.epoch:
             hooks.epoch(epoch, run.metrics)
         run.end("diverged", epoch, elapsed(run))
         return False
-    if epoch % cfg.eval.every == 0 or epoch == cfg.epochs:
-        with run.average.applied(run.model) if run.average else contextlib.nullcontext():
-            test_loss, test_acc = evaluate(run.model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta)
-        run.metrics.update(test_loss=test_loss, test_acc=test_acc)
     run.epoch = epoch
     # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
     if hooks.checkpoint and epoch < cfg.epochs:

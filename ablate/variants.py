@@ -258,9 +258,12 @@ def select(found: list[Variant], selector: str | dict[str, Any] | None, study: s
         hits = [v for v in found if v.key.startswith(selector)]
     else:  # an exact match first, else any that agrees on what was named
         hits = [v for v in found if _matches(v, selector, True)] or [v for v in found if _matches(v, selector, False)]
-    if len(hits) == 1 or (hits and not isinstance(selector, str)):
-        return hits[0]  # several matches of KEY=VALUE: the default order decides
+    if len(hits) == 1:
+        return hits[0]
     what = selector if isinstance(selector, str) else ",".join(f"{k}={_text(v)}" for k, v in selector.items())
-    why = "matches several variants" if hits else "matches no variant"
+    if hits:  # picking one by the default order would draw a variant nobody named
+        listed = "; ".join(f"{v.key} ({v.describe()}, {v.results} finished)" for v in hits)
+        raise VariantError(f"--variant {what} matches {len(hits)} variants of study '{study}': {listed}; "
+                           "name one by its key or by more KEY=VALUE pairs")
     listed = "; ".join(f"{v.key} ({v.describe()}, {v.results} finished)" for v in found)
-    raise VariantError(f"--variant {what} {why} of study '{study}'; its variants: {listed}")
+    raise VariantError(f"--variant {what} matches no variant of study '{study}'; its variants: {listed}")

@@ -3,6 +3,7 @@
 #   PART=fusion (default)  issue 11: fused training against one at a time and packing (depth and
 #                          kernel studies, 20 epochs, 5 seeds, full training set), 2 epochs of each
 #                          long recipe, and the speedrun recipe plain and compiled beside airbench94
+#                          and the record, airbench94_muon
 #   PART=baseline          issue 5 (measured on 2026-11-30, ../shared/gpu-runs/): fast and speedrun
 #                          against airbench94, --per-gpu packing, the figure suite
 #   PART=suite             issue 13: the whole time left to `ablate run all` (3 seeds, 4 epochs,
@@ -27,18 +28,21 @@
 # later), capped by the time left minus RESERVE (35 s kept for status, report, summary and
 # tarballs) minus those 10 s, and a step that would get less than 20 s is skipped. A failing
 # step records its rc and the script goes on; what finished lands in summary.json and the tarballs.
-# PART=fusion, most valuable first (on an H200; the fusion and compile numbers are guesses, none ran yet):
+# PART=fusion, most valuable first (on an H200; the fusion, compile and record-compile numbers are
+# guesses, none ran yet):
 #   step          cap     expected
 #   environment   (none)    ~8 s
 #   data         90+60 s   ~10 s
 #   tests           45 s   ~30 s  pytest tests/test_augment.py test_train.py test_fusion.py
-#   fusion         225 s  ~220 s  bench_fusion.py: a fused-vs-alone check on the device (5 seeds,
+#   fusion         170 s  ~165 s  bench_fusion.py: a fused-vs-alone check on the device (5 seeds,
 #                                 5,000 images, 2 epochs), then windows of 20 s: depth alone, fused 5,
 #                                 packed 8, fused 5 x packed 8; kernel alone, fused 5 x packed 8,
 #                                 packed 8, fused 5; depth fused 2 (what the budget leaves)
-#   recipes         90 s   ~80 s  bench_recipes.py: 2 epochs of best, ranger, densenet
+#   recipes         70 s   ~60 s  bench_recipes.py: 2 epochs of best, ranger, densenet (what 50 s allow)
 #   airbench        35 s   ~18 s  1 warm-up + 3 runs
 #   speedrun        40 s   ~15 s  1 warm-up (2 epochs) + 3 seeds
+#   airbench_muon  120 s   ~90 s? the record, airbench94_muon.py: 1 warm-up (its max-autotune
+#                                 compile: the guess) + 3 runs of about 1.3 s (2026-11-30, H200)
 #   compiled        55 s   ~45 s  the same with --compile (torch.compile, CUDA graphs)
 #   finish          35 s   ~10 s  summary.json, tarballs
 # PART=baseline:
@@ -52,6 +56,7 @@
 #                                 + 5 seeds of 12 epochs
 #   speedrun        60 s   ~30 s  the same for the 'speedrun' recipe (airbench94's techniques in
 #                                 ablate), only where studies/speedrun.toml exists
+#   airbench_muon  120 s   ~90 s? the record, as in PART=fusion, 5 runs
 #   packing        165 s  ~150 s  depth study at --per-gpu 1, 2, 4, 8: 30 s window + wind-down each
 #   suite         the rest ~160 s `ablate run all` from the repository's results.db: most figures
 #                                 and claims per FLOP first, its --budget the time left
@@ -178,10 +183,10 @@ fi
 
 if [ "$PART" = fusion ]; then
     step "fusion: fused groups against one at a time and packing, 20-epoch points"
-    timed fusion 225 python3 bench/bench_fusion.py "${fusion_args[@]}" --device "$DEVICE" \
-        --budget 215 --workdir "$work/bench/fusion" --out "$work/bench/fusion.json"
+    timed fusion 170 python3 bench/bench_fusion.py "${fusion_args[@]}" --device "$DEVICE" \
+        --budget 160 --workdir "$work/bench/fusion" --out "$work/bench/fusion.json"
     step "long recipes: a few epochs each (best, ranger, densenet)"
-    timed recipes 90 python3 bench/bench_recipes.py "${recipe_args[@]}" --device "$DEVICE" --budget 60 \
+    timed recipes 70 python3 bench/bench_recipes.py "${recipe_args[@]}" --device "$DEVICE" --budget 50 \
         --out "$work/bench/recipes.json"
 fi
 
@@ -204,6 +209,16 @@ if [ -f studies/speedrun.toml ]; then
     step "speedrun recipe through ablate.train (airbench94's techniques)"
     timed speedrun "$([ "$PART" = fusion ] && echo 40 || echo 60)" python3 bench/bench_fast.py --study speedrun \
         --data "$data" --device "$DEVICE" "${fast_args[@]}" --budget 50 --out "$work/bench/speedrun.json"
+fi
+fi
+if [ "$PART" != suite ]; then
+step "the record, airbench94_muon (unmodified; compiled in its warm-up, off its clock; $air_runs runs)"
+if [ -f .device/airbench/airbench94_muon.py ]; then
+    timed airbench_muon 120 python3 bench/bench_airbench.py --airbench .device/airbench/airbench94_muon.py \
+        --root "$work/airbench" --runs "$air_runs" --budget 110 --out "$work/bench/airbench_muon.json"
+else
+    echo "no .device/airbench/airbench94_muon.py (run bench/prepare_device.sh)"
+    echo '{"skipped": "airbench94_muon.py not brought (bench/prepare_device.sh)"}' > "$work/bench/airbench_muon.json"
 fi
 fi
 if [ "$PART" = fusion ] && [ -f studies/speedrun.toml ]; then
@@ -281,6 +296,9 @@ def keep(d, drop=("config", "hyp", "command")):
 
 air = read(work / "bench/airbench.json")
 versus = {"airbench94": keep(air)}
+record = read(work / "bench/airbench_muon.json")
+if (work / "bench/airbench_muon.json").exists():
+    versus["airbench94_muon"] = keep(record)
 steps_of = {"fast": "fast", "speedrun": "speedrun", "speedrun_compiled": "compiled"}
 for recipe in ("fast", "speedrun", "speedrun_compiled"):
     if not (work / f"bench/{recipe}.json").exists() and steps_of[recipe] not in by:
@@ -293,6 +311,9 @@ for recipe in ("fast", "speedrun", "speedrun_compiled"):
         versus[f"{recipe}_train_time_ratio_ablate_over_airbench"] = ratio(mine.get("mean_train_seconds"), air.get("mean_seconds"))
         versus[f"{recipe}_acc_minus_airbench_tta"] = diff(mine.get("mean_acc"), air.get("mean_acc"))
         versus[f"{recipe}_acc_minus_airbench_no_tta"] = diff(mine.get("mean_acc"), air.get("mean_acc_no_tta"))
+    if mine.get("mean_seconds") and record.get("mean_seconds"):
+        versus[f"{recipe}_time_ratio_ablate_over_record"] = ratio(mine.get("mean_seconds"), record.get("mean_seconds"))
+        versus[f"{recipe}_acc_minus_record_tta"] = diff(mine.get("mean_acc"), record.get("mean_acc"))
 versus["note"] = ("same data (CIFAR-10 JPEG copy, decoded once by ablate); ablate: CUDA events around "
                   "ablate.train.train (model build and every evaluation the recipe asks for inside), "
                   "train_seconds its per-epoch training times alone; airbench: its own clock (whitening "
@@ -337,6 +358,7 @@ summary = {
     "environment": read(work / "env.json"),
     "checkout": read("./.device/checkout.json"),
     "airbench_source": read("./.device/airbench/SOURCE.json"),
+    "record_source": read("./.device/airbench/SOURCE_muon.json"),
     "total_seconds": int(time.time()) - t0,
     "steps": steps,
     "data": read(work / "bench/data.json"),
@@ -368,7 +390,7 @@ print(f"\n{'step':<22}{'rc':>5}{'seconds':>9}{'timeout':>9}")
 for x in s["steps"]:
     print(f"{x['step']:<22}{'skip' if x['skipped'] else x['rc']:>5}{x['seconds']:>9.1f}{x['timeout_s']:>9}")
 v = s["fast_vs_airbench"]
-for side in ("airbench94", "ablate_fast", "ablate_speedrun", "ablate_speedrun_compiled"):
+for side in ("airbench94", "airbench94_muon", "ablate_fast", "ablate_speedrun", "ablate_speedrun_compiled"):
     if side not in v:
         continue
     d = v[side]
@@ -379,6 +401,8 @@ for side in ("airbench94", "ablate_fast", "ablate_speedrun", "ablate_speedrun_co
 for recipe in ("fast", "speedrun", "speedrun_compiled"):
     if f"{recipe}_time_ratio_ablate_over_airbench" in v:
         print(f"time {recipe} / airbench94 = {v[f'{recipe}_time_ratio_ablate_over_airbench']}")
+    if f"{recipe}_time_ratio_ablate_over_record" in v:
+        print(f"time {recipe} / airbench94_muon = {v[f'{recipe}_time_ratio_ablate_over_record']}")
 for r in s["fusion"].get("results", []):
     print(f"fusion {r['study']}/{r['setup']} (K={r['per_gpu']}, G={r['fuse']}): {r['points_per_hour']} points/h, "
           f"steady {r['steady_points_per_hour']} ({r.get('steady_points_per_hour_vs_alone')}x alone), "

@@ -4,8 +4,9 @@
 #              matplotlib, scipy and pyarrow, but not SQLAlchemy, Alembic, Mako or
 #              pytorch-optimizer); one version of each, checked to install for cp312 there
 #   .device/   the CIFAR-10 JPEG copy (18 MB) and its unpacking script;
-#              airbench/airbench94.py, airbench's public code, for measurement only: it never
-#              enters the project's tracked files (bench/bench_airbench.py imports it from here);
+#              airbench/airbench94.py and airbench94_muon.py (the record), airbench's public
+#              code, for measurement only: it never enters the project's tracked files
+#              (bench/bench_airbench.py imports it from here);
 #              checkout.json: the commit and changed files this checkout was prepared from
 # Run here, once, from any directory; then, on the device:
 #   run(command="bash bench/gpu_check.sh", carry=[".whl", ".device"], timeout_s=540)
@@ -54,6 +55,18 @@ if [ -f .device/airbench/airbench94.py ]; then
     cat .device/airbench/SOURCE.json
 else
     echo "warning: no airbench94.py in '$git_dir' (fetch github:KellerJordan/cifar10-airbench); gpu_check.sh will skip airbench" >&2
+fi
+# --- the record, airbench94_muon.py, unmodified, beside it (gpu_check.sh times it next to speedrun)
+rm -f .device/airbench/airbench94_muon.py .device/airbench/SOURCE_muon.json
+if git --git-dir="$git_dir" show HEAD:airbench94_muon.py > .device/airbench/airbench94_muon.py.tmp 2>/dev/null; then
+    mv .device/airbench/airbench94_muon.py.tmp .device/airbench/airbench94_muon.py
+    printf '{"repository": "github.com/KellerJordan/cifar10-airbench", "commit": "%s", "path": "airbench94_muon.py", "sha256": "%s"}\n' \
+        "$(git --git-dir="$git_dir" rev-parse HEAD)" "$(sha256sum .device/airbench/airbench94_muon.py | cut -d' ' -f1)" \
+        > .device/airbench/SOURCE_muon.json
+    cat .device/airbench/SOURCE_muon.json
+else
+    rm -f .device/airbench/airbench94_muon.py.tmp
+    echo "warning: no airbench94_muon.py in '$git_dir'; gpu_check.sh will skip the record" >&2
 fi
 
 # --- what this checkout is (the device copy has no .git)

@@ -165,3 +165,28 @@ def test_the_readme_says_what_the_report_is_without_pointing_outside_the_reposit
     for result in ("92%", "95.65%", "94.89%", "91.27%"):
         assert result in readme
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in readme
+
+
+# ------------------------------------------------------------------ issue 20, item 16
+
+
+def test_studies_at_80_columns_never_cuts_a_name():
+    names = [s["name"] for s in json.loads(invoke("studies", "--json").output)]
+    result = CliRunner().invoke(app, ["studies"], env={"COLUMNS": "80"}, catch_exceptions=False)
+    lines = result.output.splitlines()
+    assert result.exit_code == 0 and max(map(len, lines)) <= 80
+    first = [line.split()[0] for line in lines if line.strip() and not line.startswith("  ")]
+    assert [n for n in names if n not in first] == [] and "…" not in result.output
+    assert len(lines) < 6 * len(names)  # a few lines a study: its values are summed up, not listed as tables
+
+
+def test_help_flows_its_sentences_and_shows_flags_without_a_type():
+    root = typer.main.get_command(app)
+    commands = list(_commands()) + [(["run", "all"], root.get_command(click.Context(root), "run").get_command(
+        click.Context(root), "all"))]
+    for path, cmd in [([], root)] + commands:
+        text = cmd.help or ""
+        # A line break inside a paragraph is kept by the rich help: the sentence breaks there.
+        assert all("\n" not in p.strip("\n") for p in text.split("\n\n")), (path, text)
+        shown = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "80"}).output
+        assert "<bool>" not in shown and "--help" in shown, (path, shown)

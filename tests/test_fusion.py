@@ -203,6 +203,17 @@ def test_a_diverging_member_drops_out_and_its_mates_go_on_as_alone(data):
         assert_as_alone(alone[j], fused[j], 512, 256)
 
 
+def test_a_member_whose_test_loss_is_not_finite_is_diverged_and_its_mates_go_on(data):
+    opt = {"weight_decay": 0.0, "momentum": 0.0}
+    cfgs = [cfg(train_subset=64, probes={"grad_norm_every": 1}, optimizer={**opt, "lr": lr}) for lr in (0.05, 1e8)]
+    alone, fused, results = alone_and_fused(cfgs, data)
+    assert [r.status for r in results] == ["complete", "diverged"]
+    last = fused[1].epochs[-1][1]
+    assert math.isfinite(last["train_loss"]) and not math.isfinite(last["test_loss"])
+    assert fused[1].ends == [results[1]] and results[1].epochs_done == len(fused[1].epochs) < 3
+    assert_as_alone(alone[0], fused[0], 64, 256)
+
+
 def test_a_member_that_must_stop_leaves_and_the_others_finish(data):
     steps = []
     cfgs = [cfg(seed=s, epochs=2) for s in range(3)]

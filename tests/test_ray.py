@@ -62,6 +62,25 @@ def test_an_address_that_answers_nothing_is_one_line_and_writes_nothing(tmp_path
     assert file_digest(tmp_path / "results.db") == before
 
 
+def test_a_cluster_that_accepts_and_never_answers_is_given_up_in_bounded_time(tmp_path, ray_not_joined):
+    """ray.init retries such an address for minutes; the run gives up after --connect-timeout,
+    in one line, before it creates the database."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # the kernel accepts; nobody ever reads or replies
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        began = time.monotonic()
+        result = CliRunner().invoke(app, ["run", "smoke", "--backend", "ray", "--address", address,
+                                          "--connect-timeout", "2", "--db", tmp_path / "new.db"])
+        took = time.monotonic() - began
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: --address {address}: no Ray cluster answered within 2 s (--connect-timeout to wait longer)"]
+    assert took < 60 and not (tmp_path / "new.db").exists()
+
+
 def test_without_ray_the_backend_says_what_to_install(monkeypatch):
     import importlib.util
 
@@ -276,3 +295,54 @@ def test_a_cluster_recorded_on_this_machine_counts_only_while_it_answers(tmp_pat
         (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
         assert _this_machines_cluster() == f"127.0.0.1:{port}"
     assert _this_machines_cluster() is None  # the same record, nobody answering
+
+
+def test_a_node_that_dies_mid_study_loses_nothing_and_the_study_ends_in_the_same_call(
+        tmp_path, monkeypatch, ray_not_joined):
+    """A head and a worker node, one CPU each, all on 127.0.0.1: the worker node is removed
+    while both points are mid-run. The coordinating actor lives on the driver's node, so
+    Ray's retry of the lost point's task resumes it on the head, and the call ends with both
+    points complete once."""
+    import sqlite3
+
+    from ray.cluster_utils import Cluster
+
+    # Loopback only: Ray would otherwise give every node the machine's network address.
+    monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # for the nodes' and the probe's processes
+    monkeypatch.setattr(ray._private.ray_constants, "ENABLE_RAY_CLUSTER", False)  # read at import
+    study = tmp_path / "long.toml"
+    study.write_text(LONG_STUDY.replace("epochs = 3", "epochs = 5"))
+    path = tmp_path / "ray.db"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        assert cluster.address.startswith("127.0.0.1:")
+        said: list[str] = []
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.setdefault("summary", run_study(
+            str(study), db=f"sqlite:///{path}", reporter=QuietReporter(said.append), backend="ray", device="cpu",
+            address=cluster.address)))
+        runner.start()
+        deadline, removed = time.monotonic() + 240, False
+        while runner.is_alive() and time.monotonic() < deadline and not removed:
+            time.sleep(0.2)
+            try:
+                with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+                    rows = con.execute("select status, epochs_done from runs").fetchall()
+            except sqlite3.Error:  # not created yet
+                continue
+            if any(epochs >= 2 for _, epochs in rows):
+                assert [status for status, _ in rows] == ["running", "running"], rows  # one on each node
+                cluster.remove_node(worker, allow_graceful=False)
+                removed = True
+        assert removed, said
+        runner.join(timeout=max(1.0, deadline - time.monotonic()))
+        assert not runner.is_alive(), said
+    finally:
+        cluster.shutdown()
+    summary = outcome["summary"]
+    assert summary.ok and summary.counts == {"complete": 2}, said
+    assert [line for line in said if "resuming from epoch" in line], said  # the lost point went on from its checkpoint
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+        assert con.execute("select status, epochs_done from runs").fetchall() == [("complete", 5)] * 2

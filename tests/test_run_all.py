@@ -8,8 +8,20 @@ from typer.testing import CliRunner
 
 from ablate.cli import app
 from ablate.config import ConfigError
-from ablate.run_all import group_size, parse_budget, plan_all, prepare, report_studies, run_all, seconds_per_flop
-from ablate.store import Store
+from ablate.config import to_dict
+from ablate.data import OFFICIAL
+from ablate.run import _study_spec, execute, plan
+from ablate.run_all import (
+    ROUGH_SECONDS_PER_FLOP,
+    group_size,
+    parse_budget,
+    plan_all,
+    prepare,
+    report_studies,
+    run_all,
+    seconds_per_flop,
+)
+from ablate.store import NewRun, Store
 
 # Two tiny studies of the toy net, in ./studies of the test's directory.
 TINY = """
@@ -100,10 +112,74 @@ def test_run_all_covers_the_reports_studies():
 
 
 def test_bad_input_is_one_line(tiny, tmp_path):
-    for args in (["--budget", "soon"], ["--studies", "nosuch"], ["--set", "optimizer.lr=-1"]):
+    for args in (["--budget", "soon"], ["--studies", "nosuch"], ["--set", "optimizer.lr=-1"], ["--studies", ","],
+                 ["--studies", "few,,many"], ["--studies", ""]):
         result = invoke("run", "all", "--db", tiny, "--device", "cpu", *args)
         assert result.exit_code == 2 and result.output.startswith("error:") and result.output.count("\n") == 1, args
     assert not Path(tiny.removeprefix("sqlite:///")).exists()
+
+
+def test_a_study_named_twice_is_planned_once(tiny):
+    result = invoke("run", "all", "--studies", "few,many,few", "--db", tiny, "--device", "cpu", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "8 points left in 2 studies" in result.output
+    assert [line.split()[1] for line in result.output.splitlines() if " few " in line] == ["few"]
+
+
+@pytest.fixture
+def official(tiny, tmp_path, monkeypatch):
+    """A study on CIFAR-10 with nothing downloaded: a download would fail the test."""
+    spec = TINY.format(name="real", depths="[1, 2]", best=2).replace('"synthetic"', '"cifar10"')
+    (tmp_path / "studies" / "real.toml").write_text(spec)
+    monkeypatch.setenv("ABLATE_DATA", str(tmp_path / "cache"))
+
+    def refuse(root):
+        raise AssertionError(f"a dry run downloaded into {root}")
+
+    monkeypatch.setattr("ablate.data._download", refuse)
+    return tiny
+
+
+def test_a_dry_run_downloads_nothing_and_says_that_the_run_will(official, tmp_path):
+    result = invoke("run", "all", "--studies", "real", "--db", official, "--device", "cpu", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert f"data: CIFAR-10 is not in {tmp_path / 'cache'} yet; it is downloaded at run time" in result.output
+    assert not (tmp_path / "cache").exists() and not Path(official.removeprefix("sqlite:///")).exists()
+    result = invoke("run", "real", "--db", official, "--device", "cpu", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "2 points on CIFAR-10 (official), downloaded at run time: 0 done, 2 to train" in result.output
+    with pytest.raises(ConfigError, match="without its data"):  # such a plan is for printing only
+        store = Store.open(official)
+        try:
+            execute(store, plan("real", device="cpu", download=False))
+        finally:
+            store.close()
+
+
+def test_a_dry_run_finds_the_official_sets_runs_by_their_name(official):
+    store = Store.open(official)
+    p = plan("real", device="cpu", download=False)
+    point = p.points[1]
+    sid = store.sync_study("real", "", _study_spec(p.study))
+    store.add_runs(sid, [NewRun(point.config_hash, point.seed, to_dict(point.config), point.label,
+                                "0123456789abcdef", OFFICIAL)])
+    claim = store.claim(sid, "cpu", "h", 1)
+    store.finish(claim.run_id, "complete", {"test_acc": 0.5})
+    store.add_runs(sid, [NewRun(p.points[0].config_hash, 0, to_dict(p.points[0].config), "other data",
+                                "fedcba9876543210", "CIFAR-10 copy 'x'")])
+    (item,) = prepare(store, plan_all(["real"], device="cpu", download=False))
+    store.close()
+    assert [pt.label for pt in item.todo] == [p.points[0].label]  # the official run's point is done
+
+
+def test_with_no_run_to_judge_by_the_estimate_is_a_stated_rough_rate(tiny):
+    result = invoke("run", "all", "--studies", "few", "--db", tiny, "--device", "cpu", "--dry-run")
+    assert result.exit_code == 0, result.output
+    store = Store.open(tiny, create=False)
+    (item,) = prepare(store, plan_all(["few"], device="cpu"))
+    store.close()
+    assert item.estimate_s == pytest.approx(item.flops * ROUGH_SECONDS_PER_FLOP["cpu"])
+    assert f"about {item.estimate_s / 60:.1f} min (rough: no finished run on cpu in this database" in result.output
 
 
 def test_a_fused_members_time_counts_for_its_whole_group():

@@ -73,6 +73,17 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(data):
     assert not math.isfinite(result.metrics["train_loss"])
 
 
+def test_a_non_finite_test_loss_ends_the_run_as_diverged_at_that_epoch(data):
+    # lr 1e8: the training loss of epoch 1 is still finite, the test loss is not (issue 20, item 7).
+    cfg = from_dict({**TINY, "train_subset": 64, "optimizer": {"lr": 1e8, "nesterov": True},
+                     "model": {"name": "plain_cnn", "depth": 2, "width": 4}})
+    seen = []
+    result = train(cfg, data, "cpu", Hooks(epoch=lambda e, m: seen.append((e, dict(m)))))
+    assert result.status == "diverged" and result.epochs_done == 1
+    assert math.isfinite(seen[0][1]["train_loss"]) and not math.isfinite(seen[0][1]["test_loss"])
+    assert [e for e, _ in seen] == [1] and result.metrics == seen[-1][1]
+
+
 def test_evaluation_sees_the_averaged_weights_and_training_the_live_ones(data):
     # An EMA changes what is evaluated, never what is trained.
     plain = train(from_dict(TINY), data, "cpu")

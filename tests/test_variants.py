@@ -151,6 +151,23 @@ def test_the_default_variant_has_the_most_finished_runs(store):
         select(found, {"epochs": 3}, "toy")
 
 
+def test_key_value_pairs_that_match_several_variants_are_refused_with_the_matches_listed(store):
+    axes = {"model.depth": [1, 2]}
+    points = [({"model": {"depth": d}, "epochs": e, "train_subset": 64}, 0, "complete", 0.5) for d in (1, 2)
+              for e in (2, 3)]
+    points += [({"model": {"depth": d}, "epochs": 4}, 0, "complete", 0.5) for d in (1, 2)]
+    _fill(store, "toy", axes, points)
+    found = study_variants(store, "toy")
+    with pytest.raises(VariantError) as e:
+        select(found, {"train_subset": 64}, "toy")
+    message = str(e.value)
+    listed = [v for v in found if v.key in message]
+    assert "\n" not in message and "matches 2 variants" in message
+    assert sorted(v.diff["epochs"] for v in listed) == [2, 3]  # the two that match, not the third
+    chosen = select(found, {"train_subset": 64, "epochs": 3}, "toy")
+    assert chosen.diff == {"epochs": 3, "train_subset": 64}
+
+
 def test_a_partial_variant_says_how_many_points_it_has(store, tmp_path):
     axes = {"model.dropout": [0.0, 0.1, 0.2]}
     points = [({"model": {"dropout": d}}, 0, "complete" if d < 0.2 else "pending", 0.5 + d) for d in (0.0, 0.1, 0.2)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from ablate.cli import catalog, compare, export, merge, report, run, status
+from ablate.cli.help import flowed, hide_flag_types
 
 app = typer.Typer(
     name="ablate",
@@ -30,13 +31,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 app.add_typer(run.app, name="run")
-app.command("status")(status.status)
-app.command("report")(report.report)
-app.command("export")(export.export)
-app.command("compare")(compare.compare)
-app.command("merge")(merge.merge)
-app.command("studies")(catalog.studies)
-app.command("models")(catalog.models)
+for name, fn in (("status", status.status), ("report", report.report), ("export", export.export),
+                 ("compare", compare.compare), ("merge", merge.merge), ("studies", catalog.studies),
+                 ("models", catalog.models)):
+    app.command(name, help=flowed(fn.__doc__))(fn)
+hide_flag_types()
 
 
 def main() -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import typer
-from rich.console import Console
-from rich.table import Table
-
 from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from ablate.cli.common import JsonOption, axis_values, print_json, user_errors
 
@@ -40,11 +42,19 @@ def studies(
         typer.echo(f"warning: study '{b['name']}' is left out: {b['error']}", err=True)
     if json_:
         return print_json(rows)
-    table = Table("study", "axes", "points", "seeds", "figures", "claims", "description")
+    # A study's name is what `ablate run` takes: never cut. The axes say which values (a
+    # table-valued axis by its tables' names, or their count); --json has them whole.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, caption="grid: points x default seeds; --json: every value",
+                  caption_justify="left")
+    table.add_column("study", no_wrap=True, min_width=max((len(r["name"]) for r in rows), default=5))
+    table.add_column("grid", no_wrap=True)
+    table.add_column("claims", no_wrap=True, justify="right")
+    table.add_column("figs", no_wrap=True)
+    table.add_column("axes; description", ratio=1)
     for r in rows:
-        axes = "\n".join(f"{k} = {axis_values(v)}" for k, v in r["axes"].items()) or "-"
-        table.add_row(r["name"], axes, str(r["points"]), str(r["seeds"]),
-                      ", ".join(map(str, r["figures"])) or "-", str(len(r["claims"])) or "-", r["description"])
+        axes = "; ".join(f"{k}: {_axis_summary(v)}" for k, v in r["axes"].items()) or "one point"
+        table.add_row(r["name"], f"{r['points']} x {r['seeds']}", str(len(r["claims"])),
+                      ", ".join(map(str, r["figures"])) or "-", f"{escape(axes)}\n[dim]{escape(r['description'])}[/]")
     Console().print(table)
 
 
@@ -66,6 +76,16 @@ def show_study(study, json_: bool) -> None:
     lines.append("assumed (not stated in the report):" if study.assumed else "assumed: nothing the report leaves unsaid")
     lines += [f"  - {a}" for a in study.assumed]
     typer.echo("\n".join(lines))
+
+
+def _axis_summary(values: list) -> str:
+    """As ``axis_values`` lists them; tables by their ``name`` keys, else by how many."""
+    if values and all(isinstance(v, dict) for v in values):
+        names = [v.get("name") for v in values]
+        if not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
+            return f"{len(values)} settings"
+        values = names
+    return axis_values(values)
 
 
 def models(json_: JsonOption = False) -> None:

@@ -52,7 +52,8 @@ def study_command(name: str, study):
         compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step, capturing CUDA graphs (CUDA only; experimental).")] = False,
         backend: Annotated[str, typer.Option(help=escape("local: this machine's devices; ray: Ray tasks on a Ray cluster (pip install \"ablate[ray]\")."))] = "local",
         address: Annotated[Optional[str], typer.Option(help=escape("With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here]."))] = None,
-        dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points, which are done, and the fused groups the rest would train in; train nothing.")] = False,
+        connect_timeout: Annotated[Optional[float], typer.Option("--connect-timeout", metavar="SECONDS", help=escape("With --backend ray: give up on a cluster that has not taken this driver after so long, with exit 2 [default: 30]."))] = None,
+        dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points, which are done, and the fused groups the rest would train in; download and train nothing.")] = False,
         retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
         keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
@@ -61,7 +62,7 @@ def study_command(name: str, study):
     ) -> None:
         from ablate.cli.interrupt import second_interrupt_exits
         from ablate.cli.live import reporter_for
-        from ablate.run import check_writable, data_changes, dry_run, execute, pending_count, plan
+        from ablate.run import check_writable, data_changes, dry_run, execute, pending_count, plan, reach_cluster
 
         # What selects these points again: the command that resumes them, and the report of them.
         again = _options(db=db, data=data, seeds=seeds, epochs=epochs, sets=set_ or [], checkpoints=checkpoints,
@@ -69,9 +70,12 @@ def study_command(name: str, study):
         resume = _command("ablate", "run", str(study.path) if _by_path(name, study) else name, *again)
         with user_errors():
             p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
-                     backend=backend, per_gpu=per_gpu, fuse=fuse, compile=compile_, max_points=max_points)
+                     backend=backend, per_gpu=per_gpu, fuse=fuse, compile=compile_, max_points=max_points,
+                     download=not dry_run_)
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
+            if not dry_run_:
+                reach_cluster(p, address, connect_timeout)
             store = Store.open(db, create=not dry_run_)
         if data is not None and data != "synthetic" and "cifar10" not in {q.config.data.dataset for q in p.points}:
             typer.echo(f"note: study '{p.study.name}' trains on synthetic data; --data is ignored", err=True)
