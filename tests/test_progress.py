@@ -34,7 +34,9 @@ def test_a_run_says_what_it_loads_then_each_epoch_with_its_seed_and_what_next(tm
     assert len(epochs) == 4 * 2 * 2  # 4 points x 2 seeds x 2 epochs
     assert any(line.startswith("depth=2 activation=gelu seed=1: epoch 2/2") and "test acc" in line for line in epochs)
     assert re.search(r"smoke: 8 trained \(8 complete\), 0 already done, in [\d.]+ s", result.output)
-    assert lines[-1] == f"next: `ablate report --figure 0 --db {tmp_path / 'r.db'} --epochs 2 --set train_subset=64 --set model.width=4`"
+    # the report of another database goes beside it (r/), never over the default's reports/
+    assert lines[-1] == (f"next: `ablate report --figure 0 --db {tmp_path / 'r.db'} --epochs 2 --set train_subset=64 "
+                         f"--set model.width=4 --out {tmp_path / 'r'}`")
 
 
 def test_steps_within_an_epoch_reach_the_reporter(tmp_path, monkeypatch):

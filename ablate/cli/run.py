@@ -111,7 +111,8 @@ def study_command(name: str, study):
             typer.echo(f"interrupted: {left} point(s) left pending; `{resume}` resumes them", err=True)
             raise typer.Exit(130)
         figures = " ".join(f"--figure {f}" for f in p.study.figures)
-        report = _command("ablate", "report", *figures.split(), *_options(db=db, epochs=epochs, sets=set_ or []))
+        report = _command("ablate", "report", *figures.split(), *_options(db=db, epochs=epochs, sets=set_ or []),
+                          *_report_out(db))
         typer.echo(f"next: `{report}`" if summary.ok else f"next: `ablate status {p.study.name}` shows the errors; "
                    f"`{resume} --retry-failed` trains the failed points again")
         if not summary.ok:
@@ -143,6 +144,17 @@ def _options(db=None, data=None, seeds=None, epochs=None, sets=(), checkpoints=N
     if backend != "local":
         out += ["--backend", backend] + (["--address", address] if address else [])
     return out
+
+
+def _report_out(db: str | None) -> list[str]:
+    """``--out scratch`` beside ``--db scratch.db``: the report of another database goes
+    beside it, not over the reports/ of the default one. Nothing for a server database."""
+    if db is None:
+        return []
+    path = db.removeprefix("sqlite:///") if db.startswith("sqlite:///") else db if "://" not in db else None
+    if path is None or Path(path).name == "results.db":
+        return []
+    return ["--out", str(Path(path).with_suffix(""))]
 
 
 def _command(*words: str) -> str:
