@@ -147,6 +147,10 @@ class RunConfig:
     batch_size: int = 128
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    # The source hash of a plugin model's code (ablate.models.registry.code_hash), set by
+    # ablate, never by a study: an edited model file is another config. '' for ablate's own
+    # models, whose code is identified by ablate's version in the run's row instead.
+    code: str = ""
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "ranger", "ranger21")
@@ -420,7 +424,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 # A key added from now on goes here too.
 LATER_KEYS = (
     "data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging",
-    "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form",
+    "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form", "code",
 )
 
 

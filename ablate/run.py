@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 from ablate import data as datasets
 from ablate import fusion
+from ablate import plugins as user_code
 from ablate.config import ConfigError, parse_assignment, to_dict
 from ablate.checkpoints import checkpoint_key, checkpoint_path, remove_checkpoint
 from ablate.scheduler import QuietReporter, Reporter, Runner, parse_devices
@@ -78,11 +79,13 @@ def plan(
     compile: bool = False,
     data_cache: dict | None = None,
     max_points: int = MAX_POINTS,
+    plugins: Sequence[str] = (),
 ) -> Plan:
     """Check every input and expand the grid; touches no database, so bad input writes nothing.
 
     A grid of more than ``max_points`` runs (grid points x seeds) is refused unbuilt.
-    ``data_cache`` keeps the data sets read, for plans of several studies on the same data."""
+    ``data_cache`` keeps the data sets read, for plans of several studies on the same data.
+    ``plugins`` are files or module paths to import first (``--plugin``), as a study's own are."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
@@ -90,6 +93,7 @@ def plan(
     if per_gpu is not None and per_gpu < 1:
         raise ConfigError(f"--per-gpu must be a positive integer, got {per_gpu}")
     fuse = parse_fuse(fuse)
+    user_code.load(list(plugins))  # before the study, whose models they may register
     spec = load(study)
     overrides = [parse_assignment(s) for s in sets]
     if epochs is not None:
@@ -132,6 +136,7 @@ def _load_data(points: list[GridPoint], source: str | None, cache: dict):
 def _study_spec(study: Study) -> dict[str, Any]:
     return {"base": study.base, "axes": study.axes, "seeds": study.seeds, "figures": list(study.figures),
             "reported": study.reported, "claims": [c.to_dict() for c in study.claims],
+            **({"plugins": list(study.plugins)} if study.plugins else {}),
             "path": str(study.path) if study.path else None}
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -39,20 +41,25 @@ def studies(json_: JsonOption = False) -> None:
     Console().print(table)
 
 
-def models(json_: JsonOption = False) -> None:
-    """List the registered models with their parameter counts at CIFAR-10 defaults.
+def models(
+    json_: JsonOption = False,
+    plugin: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE",
+                                               help="A Python file (or module path) that registers models; repeatable."),
+) -> None:
+    """List the registered models (the built-in ones, the installed packages' and those of --plugin files)
+    with their parameter counts at CIFAR-10 defaults and where each came from.
 
-    Example: ablate models --json
+    Example: ablate models --plugin models/mynet.py
     """
-    from ablate.models import count_params, create_model, default_args, list_models
+    from ablate.cli.common import user_errors
+    from ablate.models import model_catalog
 
-    rows = [
-        {"name": n, "params": count_params(create_model(n, num_classes=10)), "defaults": default_args(n)}
-        for n in list_models()
-    ]
+    with user_errors():
+        rows = model_catalog(plugin or [])
     if json_:
         return print_json(rows)
-    table = Table("model", "parameters", "defaults")
+    table = Table("model", "parameters", "from", "defaults")
     for r in rows:
-        table.add_row(r["name"], f"{r['params']:,}", ", ".join(f"{k}={v}" for k, v in r["defaults"].items()))
+        table.add_row(r["name"], f"{r['params']:,}", r["origin"],
+                      ", ".join(f"{k}={v}" for k, v in r["defaults"].items()))
     Console().print(table)

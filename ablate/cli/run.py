@@ -58,6 +58,7 @@ def study_command(name: str, study):
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
         replace_study: Annotated[bool, typer.Option("--replace-study", help="Let this file redefine a study of the same name recorded with another base or other axes (its runs stay, as another variant).")] = False,
         max_points: Annotated[int, typer.Option("--max-points", metavar="N", help="Refuse a grid of more than N runs (grid points x seeds) before building it.")] = MAX_POINTS,
+        plugin: Annotated[Optional[list[str]], typer.Option("--plugin", metavar="FILE", help="A Python file (or module path) that registers models, losses or metrics, imported before the study; repeatable.")] = None,
     ) -> None:
         from ablate.cli.interrupt import second_interrupt_exits
         from ablate.cli.live import reporter_for
@@ -65,11 +66,12 @@ def study_command(name: str, study):
 
         # What selects these points again: the command that resumes them, and the report of them.
         again = _options(db=db, data=data, seeds=seeds, epochs=epochs, sets=set_ or [], checkpoints=checkpoints,
-                         backend=backend, address=address)
+                         backend=backend, address=address) + [w for f in plugin or [] for w in ("--plugin", f)]
         resume = _command("ablate", "run", str(study.path) if _by_path(name, study) else name, *again)
         with user_errors():
             p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
-                     backend=backend, per_gpu=per_gpu, fuse=fuse, compile=compile_, max_points=max_points)
+                     backend=backend, per_gpu=per_gpu, fuse=fuse, compile=compile_, max_points=max_points,
+                     plugins=plugin or [])
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
             store = Store.open(db, create=not dry_run_)
@@ -171,6 +173,17 @@ def _print_dry_run(rows: list[dict]) -> None:
     typer.echo(line)
 
 
+def _preload_plugins(args: list[str]) -> None:
+    """``--plugin FILE`` before the study is read: the study's models may be the plugin's."""
+    from ablate import plugins
+
+    specs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--plugin"]
+    specs += [a.split("=", 1)[1] for a in args if a.startswith("--plugin=")]
+    if specs:
+        with user_errors():
+            plugins.load(specs)
+
+
 def _broken_command(name: str, message: str):
     """Stands in for a study file that does not load: listed, and refusing with the reason."""
     app = typer.Typer(add_completion=False)
@@ -207,6 +220,7 @@ class StudyGroup(TyperGroup):
             fail(str(e))
 
     def resolve_command(self, ctx, args):
+        _preload_plugins(args[1:])
         # Torch, the study and its data take seconds to load: say so on a terminal (in a log or
         # a pipe, a refused input stays one line).
         if not {"--help", "-h"} & set(args[1:]) and _on_terminal():
