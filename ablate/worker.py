@@ -30,7 +30,8 @@ import torch
 import ablate
 from ablate import data as datasets
 from ablate.checkpoints import load_checkpoint, remove_checkpoint, save_checkpoint
-from ablate.config import RunConfig, from_dict
+from ablate.config import ConfigError, RunConfig, from_dict
+from ablate.models.registry import code_version
 from ablate.store import HEARTBEAT_S
 from ablate.train import Hooks, RunResult, steps_per_epoch, train, train_group
 
@@ -50,8 +51,15 @@ class Task:
     checkpoint_key: str = ""  # checkpoint_key(): a checkpoint made under another is not loaded
 
 
-def _versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "ablate": ablate.__version__}
+def _versions(model: str | None = None) -> dict[str, str]:
+    """What code trained a run: torch, ablate, and the model's own (a plugin's file or package)."""
+    out = {"torch": torch.__version__, "ablate": ablate.__version__}
+    if model is not None:
+        try:
+            out["code"] = code_version(model)
+        except ConfigError:  # a model this process cannot build never trained here
+            pass
+    return out
 
 
 def _first_line(e: BaseException) -> str:
@@ -321,7 +329,7 @@ def _hooks(wid: int, m: _Member, events, should_stop: Callable[[int], bool], pro
 
     def on_end(result: RunResult) -> None:
         m.ended = True
-        events.put(("done", wid, rid, result.status, result.metrics, result.wall_s, _versions()))
+        events.put(("done", wid, rid, result.status, result.metrics, result.wall_s, _versions(m.cfg.model.name)))
 
     return Hooks(epoch=on_epoch, probe=on_probe, artifact=on_artifact,
                  checkpoint=on_checkpoint if m.path is not None else None,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import ablate
 from ablate import plugins
 from ablate.cli import app
 from ablate.config import ConfigError
@@ -21,7 +22,7 @@ from ablate.results import study_variants
 from ablate.run import run_study
 from ablate.scheduler import QuietReporter
 from ablate.store import Store
-from ablate.studies import StudyError, load
+from ablate.studies import StudyError, expand, load
 
 ASSET = Path(__file__).parent / "assets" / "plugins" / "tinynet.py"
 
@@ -188,3 +189,33 @@ def test_a_plugin_that_fails_to_import_is_one_line(tmp_path):
     assert result.exit_code == 2
     assert "failed to load: RuntimeError: no such layer" in result.output
     assert "Traceback" not in result.output
+
+
+def test_each_run_records_the_code_that_trained_it_and_status_names_a_mix(tmp_path):
+    shutil.copy(ASSET, tmp_path / "tinynet.py")
+    study = write_study(tmp_path, seeds=2)
+    db = tmp_path / "r.db"
+    run_study(str(study), db=str(db), reporter=quiet(), device="cpu", fuse=1)
+    with closing(sqlite3.connect(db)) as conn:
+        versions = {v for (v,) in conn.execute("SELECT code_version FROM runs")}
+    assert versions == {f"tinynet.py:{code_hash('tinynet')}"}
+    # A built-in model: ablate's version and its module's hash, and none of it in the config hash.
+    builtin = tmp_path / "builtin.toml"
+    builtin.write_text(STUDY.format(plugins="", model="plain_cnn", seeds=2).replace(
+        '"model.extra" = [0, 1]', '"model.depth" = [1]'))
+    assert all(p.config.code == "" for p in expand(load(builtin)))
+    run_study(str(builtin), db=str(db), reporter=quiet(), device="cpu", fuse=1)
+    with closing(sqlite3.connect(db)) as conn:
+        rows = conn.execute("SELECT r.id, r.code_version, r.config_json FROM runs r JOIN studies s ON s.id = r.study_id "
+                            "WHERE s.name = 'builtin' ORDER BY r.id").fetchall()
+        assert {r[1] for r in rows} == {f"ablate {ablate.__version__} plain_cnn.py:{code_hash('plain_cnn')}"}
+        assert {json.loads(r[2])["code"] for r in rows} == {""}
+        # Seed 1 trained by another ablate: the same config, two versions of the code.
+        conn.execute("UPDATE runs SET code_version = 'ablate 0.0.9 plain_cnn.py:0123456789abcdef' WHERE id = ?",
+                     (rows[1][0],))
+        conn.commit()
+    result = CliRunner().invoke(app, ["status", "builtin", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "ran on 2 versions of the model's code" in " ".join(result.output.split())
+    quiet_result = CliRunner().invoke(app, ["status", "mine", "--db", str(db)])
+    assert "versions of the model's code" not in quiet_result.output

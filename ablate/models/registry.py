@@ -127,6 +127,21 @@ def code_hash(name: str) -> str:
     return hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
 
 
+def code_version(name: str) -> str:
+    """What a run records as the code that trained it: ``ablate 0.1.0 plain_cnn.py:HASH`` for a
+    built-in model, ``mynet.py:HASH`` for a plugin file, ``pkg==1.2`` for an installed package."""
+    digest = code_hash(name)
+    if "==" in digest:
+        return digest
+    module = sys.modules.get(_builder(name).__module__)
+    file = Path(getattr(module, "__file__", None) or name).name
+    if is_builtin(name):
+        import ablate
+
+        return f"ablate {ablate.__version__} {file}:{digest}"
+    return f"{file}:{digest}"
+
+
 def list_models() -> list[str]:
     from ablate import plugins
 
