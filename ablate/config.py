@@ -46,11 +46,14 @@ class AugCfg:
 
 @dataclass(frozen=True)
 class DataCfg:
-    dataset: str = "cifar10"  # cifar10 | synthetic; where cifar10 lives is not config
+    # cifar10 | cifar100 | svhn | mnist | fashion_mnist | folders | synthetic; where a set
+    # lives (--data) is not config: its fingerprint is the run's.
+    dataset: str = "cifar10"
     aug: AugCfg = field(default_factory=AugCfg)
     # device: the data set on the training device, whole batches augmented there.
     # pil: a DataLoader with per-sample PIL transforms, the usual way; kept to measure against.
     pipeline: str = "device"
+    image_size: int | None = None  # resize every image to this square size once, at load; None: as stored
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ class RunConfig:
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "ranger", "ranger21")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "onecycle3")
 CHOICES = {
-    "data.dataset": ("cifar10", "synthetic"),
+    "data.dataset": ("cifar10", "cifar100", "svhn", "mnist", "fashion_mnist", "folders", "synthetic"),
     "data.pipeline": ("device", "pil"),
     "data.aug.flip_mode": ("random", "alternate"),
     "data.aug.pad_mode": ("zeros", "reflect"),
@@ -170,7 +173,8 @@ CHOICES = {
     "loss.smoothing_form": ("pytorch", "report"),
 }
 # Classes per data set, for the checks that need them before the data are loaded.
-DATASET_CLASSES = {"cifar10": 10, "synthetic": 10}
+# Image folders have as many as they have folders: checked when they are read.
+DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "mnist": 10, "fashion_mnist": 10, "synthetic": 10}
 
 # (lowest, highest, highest included?) for numbers that have a sensible range.
 RANGES = {
@@ -182,6 +186,7 @@ RANGES = {
     "data.aug.cutout": (0, 32),
     "data.aug.jitter": (0.0, 1.0),
     "data.aug.rotate": (0.0, 180.0),
+    "data.image_size": (1, None),
     "optimizer.lr": (0.0, None),
     "optimizer.momentum": (0.0, 1.0),
     "optimizer.weight_decay": (0.0, None),
@@ -230,7 +235,8 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         if schedule.name == "onecycle3" and not 2 * schedule.peak_at < 1:
             raise ConfigError(f"{prefix}.peak_at must be below 0.5 for {prefix}.name = \"onecycle3\" "
                               f"(its rise and fall take 2 x peak_at of training), got {schedule.peak_at}")
-    check_smoothing(cfg.loss, DATASET_CLASSES[cfg.data.dataset])
+    if cfg.data.dataset in DATASET_CLASSES:
+        check_smoothing(cfg.loss, DATASET_CLASSES[cfg.data.dataset])
     aug = cfg.data.aug
     if cfg.data.pipeline == "pil" and (aug.flip_mode != "random" or aug.pad_mode != "zeros"):
         raise ConfigError("data.aug.flip_mode and data.aug.pad_mode other than random and zeros "
@@ -425,6 +431,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 LATER_KEYS = (
     "data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging",
     "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form", "code",
+    "data.image_size",
 )
 
 

@@ -108,7 +108,7 @@ class _LazyData:
     def get(self, name: str) -> datasets.Dataset:
         key = f"{name}:{self.source}"
         if key not in self.loaded:
-            self.loaded[key] = datasets.load("synthetic" if name == "synthetic" else self.source)
+            self.loaded[key] = datasets.load_key(name, self.source)
         return self.loaded[key]
 
 

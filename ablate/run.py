@@ -36,7 +36,7 @@ class Plan:
     compile: bool = False  # torch.compile the training step (CUDA only)
 
     def identity(self, point: GridPoint) -> datasets.DataIdentity:
-        return self.data[point.config.data.dataset]
+        return self.data[point_data_key(point)]
 
     def key(self, point: GridPoint) -> tuple[str, int, str]:
         """What names a point's run in the store: config, seed and data."""
@@ -122,14 +122,19 @@ def plan(
                 loaded if backend == "local" else {}, fuse=fuse, compile=compile)
 
 
+def point_data_key(point: GridPoint) -> str:
+    return datasets.data_key(point.config.data.dataset, point.config.data.image_size)
+
+
 def _load_data(points: list[GridPoint], source: str | None, cache: dict):
     loaded, identities = {}, {}
-    for name in sorted({p.config.data.dataset for p in points}):
+    for key in sorted({point_data_key(p) for p in points}):
+        name = key.partition("@")[0]
         where = "synthetic" if name == "synthetic" else source
-        if where not in cache:
-            ds = datasets.load(where)
-            cache[where] = ds, datasets.identify(where, ds)
-        loaded[name], identities[name] = cache[where]
+        if (key, where) not in cache:
+            ds = datasets.load_key(key, where)
+            cache[key, where] = ds, datasets.identify(where, ds, name)
+        loaded[key], identities[key] = cache[key, where]
     return loaded, identities
 
 

@@ -116,7 +116,7 @@ def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, s
 
     def dataset(name: str) -> datasets.Dataset:
         if name not in cache:
-            raw = (preloaded or {}).get(name) or datasets.load("synthetic" if name == "synthetic" else data_source)
+            raw = (preloaded or {}).get(name) or datasets.load_key(name, data_source)
             datasets.fingerprint(raw)  # on the host copy, once; to() carries it
             cache[name] = raw.to(device)
         return cache[name]
@@ -187,7 +187,8 @@ def _prepare(wid: int, task: Task, events) -> _Member:
 
 def _run_group(wid: int, device: str, group: list[Task], dataset: Callable[[str], datasets.Dataset], events,
                should_stop: Callable[[int], bool], compile: bool = False) -> None:
-    data = dataset(from_dict(group[0].config).data.dataset)  # one fusion group: one data set
+    first = from_dict(group[0].config).data
+    data = dataset(datasets.data_key(first.dataset, first.image_size))  # one fusion group: one data set
     fit = []
     for task in group:
         if task.data_fp is not None and data.fingerprint != task.data_fp:

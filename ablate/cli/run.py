@@ -44,7 +44,7 @@ def study_command(name: str, study):
         seeds: Annotated[Optional[int], typer.Option(help=escape(f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}]."))] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, overriding the study's (an optimizer switch keeps its place as a fraction of them).")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in dotted form, e.g. optimizer.lr=0.05; repeatable.")] = None,
-        data: Annotated[Optional[str], typer.Option(help="CIFAR-10 source: a directory (python batches or train/ and test/ image folders), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10).")] = None,
+        data: Annotated[Optional[str], typer.Option(help="Where the study's data.dataset lives: a directory (CIFAR-10's python batches or train/ and test/ image folders; another named set in torchvision's layout), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10, and NAME beside it).")] = None,
         db: DbOption = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1 (with --backend ray: auto, cpu or cuda).")] = "auto",
         per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help=escape("Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters]."))] = None,
@@ -75,7 +75,7 @@ def study_command(name: str, study):
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
             store = Store.open(db, create=not dry_run_)
-        if data is not None and data != "synthetic" and "cifar10" not in {q.config.data.dataset for q in p.points}:
+        if data is not None and data != "synthetic" and {q.config.data.dataset for q in p.points} == {"synthetic"}:
             typer.echo(f"note: study '{p.study.name}' trains on synthetic data; --data is ignored", err=True)
         try:
             if dry_run_:
