@@ -39,11 +39,10 @@ from typing import Any
 import pandas as pd
 
 from ablate import derived
+from ablate import metrics as metrics_
 from ablate.config import ConfigError, flatten
 
 CHECKS = ("best", "worst", "not_best", "higher", "lower", "similar", "steadier")
-FINAL = ("test_acc", "test_loss", "train_acc", "train_loss", "wall_s")
-METRICS = FINAL + tuple(derived.DERIVED)
 KEYS = {"text", "section", "check", "axis", "value", "than", "metric", "threshold", "over", "where"}
 VERDICTS = ("supported", "contradicted", "inconclusive", "not run")
 
@@ -116,8 +115,7 @@ def parse(item: dict[str, Any], axes: dict[str, list[Any]]) -> Claim:
     claim = Claim(**{k: v for k, v in item.items()})
     if claim.check not in CHECKS:
         raise ConfigError(f"claim check must be one of {', '.join(CHECKS)}, got {claim.check!r}")
-    if claim.metric not in METRICS:
-        raise ConfigError(f"claim metric must be one of {', '.join(METRICS)}, got {claim.metric!r}")
+    metrics_.check(claim.metric, "claim metric")
     values = _values(axes, claim.axis)
     named = claim.value if isinstance(claim.value, list) else [claim.value]
     if claim.check in ("best", "worst", "not_best", "higher", "lower", "steadier") and claim.value is None:

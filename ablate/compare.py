@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 
 from ablate import derived, stats
+from ablate import metrics as metrics_
 from ablate.config import ConfigError, flatten, parse_value
 from ablate.results import _with_store, check_study, study_runs, with_derived
 from ablate.store import Store
 from ablate.variants import RESULTS, Variant, is_config_column
 
-METRICS = ("test_acc", "test_loss", "train_acc", "train_loss", "wall_s", *derived.DERIVED)
 ALPHA = 0.05
 TOO_FEW = "a comparison needs at least two pairs of runs matched by seed"
 
@@ -144,8 +144,7 @@ def compare_frame(
     their labels (:func:`value_labels`), a scalar value as typed (``3``, ``0.1``), or None
     for the first value with complete runs.
     """
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric '{metric}'; metrics: {', '.join(METRICS)}")
+    metrics_.check(metric)
     if not runs.empty and metric not in runs.columns:
         raise ConfigError(f"the runs frame has no '{metric}' column (results.with_derived adds derived metrics)")
     # Diverged runs count where they have the metric (``diverged`` itself), like complete ones.
@@ -249,8 +248,7 @@ def compare(
     one variant of the study (``variant`` selects it as ``ablate.variants.select`` does; None:
     the default, the one with the most finished runs). ``by`` may be left out for a study
     of one axis."""
-    if metric not in METRICS:
-        raise ConfigError(f"unknown metric '{metric}'; metrics: {', '.join(METRICS)}")
+    metrics_.check(metric)
     store, close = _with_store(db)
     try:
         axes = study_axes(store, study)

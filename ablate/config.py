@@ -97,6 +97,8 @@ class LossCfg:
     # pytorch: the true class gets 1 - eps + eps/C, every other eps/C (CrossEntropyLoss).
     # report: the report's Eq. 1, the true class 1 - eps, every other eps/(C - 1).
     smoothing_form: str = "pytorch"
+    name: str = "cross_entropy"  # cross_entropy | focal | a plugin's (ablate.loss.register_loss)
+    focal_gamma: float = 2.0  # focal: the exponent of (1 - p_true) weighing each image's loss
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ RANGES = {
     "schedule.final_frac": (0.0, 1.0),
     "schedule.start_frac": (0.0, 1.0),
     "loss.label_smoothing": (0.0, 1.0),
+    "loss.focal_gamma": (0.0, None),
     "switch.at_epoch": (0, None),
     "probes.grad_norm_every": (0, None),
     "probes.landscape_every": (0, None),
@@ -431,7 +434,7 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 LATER_KEYS = (
     "data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging",
     "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form", "code",
-    "data.image_size",
+    "data.image_size", "loss.name", "loss.focal_gamma",
 )
 
 

@@ -42,6 +42,7 @@ from ablate.config import (
     to_dict,
 )
 from ablate import plugins
+from ablate.loss import check_name as check_loss
 from ablate.models import create_model, resolve_args
 from ablate.models.registry import code_hash, is_builtin
 
@@ -317,6 +318,7 @@ def _resolve(d: dict[str, Any]) -> RunConfig:
     """Validate the dict, fill in the model's own defaults, and build it once on the meta
     device so a bad combination of arguments fails here rather than inside a worker."""
     cfg = from_dict(d)
+    check_loss(cfg.loss.name)
     args = resolve_args(cfg.model.name, cfg.model.args)
     code = "" if is_builtin(cfg.model.name) else code_hash(cfg.model.name)
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, args=args), code=code)

@@ -31,6 +31,7 @@ from ablate.config import RunConfig
 from ablate.data import Dataset, subset
 from ablate.fusion import SHARED, Stack, compiled, member_losses, why_alone
 from ablate.loss import build_loss
+from ablate import metrics as evaluated_metrics
 from ablate.models import create_model
 from ablate.models.registry import takes_in_channels
 from ablate.optim import build_optimizer, build_schedule
@@ -359,9 +360,11 @@ def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_
         return False
     if epoch % cfg.eval.every == 0 or epoch == cfg.epochs:
         with run.average.applied(run.model) if run.average else contextlib.nullcontext():
+            logits: list[torch.Tensor] = []
             test_loss, test_acc = evaluate(run.model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta,
-                                           stats=data.stats)
+                                           stats=data.stats, logits=logits)
         run.metrics.update(test_loss=test_loss, test_acc=test_acc)
+        run.metrics.update(evaluated_metrics.compute(torch.cat(logits), data.test_y, len(data.classes)))
     run.epoch = epoch
     # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
     if hooks.checkpoint and epoch < cfg.epochs:
@@ -396,9 +399,10 @@ def _probe(run: _Run, step: int, x: torch.Tensor, y: torch.Tensor, autocast) -> 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp=None, memory_format=torch.contiguous_format,
-             tta: str = "none", stats=None):
+             tta: str = "none", stats=None, logits: list[torch.Tensor] | None = None):
     """Mean cross-entropy and accuracy over (x uint8, y), on the logits averaged over the
-    test-time views ``tta`` (none: the images as they are)."""
+    test-time views ``tta`` (none: the images as they are); ``logits`` collects them, in
+    float32, for the evaluated metrics (``ablate.metrics``)."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
@@ -409,6 +413,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp=None, memor
             out = tta_logits(model, xb, tta, memory_format)
         loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum")
         correct += (out.argmax(1) == yb).sum()
+        if logits is not None:
+            logits.append(out.float())
     return loss_sum.item() / len(y), correct.item() / len(y)
 
 

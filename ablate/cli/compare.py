@@ -20,7 +20,8 @@ def compare(
              "for the empty table).")] = None,
     metric: Annotated[str, typer.Option(help="test_acc, test_loss, train_acc, train_loss, wall_s, or a derived "
                                              "metric: epoch_time, mean_test_acc, early_test_acc, landscape_range, "
-                                             "kernel_norm, diverged.")] = "test_acc",
+                                             "kernel_norm, diverged; or an evaluated one: macro_f1, class_acc.N (class N), "
+                                             "ece, or a plugin's.")] = "test_acc",
     db: DbOption = None,
     variant: VariantOption = None,
     json_: JsonOption = False,
