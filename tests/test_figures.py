@@ -533,3 +533,9 @@ def test_bar_labels_are_percentages_in_the_figures_sans_serif_font():
         assert text.get_text() == f"{100 * mean:.1f}%"
         assert text.get_fontfamily() == [figures.RC["font.family"]]
         assert "DejaVuSans" in Path(font_manager.findfont(text.get_fontproperties())).name
+
+
+def test_the_figure_numbers_a_study_file_may_name_are_the_registered_ones():
+    from ablate.studies import FIGURE_NUMBERS
+
+    assert sorted(FIGURE_NUMBERS) == sorted(figures.FIGURES)

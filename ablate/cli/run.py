@@ -106,7 +106,7 @@ def study_command(name: str, study):
         if summary.interrupted:
             typer.echo(f"interrupted: {left} point(s) left pending; `{resume}` resumes them", err=True)
             raise typer.Exit(130)
-        figures = " ".join(f"--figure {f}" for f in p.study.figures)
+        figures = " ".join(f"--figure {f}" for f in p.study.figures) or f"--study {p.study.name}"
         report = _command("ablate", "report", *figures.split(), *_options(db=db, epochs=epochs, sets=set_ or []))
         typer.echo(f"next: `{report}`" if summary.ok else f"next: `ablate status {p.study.name}` shows the errors; "
                    f"`{resume} --retry-failed` trains the failed points again")
