@@ -14,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from ablate.config import ConfigError
@@ -78,6 +79,40 @@ def _export() -> None:
 
 def loaded() -> list[str]:
     return list(_loaded)
+
+
+def ship() -> tuple[tuple[str, str | None, bytes | None], ...]:
+    """The loaded plugins as a worker on another machine needs them: (spec, file name,
+    source) for a file, (spec, None, None) for a module path (installed there too)."""
+    out = []
+    for spec in _loaded:
+        if spec.endswith(".py") and os.path.isabs(spec):
+            out.append((spec, Path(spec).name, Path(spec).read_bytes()))
+        else:
+            out.append((spec, None, None))
+    return tuple(out)
+
+
+def receive(shipped) -> None:
+    """Load what ``ship`` sent: a file from its own path where that holds the same source,
+    else from a copy written under the temporary folder, named for its content (the model's
+    code hash is of the content, so it is the same code either way)."""
+    for spec, name, source in shipped:
+        if source is None:
+            _import(spec)
+            continue
+        if Path(spec).is_file() and Path(spec).read_bytes() == source:
+            _import(spec)
+            continue
+        folder = Path(tempfile.gettempdir()) / "ablate-plugins" / hashlib.sha256(source).hexdigest()[:16]
+        copy = folder / name
+        if not copy.is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = copy.with_name(f"{name}.{os.getpid()}.tmp")
+            tmp.write_bytes(source)
+            os.replace(tmp, copy)
+        _import(str(copy))
+    _export()
 
 
 def load_environment() -> None:

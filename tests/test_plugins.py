@@ -219,3 +219,45 @@ def test_each_run_records_the_code_that_trained_it_and_status_names_a_mix(tmp_pa
     assert "ran on 2 versions of the model's code" in " ".join(result.output.split())
     quiet_result = CliRunner().invoke(app, ["status", "mine", "--db", str(db)])
     assert "versions of the model's code" not in quiet_result.output
+
+
+def test_spawned_workers_packed_two_to_a_device_load_the_plugin(tmp_path):
+    shutil.copy(ASSET, tmp_path / "tinynet.py")
+    study = write_study(tmp_path, seeds=1)
+    summary = run_study(str(study), db=str(tmp_path / "p.db"), reporter=quiet(), device="cpu", per_gpu=2,
+                        processes=True, fuse=1)
+    assert summary.ok and summary.counts == {"complete": 2}
+    with closing(sqlite3.connect(tmp_path / "p.db")) as conn:
+        assert {v for (v,) in conn.execute("SELECT code_version FROM runs")} == {f"tinynet.py:{code_hash('tinynet')}"}
+
+
+def test_shipped_plugin_source_loads_where_its_path_does_not_exist(tmp_path):
+    source = ASSET.read_text().replace("def tinynet", "def shippednet").encode()
+    (tmp_path / "ship.py").write_bytes(source)
+    plugins.load([str(tmp_path / "ship.py")])
+    shipped = [s for s in plugins.ship() if s[0] == str((tmp_path / "ship.py").resolve())]
+    assert shipped == [(str((tmp_path / "ship.py").resolve()), "ship.py", source)]
+    want = code_hash("shippednet")
+    # Another machine: the path is not there, and the model is not registered yet.
+    from ablate.models import registry
+
+    del registry._BUILDERS["shippednet"]
+    plugins._loaded.pop(shipped[0][0])
+    (tmp_path / "ship.py").unlink()
+    plugins.receive([(shipped[0][0], "ship.py", source)])
+    assert "shippednet" in list_models() and code_hash("shippednet") == want
+    assert origin("shippednet") != shipped[0][0] and origin("shippednet").endswith("ship.py")
+
+
+def test_merge_keeps_plugin_runs_code_and_identity(tmp_path):
+    shutil.copy(ASSET, tmp_path / "tinynet.py")
+    study = write_study(tmp_path)
+    run_study(str(study), db=str(tmp_path / "a.db"), reporter=quiet(), device="cpu", fuse=1)
+    result = CliRunner().invoke(app, ["merge", str(tmp_path / "a.db"), "--db", str(tmp_path / "b.db")])
+    assert result.exit_code == 0, result.output
+    query = "SELECT config_hash, seed, code_version, config_json, test_acc FROM runs ORDER BY config_hash"
+    with closing(sqlite3.connect(tmp_path / "a.db")) as a, closing(sqlite3.connect(tmp_path / "b.db")) as b:
+        assert a.execute(query).fetchall() == b.execute(query).fetchall()
+    # The merged runs are the plugin study's: running it against the merged database trains nothing.
+    summary = run_study(str(study), db=str(tmp_path / "b.db"), reporter=quiet(), device="cpu", fuse=1)
+    assert summary.skipped == 2 and not summary.counts

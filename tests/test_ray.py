@@ -276,3 +276,20 @@ def test_a_cluster_recorded_on_this_machine_counts_only_while_it_answers(tmp_pat
         (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
         assert _this_machines_cluster() == f"127.0.0.1:{port}"
     assert _this_machines_cluster() is None  # the same record, nobody answering
+
+
+def test_ray_workers_get_the_plugin_files(ray_cluster, tmp_path):
+    """The Ray task processes never imported the user's model: the runner ships its source."""
+    from tests.test_plugins import ASSET, write_study
+
+    (tmp_path / "raynet.py").write_text(ASSET.read_text().replace("def tinynet", "def raynet"))
+    study = write_study(tmp_path, plugins_=("raynet.py",), model="raynet")
+    db = f"sqlite:///{tmp_path / 'ray.db'}"
+    summary = run_study(str(study), db=db, reporter=QuietReporter(lambda _: None), backend="ray", device="cpu")
+    assert summary.ok and summary.counts == {"complete": 2}, summary.errors
+    store = Store.open(db, create=False)
+    try:
+        assert {r["device"] for r in store.runs()} == {"ray:cpu"}
+        assert all(r["code_version"].startswith("raynet.py:") for r in store.runs())
+    finally:
+        store.close()
