@@ -258,6 +258,8 @@ def rerun(view: View) -> str:
     v = view.variant
     if v is not None:
         for key, value in sorted(v.diff.items()):
+            if key == "code":  # the model's source hash: set by its file, never by --set
+                continue
             parts.append(f"--epochs {value}" if key == "epochs" else f"--set {key}={_cell(value)}")
         if v.data_name != "synthetic":
             parts.append("--data DIR")
