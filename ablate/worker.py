@@ -31,7 +31,7 @@ import ablate
 from ablate import data as datasets
 from ablate.checkpoints import load_checkpoint, remove_checkpoint, save_checkpoint
 from ablate.config import ConfigError, RunConfig, from_dict
-from ablate.models.registry import code_version
+from ablate.models.registry import code_hash, code_version
 from ablate.store import HEARTBEAT_S
 from ablate.train import Hooks, RunResult, steps_per_epoch, train, train_group
 
@@ -196,6 +196,8 @@ def _run_group(wid: int, device: str, group: list[Task], dataset: Callable[[str]
             error = (f"DataError: this worker's data (fingerprint {data.fingerprint}) is not the data the run "
                      f"was planned on ({task.data_fp}); give every machine the same copy")
             events.put(("failed", wid, task.run_id, error))
+        elif _code_changed(task):
+            events.put(("failed", wid, task.run_id, _code_changed(task)))
         else:
             fit.append(task)
     members = [_prepare(wid, task, events) for task in fit]
@@ -204,6 +206,22 @@ def _run_group(wid: int, device: str, group: list[Task], dataset: Callable[[str]
         parts.setdefault(m.start, []).append(m)
     for part in parts.values():
         _train(wid, device, part, data, events, should_stop, compile)
+
+
+def _code_changed(task: Task) -> str | None:
+    """Why this worker's model code is not the code the run was planned with (its config's
+    ``code``): a plugin file edited between the plan and the claim. None: the same."""
+    cfg = from_dict(task.config)
+    if not cfg.code:
+        return None
+    try:
+        here = code_hash(cfg.model.name)
+    except ConfigError as e:
+        return f"ConfigError: {e}"
+    if here == cfg.code:
+        return None
+    return (f"ConfigError: model '{cfg.model.name}' has another source here (hash {here}) than when the run was "
+            f"planned ({cfg.code}); run the study again to plan the edited model as a new variant")
 
 
 def _train(wid, device, members: list[_Member], data, events, should_stop, compile) -> None:

@@ -261,3 +261,23 @@ def test_merge_keeps_plugin_runs_code_and_identity(tmp_path):
     # The merged runs are the plugin study's: running it against the merged database trains nothing.
     summary = run_study(str(study), db=str(tmp_path / "b.db"), reporter=quiet(), device="cpu", fuse=1)
     assert summary.skipped == 2 and not summary.counts
+
+
+def test_a_model_file_edited_after_the_plan_fails_its_points_rather_than_train_other_code(tmp_path):
+    from ablate.run import execute, plan
+    from ablate.store import Store as Db
+
+    (tmp_path / "late.py").write_text(ASSET.read_text().replace("def tinynet", "def latenet"))
+    study = write_study(tmp_path, plugins_=("late.py",), model="latenet")
+    p = plan(str(study), device="cpu", fuse=1)
+    (tmp_path / "late.py").write_text(ASSET.read_text().replace("def tinynet", "def latenet").replace("ReLU", "GELU"))
+    plugins._loaded.clear()
+    plugins.load([str(tmp_path / "late.py")])  # what a worker started now would import
+    store = Db.open(str(tmp_path / "r.db"))
+    try:
+        summary = execute(store, p, quiet())
+        errors = [r["error"] for r in store.runs()]
+    finally:
+        store.close()
+    assert summary.counts == {"failed": 2}
+    assert all("has another source here" in e for e in errors)
