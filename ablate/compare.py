@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate import derived, stats
+from ablate import stats
 from ablate import metrics as metrics_
 from ablate.config import ConfigError, flatten, parse_value
 from ablate.results import _with_store, check_study, study_runs, with_derived

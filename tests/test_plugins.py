@@ -16,7 +16,7 @@ import ablate
 from ablate import plugins
 from ablate.cli import app
 from ablate.config import ConfigError
-from ablate.models import create_model, list_models, resolve_args
+from ablate.models import list_models, resolve_args
 from ablate.models.registry import code_hash, origin
 from ablate.results import study_variants
 from ablate.run import run_study

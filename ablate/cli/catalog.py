@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -41,11 +41,11 @@ def studies(json_: JsonOption = False) -> None:
     Console().print(table)
 
 
-def models(
-    json_: JsonOption = False,
-    plugin: Optional[list[str]] = typer.Option(None, "--plugin", metavar="FILE",
-                                               help="A Python file (or module path) that registers models; repeatable."),
-) -> None:
+PluginOption = Annotated[Optional[list[str]], typer.Option(
+    "--plugin", metavar="FILE", help="A Python file (or module path) that registers models; repeatable.")]
+
+
+def models(json_: JsonOption = False, plugin: PluginOption = None) -> None:
     """List the registered models (the built-in ones, the installed packages' and those of --plugin files)
     with their parameter counts at CIFAR-10 defaults and where each came from.
 
