@@ -68,20 +68,22 @@ def alternating_flips(n: int, seed: int, epoch: int, device: torch.device | str 
     return (first ^ (epoch % 2 == 0)).to(device)
 
 
-def normalize(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> (x / 255 - MEAN) / STD in ``dtype``."""
+def normalize(x: torch.Tensor, dtype: torch.dtype = torch.float32, stats=None) -> torch.Tensor:
+    """uint8 [B, C, H, W] -> (x / 255 - mean) / std in ``dtype``; ``stats`` is (mean, std) per
+    channel, by default CIFAR-10's (MEAN, STD)."""
     if x.dtype != torch.uint8:
         raise TypeError(f"normalize takes uint8 images, got {x.dtype}")
-    scale, shift = _norm_constants(x.device)
+    scale, shift = _norm_constants(x.device, *(stats or (MEAN, STD)))
     # Computed in float32 whatever ``dtype``: bf16 has too few bits for x / 255 itself.
     return x.float().mul_(scale).add_(shift).to(dtype)
 
 
 @functools.lru_cache(maxsize=None)
-def _norm_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    # Made once per device: a fresh host-to-device copy every batch would stall the GPU.
-    mean = torch.tensor(MEAN, device=device).view(3, 1, 1)
-    std = torch.tensor(STD, device=device).view(3, 1, 1)
+def _norm_constants(device: torch.device, mean: tuple[float, ...] = MEAN,
+                    std: tuple[float, ...] = STD) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device and data set: a fresh host-to-device copy every batch would stall the GPU.
+    mean = torch.tensor(mean, device=device).view(-1, 1, 1)
+    std = torch.tensor(std, device=device).view(-1, 1, 1)
     return 1 / (255 * std), -mean / std
 
 

@@ -63,12 +63,11 @@ import numpy as np
 import pandas as pd
 
 from ablate import derived, stats
+from ablate import metrics as metrics_
 from ablate.config import ConfigError, flatten
 
 CHECKS = ("best", "worst", "not_best", "higher", "lower", "similar", "no_better", "no_worse", "plateaus", "ratio",
           "at_least", "at_most", "steadier")
-FINAL = ("test_acc", "test_loss", "train_acc", "train_loss", "wall_s")
-METRICS = FINAL + tuple(derived.DERIVED) + ("epochs_to_P",)
 KEYS = {"text", "section", "check", "axis", "value", "than", "metric", "threshold", "over", "where"}
 VERDICTS = ("supported", "contradicted", "inconclusive", "not run")
 ALPHA = stats.ALPHA
@@ -152,8 +151,9 @@ def parse(item: dict[str, Any], axes: dict[str, list[Any]]) -> Claim:
     claim = Claim(**{k: v for k, v in item.items()})
     if claim.check not in CHECKS:
         raise ConfigError(f"claim check must be one of {', '.join(CHECKS)}, got {claim.check!r}")
-    if not isinstance(claim.metric, str) or (claim.metric not in FINAL and not derived.is_derived(claim.metric)):
-        raise ConfigError(f"claim metric must be one of {', '.join(METRICS)}, got {claim.metric!r}")
+    if not isinstance(claim.metric, str):
+        raise ConfigError(f"claim metric must be a metric's name, got {claim.metric!r}")
+    metrics_.check(claim.metric, "claim metric")
     if claim.check in NO_AXIS:
         for key in ("axis", "value", "than"):
             if item.get(key) not in (None, ""):

@@ -20,20 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate import derived, stats
+from ablate import stats
+from ablate import metrics as metrics_
 from ablate.config import ConfigError, flatten, parse_value
 from ablate.hints import left_out, left_out_text, run_command
 from ablate.results import _with_store, check_study, study_runs, with_derived
 from ablate.store import Store
 from ablate.variants import RESULTS, Variant, is_config_column
 
-FINAL = ("test_acc", "test_loss", "train_acc", "train_loss", "wall_s")
-METRICS = (*FINAL, *derived.DERIVED, "epochs_to_P")  # as listed in errors; epochs_to_80 etc.
-
-
-def check_metric(metric: str) -> None:
-    if metric not in FINAL and not derived.is_derived(metric):
-        raise ConfigError(f"unknown metric '{metric}'; metrics: {', '.join(METRICS)}")
 ALPHA = 0.05
 TOO_FEW = "a comparison needs runs of at least two seeds on both sides"
 
@@ -173,7 +167,7 @@ def compare_frame(
     their labels (:func:`value_labels`), a scalar value as typed (``3``, ``0.1``), or None
     for the first value with complete runs.
     """
-    check_metric(metric)
+    metrics_.check(metric)
     if not runs.empty and metric not in runs.columns:
         raise ConfigError(f"the runs frame has no '{metric}' column (results.with_derived adds derived metrics)")
     # Diverged runs count where they have the metric (``diverged`` itself), like complete ones.
@@ -294,7 +288,7 @@ def compare(
     one variant of the study (``variant`` selects it as ``ablate.variants.select`` does; None:
     the default, the one with the most finished runs). ``by`` may be left out for a study
     of one axis."""
-    check_metric(metric)
+    metrics_.check(metric)
     store, close = _with_store(db)
     try:
         axes = study_axes(store, study)

@@ -46,11 +46,14 @@ class AugCfg:
 
 @dataclass(frozen=True)
 class DataCfg:
-    dataset: str = "cifar10"  # cifar10 | synthetic; where cifar10 lives is not config
+    # cifar10 | cifar100 | svhn | mnist | fashion_mnist | folders | synthetic; where a set
+    # lives (--data) is not config: its fingerprint is the run's.
+    dataset: str = "cifar10"
     aug: AugCfg = field(default_factory=AugCfg)
     # device: the data set on the training device, whole batches augmented there.
     # pil: a DataLoader with per-sample PIL transforms, the usual way; kept to measure against.
     pipeline: str = "device"
+    image_size: int | None = None  # resize every image to this square size once, at load; None: as stored
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ class LossCfg:
     # pytorch: the true class gets 1 - eps + eps/C, every other eps/C (CrossEntropyLoss).
     # report: the report's Eq. 1, the true class 1 - eps, every other eps/(C - 1).
     smoothing_form: str = "pytorch"
+    name: str = "cross_entropy"  # cross_entropy | focal | a plugin's (ablate.loss.register_loss)
+    focal_gamma: float = 2.0  # focal: the exponent of (1 - p_true) weighing each image's loss
 
 
 @dataclass(frozen=True)
@@ -147,12 +152,16 @@ class RunConfig:
     batch_size: int = 128
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    # The source hash of a plugin model's code (ablate.models.registry.code_hash), set by
+    # ablate, never by a study: an edited model file is another config. '' for ablate's own
+    # models, whose code is identified by ablate's version in the run's row instead.
+    code: str = ""
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "ranger", "ranger21")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "onecycle3")
 CHOICES = {
-    "data.dataset": ("cifar10", "synthetic"),
+    "data.dataset": ("cifar10", "cifar100", "svhn", "mnist", "fashion_mnist", "folders", "synthetic"),
     "data.pipeline": ("device", "pil"),
     "data.aug.flip_mode": ("random", "alternate"),
     "data.aug.pad_mode": ("zeros", "reflect"),
@@ -166,7 +175,8 @@ CHOICES = {
     "loss.smoothing_form": ("pytorch", "report"),
 }
 # Classes per data set, for the checks that need them before the data are loaded.
-DATASET_CLASSES = {"cifar10": 10, "synthetic": 10}
+# Image folders have as many as they have folders: checked when they are read.
+DATASET_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "mnist": 10, "fashion_mnist": 10, "synthetic": 10}
 
 # (lowest, highest, highest included?) for numbers that have a sensible range.
 RANGES = {
@@ -178,6 +188,7 @@ RANGES = {
     "data.aug.cutout": (0, 32),
     "data.aug.jitter": (0.0, 1.0),
     "data.aug.rotate": (0.0, 180.0),
+    "data.image_size": (1, None),
     "optimizer.lr": (0.0, None),
     "optimizer.momentum": (0.0, 1.0),
     "optimizer.weight_decay": (0.0, None),
@@ -188,6 +199,7 @@ RANGES = {
     "schedule.final_frac": (0.0, 1.0),
     "schedule.start_frac": (0.0, 1.0),
     "loss.label_smoothing": (0.0, 1.0),
+    "loss.focal_gamma": (0.0, None),
     "switch.at_epoch": (0, None),
     "probes.grad_norm_every": (0, None),
     "probes.landscape_every": (0, None),
@@ -226,7 +238,8 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         if schedule.name == "onecycle3" and not 2 * schedule.peak_at < 1:
             raise ConfigError(f"{prefix}.peak_at must be below 0.5 for {prefix}.name = \"onecycle3\" "
                               f"(its rise and fall take 2 x peak_at of training), got {schedule.peak_at}")
-    check_smoothing(cfg.loss, DATASET_CLASSES[cfg.data.dataset])
+    if cfg.data.dataset in DATASET_CLASSES:
+        check_smoothing(cfg.loss, DATASET_CLASSES[cfg.data.dataset])
     aug = cfg.data.aug
     if cfg.data.pipeline == "pil" and (aug.flip_mode != "random" or aug.pad_mode != "zeros"):
         raise ConfigError("data.aug.flip_mode and data.aug.pad_mode other than random and zeros "
@@ -420,7 +433,8 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 # A key added from now on goes here too.
 LATER_KEYS = (
     "data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging",
-    "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form",
+    "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form", "code",
+    "data.image_size", "loss.name", "loss.focal_gamma",
 )
 
 

@@ -45,12 +45,24 @@ class DataError(ConfigError):
 
 @dataclass
 class Dataset:
-    train_x: torch.Tensor  # uint8 [N, 3, 32, 32]
+    train_x: torch.Tensor  # uint8 [N, C, H, W]: C is 3, or 1 for greyscale
     train_y: torch.Tensor  # int64 [N]
-    test_x: torch.Tensor  # uint8 [M, 3, 32, 32]
+    test_x: torch.Tensor  # uint8 [M, C, H, W]
     test_y: torch.Tensor  # int64 [M]
     classes: list[str]
     fingerprint: str | None = None  # see ``fingerprint()``; computed once, carried by ``to()``
+    # Per-channel mean and std of the training split in [0, 1] scale (data_sets.train_stats);
+    # None: CIFAR-10's (MEAN, STD), which the report's cifar10 and synthetic runs always used.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @property
+    def channels(self) -> int:
+        return int(self.train_x.shape[1])
+
+    @property
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return (self.mean or MEAN, self.std or STD)
 
     def to(self, device: torch.device | str) -> Dataset:
         # Only a copy onto an accelerator may be asynchronous: a tensor copied back to the
@@ -62,15 +74,20 @@ class Dataset:
 
         return Dataset(
             move(self.train_x), move(self.train_y), move(self.test_x), move(self.test_y),
-            list(self.classes), self.fingerprint,
+            list(self.classes), self.fingerprint, self.mean, self.std,
         )
 
 
 # ----------------------------------------------------------------------------- entry
 
 
-def load(source: str | os.PathLike | None) -> Dataset:
-    """The data set at ``source``: None (download to a cache), "synthetic", or a directory."""
+def load(source: str | os.PathLike | None, name: str = "cifar10", image_size: int | None = None) -> Dataset:
+    """The data set ``name`` (``data.dataset``) at ``source``: None (download to a cache),
+    "synthetic", or a directory; resized to ``image_size`` at load (``data.image_size``)."""
+    if name != "cifar10" or image_size is not None:
+        from ablate import data_sets  # every set but CIFAR-10 as the report read it
+
+        return data_sets.load(source, name, image_size)
     if source is None:
         return _download(_download_root())
     if str(source) == "synthetic":
@@ -78,6 +95,17 @@ def load(source: str | os.PathLike | None) -> Dataset:
     path = _expand(source)
     kind, root = _layout(path)
     return _read_batches(root) if kind == "batches" else _read_folders_cached(root)
+
+
+def data_key(dataset: str, image_size: int | None = None) -> str:
+    """What names one loaded data set among a study's: ``cifar10``, ``folders@32``."""
+    return dataset + (f"@{image_size}" if image_size else "")
+
+
+def load_key(key: str, source: str | os.PathLike | None) -> Dataset:
+    """``load`` of a ``data_key``: the synthetic set needs no source, the others ``source``."""
+    name, _, size = key.partition("@")
+    return load("synthetic" if name == "synthetic" else source, name, int(size) if size else None)
 
 
 def check_source(source: str | os.PathLike | None) -> None:
@@ -467,7 +495,9 @@ class DataIdentity:
     """What a run trained and tested on: part of its identity, beside its config and seed."""
 
     fingerprint: str  # of the decoded arrays, not of a path: the same files anywhere are the same data
-    name: str  # what reports call it: synthetic, CIFAR-10 (official), CIFAR-10 (JPEG copy), ...
+    name: str  # what reports call it: synthetic, CIFAR-10 (official), image folders 'five32': 5 classes, ...
+    mean: tuple[float, ...] | None = None  # of the training split, where not CIFAR-10's (Dataset.mean)
+    std: tuple[float, ...] | None = None
 
 
 # Data sets known by the fingerprint of their decoded arrays. The project's JPEG copy of
@@ -504,17 +534,23 @@ def fingerprint(ds: Dataset) -> str:
     return ds.fingerprint
 
 
-def identify(source: str | os.PathLike | None, ds: Dataset) -> DataIdentity:
-    """The fingerprint of ``ds`` (loaded from ``source``, as ``load`` takes it) and its name."""
+def identify(source: str | os.PathLike | None, ds: Dataset, name: str = "cifar10") -> DataIdentity:
+    """The fingerprint of ``ds`` (loaded from ``source``, as ``load`` takes it) and its name:
+    what it is, never a CIFAR-10 copy unless the fingerprint or the official files say so."""
+    from ablate import data_sets
+
     fp = fingerprint(ds)
-    if source is not None and str(source) == "synthetic":
-        return DataIdentity(fp, "synthetic")
+    stats = (ds.mean, ds.std) if ds.mean is not None else (None, None)
+    if source is not None and str(source) == "synthetic" or name == "synthetic":
+        described = "synthetic" if ds.train_x.shape[-1] == 32 else f"synthetic, {data_sets.shape_text(ds)}"
+        return DataIdentity(fp, described, *stats)
     if fp in KNOWN:
-        return DataIdentity(fp, KNOWN[fp])
-    root = _download_root() / BATCHES_DIR if source is None else _layout(_expand(source))[1]
-    if _official(root):
-        return DataIdentity(fp, OFFICIAL)
-    return DataIdentity(fp, f"CIFAR-10 copy '{(root if source is None else _expand(source)).resolve().name}'")
+        return DataIdentity(fp, KNOWN[fp], *stats)
+    if name == "cifar10":
+        root = _download_root() / BATCHES_DIR if source is None else _layout(_expand(source))[1]
+        if _official(root):
+            return DataIdentity(fp, OFFICIAL, *stats)
+    return DataIdentity(fp, data_sets.describe(source, ds, name), *stats)
 
 
 def _official(root: Path) -> bool:
@@ -542,4 +578,4 @@ def subset(ds: Dataset, n: int | None) -> Dataset:
         raise ValueError(f"subset size must be >= 1, got {n}")
     perm = torch.randperm(total, generator=torch.Generator().manual_seed(SUBSET_SEED))
     idx = perm[:n].to(ds.train_x.device)
-    return Dataset(ds.train_x[idx], ds.train_y[idx], ds.test_x, ds.test_y, list(ds.classes))
+    return Dataset(ds.train_x[idx], ds.train_y[idx], ds.test_x, ds.test_y, list(ds.classes), None, ds.mean, ds.std)

@@ -156,6 +156,11 @@ def describe(name: str) -> str:
 
 
 def lower_is_better(name: str) -> bool:
+    from ablate.metrics import evaluated
+
+    spec = evaluated(name)
+    if spec is not None:
+        return not spec.higher_is_better
     return name in LOWER_IS_BETTER or EPOCHS_TO.match(name) is not None
 
 
@@ -169,12 +174,25 @@ def _function(name: str) -> Callable[..., pd.Series]:
 
 
 def add(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts | None, names: Iterable[str]) -> pd.DataFrame:
-    """``runs`` with a column for each derived number in ``names`` (NaN where a run lacks it)."""
+    """``runs`` with a column for each derived number in ``names`` (NaN where a run lacks it);
+    an evaluated metric (``ablate.metrics``) is its value at the run's last evaluated epoch."""
     out = runs.copy()
     for name in names:
-        values = _function(name)(runs, metrics, artifacts)
+        values = _function(name)(runs, metrics, artifacts) if is_derived(name) else _last(metrics, name)
         out[name] = out["run_id"].map(values).astype(float)
     return out
+
+
+def _last(metrics: pd.DataFrame, name: str) -> pd.Series:
+    rows = _per_epoch(metrics, name).sort_values("step")
+    return rows.groupby("run_id")["value"].last()
+
+
+def columns(names: Iterable[str]) -> list[str]:
+    """Of ``names``, those ``add`` makes a column of: derived, and evaluated metrics."""
+    from ablate.metrics import evaluated
+
+    return [n for n in names if is_derived(n) or evaluated(n) is not None]
 
 
 def is_accuracy(metric: str) -> bool:

@@ -735,3 +735,150 @@ def cutout_kernels(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifac
     ax.grid(axis="x", visible=False)
     ax.legend()
     return fig, frame[["setting", "run_id", "kernel", "rank", "norm"]]
+
+
+# ------------------------------------------------------------------ generic figures
+#
+# A study that feeds none of the report's figures gets one chosen by its axes: one axis,
+# the metric against it with 95% intervals (a line for a numeric axis, bars otherwise); two,
+# a heatmap with the numbers in its cells; more, small multiples of that heatmap over the
+# values of the others. Beside it, the per-epoch curve of each point.
+
+SMALL_MULTIPLES_COLUMNS = 3
+CURVE_LEGEND_MAX = 10  # points; more lines than this go unlabelled
+
+
+def generic_figure(points: pd.DataFrame, axes: list[str], numeric: dict[str, bool], metric: str,
+                   curves: pd.DataFrame, title: str, footer: str = "") -> tuple[Figure, pd.DataFrame, pd.DataFrame]:
+    """(figure, plotted numbers, curves) of a study's finished runs.
+
+    ``points``: one row per run with ``run_id``, ``config_hash``, ``seed``, ``metric`` and a
+    column per axis holding the value's label, as an ordered categorical (the study's order).
+    ``curves``: the long per-epoch rows (run_id, step, name, value) of ``metric``, or of
+    test_acc where ``metric`` is not recorded per epoch. Raises ValueError with no results.
+    """
+    if points.empty or points[metric].notna().sum() == 0:
+        raise ValueError(f"no finished run has {metric}")
+    bounds = ACCURACY if metric.endswith("_acc") or metric.startswith("class_acc.") else None
+    summary = _study_order(summarize(points, axes, value=metric, bounds=bounds), points, axes)
+    summary = summary[summary["n"] > 0].reset_index(drop=True)
+    curve_summary = _curve_summary(points, axes, curves)
+    with matplotlib.rc_context(RC):
+        if len(axes) <= 2:
+            fig = Figure(figsize=(11.0, 4.6), layout="constrained")
+            main, right = fig.subplots(1, 2)
+            (_one_axis if len(axes) == 1 else _heatmap)(main, summary, axes, numeric, metric)
+        else:
+            combos = summary[axes[2:]].drop_duplicates().reset_index(drop=True)
+            cols = min(SMALL_MULTIPLES_COLUMNS, len(combos) + 1)
+            rows = -(-(len(combos) + 1) // cols)
+            fig = Figure(figsize=(4.2 * cols, 3.6 * rows), layout="constrained")
+            grid = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+            for ax, (_, combo) in zip(grid, combos.iterrows()):
+                part = summary[(summary[axes[2:]] == combo.to_numpy()).all(axis=1)]
+                _heatmap(ax, part, axes[:2], numeric, metric)
+                ax.set_title(", ".join(f"{_short_axis(a)}={combo[a]}" for a in axes[2:]), fontsize="medium")
+            right = grid[len(combos)]
+            for ax in grid[len(combos) + 1:]:
+                ax.set_visible(False)
+        _curves(right, curve_summary)
+        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
+        if footer:
+            add_footer(fig, footer)
+    plotted = summary.assign(metric=metric)[[*axes, "metric", "mean", "ci_low", "ci_high", "n"]]
+    return fig, _plain(plotted), _plain(curve_summary)
+
+
+def _study_order(summary: pd.DataFrame, points: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Rows in the study's order of each axis's values (summarize sorts their labels as text)."""
+    if summary.empty:
+        return summary
+    ranks = [summary[a].map({v: i for i, v in enumerate(points[a].cat.categories)}).to_numpy() for a in axes]
+    out = summary.iloc[np.lexsort(ranks[::-1])].reset_index(drop=True)
+    for a in axes:
+        out[a] = pd.Categorical(out[a], categories=points[a].cat.categories, ordered=True)
+    return out
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Categorical axis columns back to their labels, for the CSV."""
+    return frame.apply(lambda c: c.astype(str) if isinstance(c.dtype, pd.CategoricalDtype) else c)
+
+
+def _short_axis(axis: str) -> str:
+    return axis.split(".", 1)[-1]
+
+
+def _is_fraction(metric: str) -> bool:
+    return metric.endswith("_acc") or metric.startswith("class_acc.") or metric == "macro_f1"
+
+
+def _cell_text(metric: str, value: float) -> str:
+    return f"{100 * value:.1f}%" if _is_fraction(metric) else f"{value:.3g}"
+
+
+def _one_axis(ax: Axes, summary: pd.DataFrame, axes: list[str], numeric: dict[str, bool], metric: str) -> None:
+    (axis,) = axes
+    have = summary["n"] > 1
+    low = (summary["mean"] - summary["ci_low"]).where(have, 0.0).to_numpy()
+    high = (summary["ci_high"] - summary["mean"]).where(have, 0.0).to_numpy()
+    if numeric[axis]:
+        x = pd.to_numeric(summary[axis].astype(str)).to_numpy()
+        ax.errorbar(x, summary["mean"], yerr=[low, high], marker="o", capsize=3)
+        ax.set_xticks(x, [str(v) for v in summary[axis]])
+    else:
+        x = np.arange(len(summary))
+        ax.bar(x, summary["mean"], yerr=[low, high], capsize=3, color="C0")
+        ax.set_xticks(x, [str(v) for v in summary[axis]], rotation=30 if len(x) > 4 else 0, ha="right"
+                      if len(x) > 4 else "center")
+    ax.set_xlabel(axis)
+    ax.set_ylabel(f"{label(metric)} (mean, 95% CI)")
+    if _is_fraction(metric):
+        ax.yaxis.set_major_formatter(_percent())
+
+
+def _heatmap(ax: Axes, summary: pd.DataFrame, axes: list[str], numeric: dict[str, bool], metric: str) -> None:
+    rows_axis, cols_axis = axes[:2]
+    table = summary.pivot_table(index=rows_axis, columns=cols_axis, values="mean", observed=True, sort=True)
+    image = ax.imshow(table.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+    ax.set_yticks(range(len(table.index)), [str(v) for v in table.index])
+    ax.set_xticks(range(len(table.columns)), [str(v) for v in table.columns])
+    ax.set_ylabel(rows_axis)
+    ax.set_xlabel(cols_axis)
+    ax.grid(False)
+    values = table.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, _cell_text(metric, values[i, j]), ha="center", va="center", fontsize="small",
+                        color="black" if values[i, j] > middle else "white")
+    ax.figure.colorbar(image, ax=ax, label=f"{label(metric)} (mean)")
+
+
+def _curve_summary(points: pd.DataFrame, axes: list[str], curves: pd.DataFrame) -> pd.DataFrame:
+    keyed = points[["run_id", "config_hash", *axes]].assign(
+        label=points[axes].astype(str).agg(lambda r: " ".join(f"{_short_axis(a)}={v}" for a, v in r.items()), axis=1))
+    long = curves.merge(keyed, on="run_id").rename(columns={"step": "epoch", "name": "metric"})
+    if long.empty:
+        return pd.DataFrame(columns=["label", "metric", "epoch", "mean", "ci_low", "ci_high", "n"])
+    metric = str(long["metric"].iloc[0])
+    bounds = ACCURACY if _is_fraction(metric) else None
+    summary = summarize(long, [*axes, "label", "metric", "epoch"], value="value", bounds=bounds)
+    summary = _study_order(summary, points, axes)
+    return summary[["label", "metric", "epoch", "mean", "ci_low", "ci_high", "n"]]
+
+
+def _curves(ax: Axes, summary: pd.DataFrame) -> None:
+    if summary.empty:
+        ax.set_visible(False)
+        return
+    metric = str(summary["metric"].iloc[0])
+    history_lines(ax, summary)
+    ax.set_ylabel(label(metric))
+    ax.set_title(f"{label(metric)} per epoch, each point", fontsize="medium")
+    if _is_fraction(metric):
+        ax.yaxis.set_major_formatter(_percent())
+    if summary["label"].nunique() <= CURVE_LEGEND_MAX:
+        ax.legend(fontsize="x-small")

@@ -22,6 +22,8 @@ def run_command(study: str, variant=None, db: str | None = None, seeds: int | No
         parts.append(f"--seeds {seeds}")
     if variant is not None:
         for key, value in sorted(variant.diff.items()):
+            if key == "code":  # the model's source hash: set by its file, never by --set
+                continue
             parts.append(f"--epochs {_cell(value)}" if key == "epochs" else f"--set {key}={_cell(value)}")
         if variant.data_name not in (None, "synthetic") and "data.dataset" not in variant.diff:
             parts.append("--data DIR")

@@ -37,6 +37,7 @@ import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ablate import data as datasets
+from ablate import plugins
 from ablate.config import ConfigError
 from ablate.models import count_params, create_model
 from ablate.scheduler import Runner, _Slot
@@ -114,14 +115,17 @@ class _LazyData:
     def get(self, name: str) -> datasets.Dataset:
         key = f"{name}:{self.source}"
         if key not in self.loaded:
-            self.loaded[key] = datasets.load("synthetic" if name == "synthetic" else self.source)
+            self.loaded[key] = datasets.load_key(name, self.source)
         return self.loaded[key]
 
 
 @ray.remote(max_retries=MAX_RETRIES)
-def train_point(wid: int, group: list[Task], data_source: str | None, hub, compile: bool = False) -> None:
+def train_point(wid: int, group: list[Task], data_source: str | None, hub, compile: bool = False,
+                shipped: tuple = ()) -> None:
     """One grid point, or a group of them trained fused, on whatever device Ray gave this
-    task (it sets CUDA_VISIBLE_DEVICES)."""
+    task (it sets CUDA_VISIBLE_DEVICES). ``shipped``: the runner's plugins (``plugins.ship``),
+    loaded here first, so a machine without the files trains the same code."""
+    plugins.receive(shipped)
     device = "cuda:0" if ray.get_gpu_ids() else "cpu"
     stop, cancel = _Flag(), _Flag()
     done = threading.Event()
@@ -174,7 +178,7 @@ class _Inbox:
         ray.get(r.hub.assign.remote(self.wid, group[0].run_id))
         share = r.gpu_share(group[0]) if r.kind == "cuda" else 0
         self.handle.ref = train_point.options(num_cpus=1, num_gpus=share).remote(
-            self.wid, group, r.data_source, r.hub, r.compile)
+            self.wid, group, r.data_source, r.hub, r.compile, r.shipped)
 
 
 class _HubQueue:
@@ -312,6 +316,7 @@ class RayRunner(Runner):
         # event and flag of the study with it, while the tasks it ran could just be retried.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.hub = _Hub.options(scheduling_strategy=here).remote()
+        self.shipped = plugins.ship()
         self._stop = _Flag()
         self._events = _HubQueue(self)
         self._shares: dict[str, float] = {}

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from ablate import claims as claims_
-from ablate import compare, figures, stats
+from ablate import compare, figures, stats, study_figures
 from ablate.config import ConfigError, flatten
 from ablate.hints import left_out, left_out_text, run_command
 from ablate.results import artifacts_map, metrics_frame, runs_frame, study_variants, with_derived
@@ -365,8 +365,11 @@ def write_report(store: Store, out: Path, numbers: list[int] | None = None,
         notes = significance(store, views, {v.name for v, _ in extra})
         results = pd.DataFrame() if numbers else results_table(store, views)
         verdicts = [] if numbers else check_claims(store, views)
+        drawn = {v.name: study_figures.draw(store, v, out, footer(v)) for v, _ in extra}
+        if not numbers and not any(e.png or e.problem for e in entries):  # only the user's own studies
+            sections, verdicts = study_figures.collapse(entries, verdicts)
         assumed = {name: study_assumed(views(name)) for name in dict.fromkeys(v.study for v in verdicts)}
-        text = render_readme(store, sections, extra, results, verdicts, notes, assumed)
+        text = render_readme(store, sections, extra, results, verdicts, notes, assumed, drawn)
     readme.write_text(text)
     return entries
 
@@ -552,7 +555,7 @@ def _stamp(store: Store) -> str:
 
 def render_readme(store: Store, sections: dict[str, str], extra: list[tuple[View, pd.DataFrame]],
                   results: pd.DataFrame, verdicts: list[claims_.Verdict], notes: dict[str, str],
-                  assumed: dict[str, list[str]] | None = None) -> str:
+                  assumed: dict[str, list[str]] | None = None, drawn: dict[str, Any] | None = None) -> str:
     parts = [
         "# Study report",
         "",
@@ -571,15 +574,20 @@ def render_readme(store: Store, sections: dict[str, str], extra: list[tuple[View
         parts += ["", _section("claims", ["", "## Claims", "", *_claims_md(verdicts), *what, ""])]
     parts += ["", *sections.values()]
     for view, table in extra:
-        body = ["", f"## Study `{view.name}`", "", view.description, "", footer(view), "",
-                _table_md(table)]
-        if view.name in notes:
-            body += ["", notes[view.name]]
-        body += _assumed_md(study_assumed(view))
-        parts += ["", _section(f"study-{view.name}", body + [""])]
+        parts += ["", _study_section(view, table, notes.get(view.name), (drawn or {}).get(view.name))]
     if any(v.comparisons for v in verdicts):
         parts += ["", _section("claims-detail", ["", "## Claims in detail", "", *_claims_detail_md(verdicts), ""])]
     return "\n".join(parts) + "\n"
+
+
+def _study_section(view: View, table: pd.DataFrame, note: str | None, drawn=None) -> str:
+    body = ["", f"## Study `{view.name}`", "", view.description, ""]
+    body += study_figures.figure_lines(drawn)
+    body += [footer(view), "", _table_md(table)]
+    if note:
+        body += ["", note]
+    body += _assumed_md(study_assumed(view))
+    return _section(f"study-{view.name}", body + [""])
 
 
 def _assumed_md(assumed: list[str]) -> list[str]:

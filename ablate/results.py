@@ -90,11 +90,12 @@ def study_runs(store: Store, study: str, selector: str | dict | None = None) -> 
 def with_derived(store: Store, runs: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
     """``runs`` with a column for each derived metric in ``names`` (``ablate.derived``); the
     final metrics are columns already."""
-    names = [n for n in names if derived.is_derived(n)]
+    names = derived.columns(names)
     if not names or runs.empty:
         return runs.assign(**{n: float("nan") for n in names}) if names else runs
     ids = runs["run_id"].tolist()
-    metrics = metrics_frame(store, ids) if any(map(derived.needs_metrics, names)) else pd.DataFrame(columns=METRIC_COLUMNS)
+    per_epoch = any(map(derived.needs_metrics, names)) or any(not derived.is_derived(n) for n in names)
+    metrics = metrics_frame(store, ids) if per_epoch else pd.DataFrame(columns=METRIC_COLUMNS)
     arrays = artifacts_map(store, ids) if set(names) & derived.NEEDS_ARTIFACTS else {}
     return derived.add(runs, metrics, arrays, names)
 
@@ -261,6 +262,18 @@ def write(frame: pd.DataFrame, out: str | Path, format: str = "csv") -> None:
         raise ConfigError(f"cannot write '{out}': {e.strerror}") from None
 
 
+def _with_evaluated(store: Store, frame: pd.DataFrame) -> pd.DataFrame:
+    """The runs frame with each evaluated metric (``ablate.metrics``; per-class ones are in
+    the per-epoch export) at the run's last evaluated epoch, where any run recorded it."""
+    from ablate.metrics import EVALUATED
+
+    names = [n for n, spec in EVALUATED.items() if not spec.per_class]
+    if frame.empty or "run_id" not in frame.columns:
+        return frame
+    found = with_derived(store, frame, names)
+    return found.drop(columns=[n for n in names if found[n].isna().all()])
+
+
 def export(out: str | Path | None = None, db: str | Store | None = None, study: str | None = None,
            format: str = "csv", per_epoch: bool = False, variant: str | dict | None = None) -> tuple[Path | str, int]:
     """``ablate export``: the runs table (or with ``per_epoch`` the metrics table) to a file.
@@ -277,6 +290,8 @@ def export(out: str | Path | None = None, db: str | Store | None = None, study: 
     store, close = _with_store(db)
     try:
         frame = (metrics if per_epoch else runs)(store, study, variant=variant)
+        if not per_epoch:
+            frame = _with_evaluated(store, frame)
         if study is None and not store.runs():
             raise ConfigError(f"no runs in {store.url}")
     finally:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 from ablate import data as datasets
 from ablate import fusion
+from ablate import plugins as user_code
 from ablate.config import ConfigError, parse_assignment, study_grid, to_dict
 from ablate.checkpoints import checkpoint_key, checkpoint_path, remove_checkpoint
 from ablate.scheduler import QuietReporter, Reporter, Runner, parse_devices
@@ -34,7 +35,7 @@ class Plan:
     compile: bool = False  # torch.compile the training step (CUDA only)
 
     def identity(self, point: GridPoint) -> datasets.DataIdentity:
-        return self.data[point.config.data.dataset]
+        return self.data[point_data_key(point)]
 
     def key(self, point: GridPoint) -> tuple[str, int, str]:
         """What names a point's run in the store: config, seed and data."""
@@ -78,6 +79,7 @@ def plan(
     data_cache: dict | None = None,
     max_points: int = MAX_POINTS,
     download: bool = True,
+    plugins: Sequence[str] = (),
 ) -> Plan:
     """Check every input and expand the grid; touches no database, so bad input writes nothing.
 
@@ -85,7 +87,8 @@ def plan(
     ``data_cache`` keeps the data sets read, for plans of several studies on the same data.
     ``download=False`` (a dry run): CIFAR-10 that would be downloaded is not; the plan names
     it ``TO_DOWNLOAD`` and ``settle_data`` finds its fingerprint in a database's official runs.
-    Such a plan can be printed, not executed."""
+    Such a plan can be printed, not executed.
+    ``plugins`` are files or module paths to import first (``--plugin``), as a study's own are."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
@@ -93,6 +96,7 @@ def plan(
     if per_gpu is not None and per_gpu < 1:
         raise ConfigError(f"--per-gpu must be a positive integer, got {per_gpu}")
     fuse = parse_fuse(fuse)
+    user_code.load(list(plugins))  # before the study, whose models they may register
     spec = load(study)
     overrides = [parse_assignment(s) for s in sets]
     if epochs is not None:
@@ -126,17 +130,22 @@ def plan(
 TO_DOWNLOAD = datasets.DataIdentity("to-download", f"{datasets.OFFICIAL}, downloaded at run time")
 
 
+def point_data_key(point: GridPoint) -> str:
+    return datasets.data_key(point.config.data.dataset, point.config.data.image_size)
+
+
 def _load_data(points: list[GridPoint], source: str | None, cache: dict, download: bool = True):
     loaded, identities = {}, {}
-    for name in sorted({p.config.data.dataset for p in points}):
+    for key in sorted({point_data_key(p) for p in points}):
+        name = key.partition("@")[0]
         where = "synthetic" if name == "synthetic" else source
-        if where is None and not download and not datasets.downloaded()[0]:
-            identities[name] = TO_DOWNLOAD
+        if where is None and name == "cifar10" and not download and not datasets.downloaded()[0]:
+            identities[key] = TO_DOWNLOAD
             continue
-        if where not in cache:
-            ds = datasets.load(where)
-            cache[where] = ds, datasets.identify(where, ds)
-        loaded[name], identities[name] = cache[where]
+        if (key, where) not in cache:
+            ds = datasets.load_key(key, where)
+            cache[key, where] = ds, datasets.identify(where, ds, name)
+        loaded[key], identities[key] = cache[key, where]
     return loaded, identities
 
 
@@ -144,6 +153,7 @@ def _study_spec(study: Study) -> dict[str, Any]:
     return {"base": study.base, "axes": study.axes, "seeds": study.seeds, "figures": list(study.figures),
             "reported": study.reported, "claims": [c.to_dict() for c in study.claims],
             **({"assumed": list(study.assumed)} if study.assumed else {}),
+            **({"plugins": list(study.plugins)} if study.plugins else {}),
             "path": str(study.path) if study.path else None}
 
 

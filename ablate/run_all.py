@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ablate.config import ConfigError, RunConfig
-from ablate.data import synthetic
+from ablate.data import data_key, synthetic
 from ablate.models import create_model
 from ablate.run import DONE, Plan, RunSummary, execute, existing, plan, settle_data
 from ablate.scheduler import Reporter
@@ -140,7 +140,7 @@ def seconds_per_flop(store: Store, device_kind: str) -> float | None:
 
 
 def _sizes(p: Plan, cfg: RunConfig) -> tuple[int, int]:
-    loaded = p.loaded.get(cfg.data.dataset)  # a Ray plan keeps none
+    loaded = p.loaded.get(data_key(cfg.data.dataset, cfg.data.image_size))  # a Ray plan keeps none
     return (len(loaded.train_y), len(loaded.test_y)) if loaded is not None else CIFAR
 
 

@@ -16,7 +16,7 @@ from ablate.variants import select
 RUN_FIELDS = (
     "id", "status", "seed", "config_hash", "label", "config", "test_acc", "epochs_done",
     "device", "host", "pid", "started_at", "ended_at", "heartbeat_at", "wall_s", "error",
-    "attempts", "notes", "stale_reason",
+    "attempts", "notes", "stale_reason", "code_version",
 )
 
 
@@ -62,8 +62,22 @@ def study_status(store: Store, study: str | None = None, variant: str | dict | N
             entry["variant"] = chosen.key if chosen else None
             entry["axes"] = list(_axes(store, name))
             entry["points"] = _points(chosen, runs, entry["axes"]) if chosen else []
+            entry["mixed_code"] = mixed_code(runs)
         out.append(entry)
     return out
+
+
+def mixed_code(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The configs whose runs were trained by more than one version of the model's code
+    (a built-in model's ablate upgraded between seeds, say): their seeds are not quite
+    replicates. Runs recorded before code versions were (NULL) are left out."""
+    by_config: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        if r.get("code_version"):
+            entry = by_config.setdefault(r["config_hash"], {"config_hash": r["config_hash"], "label": r["label"],
+                                                             "versions": {}})
+            entry["versions"][r["code_version"]] = entry["versions"].get(r["code_version"], 0) + 1
+    return [e for e in by_config.values() if len(e["versions"]) > 1]
 
 
 def _axes(store: Store, study: str) -> dict[str, Any]:

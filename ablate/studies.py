@@ -41,13 +41,19 @@ from ablate.config import (
     set_key,
     to_dict,
 )
+from ablate import plugins
+from ablate.loss import check_name as check_loss
 from ablate.models import create_model, resolve_args
+from ablate.models.registry import code_hash, is_builtin
 
 LOCAL_DIR = Path("studies")
 # The most runs (grid points x seeds) one expansion builds unless told otherwise (--max-points):
 # a grid is held in memory whole, and each point's model is built once to check it.
 MAX_POINTS = 10_000
-_TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes", "reported", "claims", "assumed"}
+_TOP_KEYS = {"name", "description", "figures", "seeds", "base", "axes", "reported", "claims", "plugins", "assumed"}
+# The report's figures (ablate.figures registers them; studies do not import matplotlib).
+# tests/test_figures.py checks the two agree.
+FIGURE_NUMBERS = tuple(range(0, 13))
 
 
 class StudyError(ConfigError):
@@ -66,6 +72,7 @@ class Study:
     reported: dict[str, Any] | None = None  # a recipe's result in the report: acc, epochs, layers, params, note
     claims: tuple[Claim, ...] = ()  # the report's claims this study's grid can check (ablate.claims)
     assumed: tuple[str, ...] = ()  # what the study takes that the report does not say
+    plugins: tuple[str, ...] = ()  # files (absolute) and module paths that register its models
 
     @property
     def size(self) -> int:
@@ -181,6 +188,16 @@ def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
     figures = doc.get("figures", [])
     if not isinstance(figures, list) or not all(isinstance(f, int) for f in figures):
         raise ConfigError(f"figures must be a list of figure numbers, got {figures!r}")
+    unknown_figures = [f for f in figures if f not in FIGURE_NUMBERS]
+    if unknown_figures:
+        raise ConfigError(f"figures: no figure {unknown_figures[0]}; the report's figures are "
+                          f"{', '.join(map(str, FIGURE_NUMBERS))} (a study without one gets a figure of its own)")
+    specs = doc.get("plugins", [])
+    if not isinstance(specs, list) or not all(isinstance(p, str) and p for p in specs):
+        raise ConfigError(f"plugins must be a list of files or module paths, got {specs!r}")
+    for where, value in (("base", doc.get("base") or {}), ("axes", axes)):
+        if isinstance(value, dict) and "code" in value:
+            raise ConfigError(f"'code' in [{where}] is set by ablate from the model's source, not by a study")
     study = Study(
         name=str(doc.get("name") or (path.stem if path else "study")),
         description=str(doc.get("description", "")),
@@ -192,6 +209,7 @@ def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
         reported=doc.get("reported"),
         claims=parse_claims(doc.get("claims"), axes),
         assumed=tuple(assumed),
+        plugins=tuple(plugins.load(specs, path.resolve().parent if path else None)),
     )
     # The base is checked here; every grid point when the study is expanded (planned). Listing
     # studies loads every file, and a grid may be far too large to build (MAX_POINTS).
@@ -238,6 +256,8 @@ def expand(
     study_epochs = base["epochs"]
     tables = [a for a, values in study.axes.items() if any(isinstance(v, dict) for v in values)]
     for key, value in overrides:
+        if key == "code":
+            raise ConfigError("'code' is set by ablate from the model's source; edit the model's file instead")
         if key in study.axes:
             raise ConfigError(f"'{key}' is an axis of study '{study.name}'; edit its values in the study file")
         under = next((a for a in tables if key.startswith(a + ".")), None)
@@ -303,8 +323,10 @@ def _resolve(d: dict[str, Any]) -> RunConfig:
     """Validate the dict, fill in the model's own defaults, and build it once on the meta
     device so a bad combination of arguments fails here rather than inside a worker."""
     cfg = from_dict(d)
+    check_loss(cfg.loss.name)
     args = resolve_args(cfg.model.name, cfg.model.args)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, args=args))
+    code = "" if is_builtin(cfg.model.name) else code_hash(cfg.model.name)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, args=args), code=code)
     try:
         with torch.device("meta"):
             create_model(cfg.model.name, **args)

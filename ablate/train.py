@@ -31,7 +31,9 @@ from ablate.config import RunConfig
 from ablate.data import Dataset, subset
 from ablate.fusion import SHARED, Stack, compiled, member_losses, why_alone
 from ablate.loss import build_loss
+from ablate import metrics as evaluated_metrics
 from ablate.models import create_model
+from ablate.models.registry import takes_in_channels
 from ablate.optim import build_optimizer, build_schedule
 from ablate.probes import first_kernels, loss_along_gradient, relative_grad_norms
 from ablate.tta import tta_logits
@@ -85,12 +87,13 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
         self.hooks = hooks or Hooks()
-        self.model = create_model(cfg.model.name, num_classes=len(data.classes), **cfg.model.args).to(device)
+        self.model = create_model(cfg.model.name, num_classes=len(data.classes), in_channels=data.channels,
+                                  **cfg.model.args).to(device)
         # A model may set weights from the training images (airbench's patch whitening). Only a
         # fresh run asks: a resumed one gets them back from its checkpoint.
         init = getattr(self.model, "init_from_data", None)
         if fresh and init is not None:
-            init(normalize(data.train_x[:DATA_INIT_IMAGES]))
+            init(normalize(data.train_x[:DATA_INIT_IMAGES], stats=data.stats))
         # A lone run's global RNG is the process's. A fused member's forward draws nothing
         # (fusion refuses models that do), so its global RNG stays where its init left it:
         # kept here, it is what the same run alone would checkpoint.
@@ -191,7 +194,8 @@ def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int):
         if flips:
             shares = [flips[r][ix] for r, ix in zip(live, idxs)]
             flip = shares[0] if one else torch.cat(shares)
-        x = normalize(augment(data.train_x[idx], aug, gens, flip)).contiguous(memory_format=live[0].memory_format)
+        x = normalize(augment(data.train_x[idx], aug, gens, flip), stats=data.stats).contiguous(
+            memory_format=live[0].memory_format)
         y = data.train_y[idx]
         if not one:
             x, y = x.view(len(live), b, *x.shape[1:]), y.view(len(live), b)
@@ -257,7 +261,7 @@ def train_group(
     compile = compile and device.type == "cuda"
     start = time.perf_counter()
     first = cfgs[0]
-    data = subset(data, first.train_subset).to(device)
+    data = with_channels(subset(data, first.train_subset), first.model.name).to(device)
     fused = len(cfgs) > 1
     runs = [_Run(cfg, data, device, resume is None, h, own_rng=fused) for cfg, h, resume in zip(cfgs, hooks, resumes)]
     for run, resume in zip(runs, resumes):
@@ -353,15 +357,19 @@ def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_
     loss score near chance, and a run ending ``complete`` with them would pass for a result."""
     cfg, hooks = run.cfg, run.hooks
     due = epoch % cfg.eval.every == 0 or epoch == cfg.epochs
+    logits: list[torch.Tensor] = []
     if np.isfinite(run.metrics["train_loss"]) and due:
         with run.average.applied(run.model) if run.average else contextlib.nullcontext():
-            test_loss, test_acc = evaluate(run.model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta)
+            test_loss, test_acc = evaluate(run.model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta,
+                                           stats=data.stats, logits=logits)
         run.metrics.update(test_loss=test_loss, test_acc=test_acc)
     if not all(np.isfinite(run.metrics.get(k, 0.0)) for k in ("train_loss", "test_loss")):
         if hooks.epoch:
             hooks.epoch(epoch, run.metrics)
         run.end("diverged", epoch, elapsed(run))
         return False
+    if logits:
+        run.metrics.update(evaluated_metrics.compute(torch.cat(logits), data.test_y, len(data.classes)))
     run.epoch = epoch
     # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
     if hooks.checkpoint and epoch < cfg.epochs:
@@ -396,20 +404,34 @@ def _probe(run: _Run, step: int, x: torch.Tensor, y: torch.Tensor, autocast) -> 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp=None, memory_format=torch.contiguous_format,
-             tta: str = "none"):
+             tta: str = "none", stats=None, logits: list[torch.Tensor] | None = None):
     """Mean cross-entropy and accuracy over (x uint8, y), on the logits averaged over the
-    test-time views ``tta`` (none: the images as they are)."""
+    test-time views ``tta`` (none: the images as they are); ``logits`` collects them, in
+    float32, for the evaluated metrics (``ablate.metrics``)."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for i in range(0, len(y), EVAL_BATCH):
-        xb = normalize(x[i : i + EVAL_BATCH])
+        xb = normalize(x[i : i + EVAL_BATCH], stats=stats)
         yb = y[i : i + EVAL_BATCH]
         with _autocast(x.device, amp):
             out = tta_logits(model, xb, tta, memory_format)
         loss_sum += nn.functional.cross_entropy(out, yb, reduction="sum")
         correct += (out.argmax(1) == yb).sum()
+        if logits is not None:
+            logits.append(out.float())
     return loss_sum.item() / len(y), correct.item() / len(y)
+
+
+def with_channels(data: Dataset, model: str) -> Dataset:
+    """Greyscale stays one channel unless the model asks for three: a builder that takes no
+    ``in_channels`` (the built-in ones) is given each grey channel three times."""
+    if data.channels != 1 or takes_in_channels(model):
+        return data
+    mean, std = data.stats
+    return Dataset(data.train_x.expand(-1, 3, -1, -1).contiguous(), data.train_y,
+                   data.test_x.expand(-1, 3, -1, -1).contiguous(), data.test_y, list(data.classes),
+                   data.fingerprint, tuple(mean) * 3, tuple(std) * 3)
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int) -> int:

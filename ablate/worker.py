@@ -30,7 +30,8 @@ import torch
 import ablate
 from ablate import data as datasets
 from ablate.checkpoints import load_checkpoint, remove_checkpoint, save_checkpoint
-from ablate.config import RunConfig, from_dict
+from ablate.config import ConfigError, RunConfig, from_dict
+from ablate.models.registry import code_hash, code_version
 from ablate.store import HEARTBEAT_S
 from ablate.task import Task
 from ablate.train import Hooks, RunResult, steps_per_epoch, train, train_group
@@ -38,8 +39,15 @@ from ablate.train import Hooks, RunResult, steps_per_epoch, train, train_group
 PROGRESS_S = 1.0  # a worker reports its step within an epoch at most this often
 
 
-def _versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "ablate": ablate.__version__}
+def _versions(model: str | None = None) -> dict[str, str]:
+    """What code trained a run: torch, ablate, and the model's own (a plugin's file or package)."""
+    out = {"torch": torch.__version__, "ablate": ablate.__version__}
+    if model is not None:
+        try:
+            out["code"] = code_version(model)
+        except ConfigError:  # a model this process cannot build never trained here
+            pass
+    return out
 
 
 def _first_line(e: BaseException) -> str:
@@ -96,7 +104,7 @@ def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, s
 
     def dataset(name: str) -> datasets.Dataset:
         if name not in cache:
-            raw = (preloaded or {}).get(name) or datasets.load("synthetic" if name == "synthetic" else data_source)
+            raw = (preloaded or {}).get(name) or datasets.load_key(name, data_source)
             datasets.fingerprint(raw)  # on the host copy, once; to() carries it
             cache[name] = raw.to(device)
         return cache[name]
@@ -167,7 +175,8 @@ def _prepare(wid: int, task: Task, events) -> _Member:
 
 def _run_group(wid: int, device: str, group: list[Task], dataset: Callable[[str], datasets.Dataset], events,
                should_stop: Callable[[int], bool], compile: bool = False) -> None:
-    data = dataset(from_dict(group[0].config).data.dataset)  # one fusion group: one data set
+    first = from_dict(group[0].config).data
+    data = dataset(datasets.data_key(first.dataset, first.image_size))  # one fusion group: one data set
     fit = []
     for task in group:
         if task.data_fp is not None and data.fingerprint != task.data_fp:
@@ -175,6 +184,8 @@ def _run_group(wid: int, device: str, group: list[Task], dataset: Callable[[str]
             error = (f"DataError: this worker's data (fingerprint {data.fingerprint}) is not the data the run "
                      f"was planned on ({task.data_fp}); give every machine the same copy")
             events.put(("failed", wid, task.run_id, error))
+        elif _code_changed(task):
+            events.put(("failed", wid, task.run_id, _code_changed(task)))
         else:
             fit.append(task)
     members = [_prepare(wid, task, events) for task in fit]
@@ -183,6 +194,22 @@ def _run_group(wid: int, device: str, group: list[Task], dataset: Callable[[str]
         parts.setdefault(m.start, []).append(m)
     for part in parts.values():
         _train(wid, device, part, data, events, should_stop, compile)
+
+
+def _code_changed(task: Task) -> str | None:
+    """Why this worker's model code is not the code the run was planned with (its config's
+    ``code``): a plugin file edited between the plan and the claim. None: the same."""
+    cfg = from_dict(task.config)
+    if not cfg.code:
+        return None
+    try:
+        here = code_hash(cfg.model.name)
+    except ConfigError as e:
+        return f"ConfigError: {e}"
+    if here == cfg.code:
+        return None
+    return (f"ConfigError: model '{cfg.model.name}' has another source here (hash {here}) than when the run was "
+            f"planned ({cfg.code}); run the study again to plan the edited model as a new variant")
 
 
 def _train(wid, device, members: list[_Member], data, events, should_stop, compile) -> None:
@@ -309,7 +336,7 @@ def _hooks(wid: int, m: _Member, events, should_stop: Callable[[int], bool], pro
 
     def on_end(result: RunResult) -> None:
         m.ended = True
-        events.put(("done", wid, rid, result.status, result.metrics, result.wall_s, _versions()))
+        events.put(("done", wid, rid, result.status, result.metrics, result.wall_s, _versions(m.cfg.model.name)))
 
     return Hooks(epoch=on_epoch, probe=on_probe, artifact=on_artifact,
                  checkpoint=on_checkpoint if m.path is not None else None,

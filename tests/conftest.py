@@ -30,6 +30,7 @@ def _scratch_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ABLATE_DB", raising=False)
     monkeypatch.delenv("ABLATE_DATA", raising=False)
+    monkeypatch.setenv("ABLATE_PLUGINS", "")  # a test's plugins reach its own workers only
 
 
 @pytest.fixture

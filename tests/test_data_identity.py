@@ -45,7 +45,8 @@ def test_the_fingerprint_is_of_the_arrays_not_the_path(tmp_path):
 def test_names_say_what_the_data_is(tmp_path):
     write_batches(tmp_path / "mycopy", seed=1)
     ds = data.load(tmp_path / "mycopy")
-    assert data.identify(tmp_path / "mycopy", ds).name == "CIFAR-10 copy 'mycopy'"
+    # Named for what it is: the layout, classes, size and images, never "CIFAR-10" on its say-so.
+    assert data.identify(tmp_path / "mycopy", ds).name == "python batches 'mycopy': 3 classes, 32x32, 20 / 4 images"
     assert data.identify("synthetic", data.synthetic()).name == "synthetic"
     data.KNOWN[data.fingerprint(ds)] = "a copy this test knows"
     try:
@@ -68,7 +69,7 @@ def test_runs_on_two_data_sets_are_two_points_and_one_copy_anywhere_is_one(tmp_p
     runs = status["studies"][0]["runs"]
     assert len(runs) == 2 and runs[0]["config_hash"] == runs[1]["config_hash"]
     variants = status["studies"][0]["variants"]
-    assert len(variants) == 2 and all("CIFAR-10 copy" in v["data"] for v in variants)
+    assert len(variants) == 2 and all("python batches" in v["data"] for v in variants)
     assert {v["data_fp"] for v in variants} == {data.fingerprint(data.load(tmp_path / s)) for s in "ac"}
 
 

@@ -562,3 +562,9 @@ def test_chance_level_is_drawn_where_accuracies_come_near_it():
     ax = Figure().subplots()
     figures.accuracy_bars(ax, far.assign(**{"model.dropout": ["a", "b"]}), "model.dropout")
     assert dashed(ax) == []
+
+
+def test_the_figure_numbers_a_study_file_may_name_are_the_registered_ones():
+    from ablate.studies import FIGURE_NUMBERS
+
+    assert sorted(FIGURE_NUMBERS) == sorted(figures.FIGURES)

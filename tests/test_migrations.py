@@ -23,7 +23,7 @@ from tests.conftest import file_digest, race
 
 ASSETS = Path(__file__).parent / "assets"
 # One per earlier version; see tests/assets/make_v*_db.py.
-FROZEN = {1: ASSETS / "results-v1.db", 2: ASSETS / "results-v2.db"}
+FROZEN = {1: ASSETS / "results-v1.db", 2: ASSETS / "results-v2.db", 3: ASSETS / "results-v3.db"}
 V1_RUN_COLUMNS = (
     "id", "study_id", "config_hash", "seed", "config_json", "label", "status", "device", "host", "pid",
     "created_at", "started_at", "ended_at", "heartbeat_at", "wall_s", "epochs_done", "test_acc", "test_loss",
@@ -138,10 +138,16 @@ def test_an_older_database_is_upgraded_on_open_with_its_data_intact(version, any
     # others' data nothing is known.
     synthetic = {r[0] for r in before["runs"] if json.loads(r[4]).get("data", {}).get("dataset") == "synthetic"}
     assert synthetic and len(synthetic) < len(before["runs"])
-    assert _typed_rows(url, "runs", ["id", "data_fp", "data_name"], ("id",)) == [
-        (r[0], *((_migration_0003().SYNTHETIC_FP, "synthetic") if r[0] in synthetic else ("", None)))
-        for r in before["runs"]
-    ]
+    if version >= 3:  # recorded with the run: kept as it was
+        recorded = _typed_rows(frozen_url, "runs", ["id", "data_fp", "data_name"], ("id",))
+        assert _typed_rows(url, "runs", ["id", "data_fp", "data_name"], ("id",)) == recorded
+    else:
+        assert _typed_rows(url, "runs", ["id", "data_fp", "data_name"], ("id",)) == [
+            (r[0], *((_migration_0003().SYNTHETIC_FP, "synthetic") if r[0] in synthetic else ("", None)))
+            for r in before["runs"]
+        ]
+    # Which code trained them was not recorded: none is made up.
+    assert _typed_rows(url, "runs", ["code_version"], ("id",)) == [(None,)] * len(before["runs"])
     assert _schema_diff(url) == []
     assert file_digest(frozen) == asset_digest  # the asset itself is never opened for writing
 

@@ -5,9 +5,14 @@ import math
 import pytest
 import torch
 
+from ablate import plugins
 from ablate.config import ConfigError
 from ablate.models import count_params, create_model, default_args, list_models, resolve_args
 from ablate.models.layers import ACTIVATIONS, activation
+from tests.test_plugins import ASSET
+
+# A plugin model is registered, and so tested, as the built-in ones are.
+plugins.load([str(ASSET)])
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -346,3 +346,20 @@ def test_a_node_that_dies_mid_study_loses_nothing_and_the_study_ends_in_the_same
     assert [line for line in said if "resuming from epoch" in line], said  # the lost point went on from its checkpoint
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
         assert con.execute("select status, epochs_done from runs").fetchall() == [("complete", 5)] * 2
+
+
+def test_ray_workers_get_the_plugin_files(ray_cluster, tmp_path):
+    """The Ray task processes never imported the user's model: the runner ships its source."""
+    from tests.test_plugins import ASSET, write_study
+
+    (tmp_path / "raynet.py").write_text(ASSET.read_text().replace("def tinynet", "def raynet"))
+    study = write_study(tmp_path, plugins_=("raynet.py",), model="raynet")
+    db = f"sqlite:///{tmp_path / 'ray.db'}"
+    summary = run_study(str(study), db=db, reporter=QuietReporter(lambda _: None), backend="ray", device="cpu")
+    assert summary.ok and summary.counts == {"complete": 2}, summary.errors
+    store = Store.open(db, create=False)
+    try:
+        assert {r["device"] for r in store.runs()} == {"ray:cpu"}
+        assert all(r["code_version"].startswith("raynet.py:") for r in store.runs())
+    finally:
+        store.close()

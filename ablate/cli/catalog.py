@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich import box
@@ -88,20 +88,25 @@ def _axis_summary(values: list) -> str:
     return axis_values(values)
 
 
-def models(json_: JsonOption = False) -> None:
-    """List the registered models with their parameter counts at CIFAR-10 defaults.
+PluginOption = Annotated[Optional[list[str]], typer.Option(
+    "--plugin", metavar="FILE", help="A Python file (or module path) that registers models; repeatable.")]
 
-    Example: ablate models --json
+
+def models(json_: JsonOption = False, plugin: PluginOption = None) -> None:
+    """List the registered models (the built-in ones, the installed packages' and those of --plugin files)
+    with their parameter counts at CIFAR-10 defaults and where each came from.
+
+    Example: ablate models --plugin models/mynet.py
     """
-    from ablate.models import count_params, create_model, default_args, list_models
+    from ablate.cli.common import user_errors
+    from ablate.models import model_catalog
 
-    rows = [
-        {"name": n, "params": count_params(create_model(n, num_classes=10)), "defaults": default_args(n)}
-        for n in list_models()
-    ]
+    with user_errors():
+        rows = model_catalog(plugin or [])
     if json_:
         return print_json(rows)
-    table = Table("model", "parameters", "defaults")
+    table = Table("model", "parameters", "from", "defaults")
     for r in rows:
-        table.add_row(r["name"], f"{r['params']:,}", ", ".join(f"{k}={v}" for k, v in r["defaults"].items()))
+        table.add_row(r["name"], f"{r['params']:,}", r["origin"],
+                      ", ".join(f"{k}={v}" for k, v in r["defaults"].items()))
     Console().print(table)

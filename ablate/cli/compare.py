@@ -21,7 +21,8 @@ def compare(
     metric: Annotated[str, typer.Option(help="test_acc, test_loss, train_acc, train_loss, wall_s, or a derived "
                                              "metric: epoch_time, mean_test_acc, early_test_acc, epochs_to_P (P "
                                              "percent), acc_drops, landscape_range, grad_spread, grad_max, grad_min, "
-                                             "kernel_norm, diverged.")] = "test_acc",
+                                             "kernel_norm, diverged; or an evaluated one: macro_f1, class_acc.N "
+                                             "(class N), ece, or a plugin's.")] = "test_acc",
     db: DbOption = None,
     variant: VariantOption = None,
     json_: JsonOption = False,

@@ -44,7 +44,7 @@ def study_command(name: str, study):
         seeds: Annotated[Optional[int], typer.Option(help=escape(f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}]."))] = None,
         epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, overriding the study's (an optimizer switch keeps its place as a fraction of them).")] = None,
         set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in dotted form, e.g. optimizer.lr=0.05; repeatable.")] = None,
-        data: Annotated[Optional[str], typer.Option(help="CIFAR-10 source: a directory (python batches or train/ and test/ image folders), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10).")] = None,
+        data: Annotated[Optional[str], typer.Option(help="Where the study's data.dataset lives: a directory (CIFAR-10's python batches or train/ and test/ image folders; another named set in torchvision's layout), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10, and NAME beside it).")] = None,
         db: DbOption = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1 (with --backend ray: auto, cpu or cuda).")] = "auto",
         per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help=escape("Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters]."))] = None,
@@ -59,6 +59,7 @@ def study_command(name: str, study):
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
         replace_study: Annotated[bool, typer.Option("--replace-study", help="Let this file redefine a study of the same name recorded with another base or other axes (its runs stay, as another variant).")] = False,
         max_points: Annotated[int, typer.Option("--max-points", metavar="N", help="Refuse a grid of more than N runs (grid points x seeds) before building it.")] = MAX_POINTS,
+        plugin: Annotated[Optional[list[str]], typer.Option("--plugin", metavar="FILE", help="A Python file (or module path) that registers models, losses or metrics, imported before the study; repeatable.")] = None,
     ) -> None:
         from ablate.cli.interrupt import second_interrupt_exits
         from ablate.cli.live import reporter_for
@@ -66,18 +67,18 @@ def study_command(name: str, study):
 
         # What selects these points again: the command that resumes them, and the report of them.
         again = _options(db=db, data=data, seeds=seeds, epochs=epochs, sets=set_ or [], checkpoints=checkpoints,
-                         backend=backend, address=address)
+                         backend=backend, address=address) + [w for f in plugin or [] for w in ("--plugin", f)]
         resume = _command("ablate", "run", str(study.path) if _by_path(name, study) else name, *again)
         with user_errors():
             p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
                      backend=backend, per_gpu=per_gpu, fuse=fuse, compile=compile_, max_points=max_points,
-                     download=not dry_run_)
+                     download=not dry_run_, plugins=plugin or [])
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
             if not dry_run_:
                 reach_cluster(p, address, connect_timeout)
             store = Store.open(db, create=not dry_run_)
-        if data is not None and data != "synthetic" and "cifar10" not in {q.config.data.dataset for q in p.points}:
+        if data is not None and data != "synthetic" and {q.config.data.dataset for q in p.points} == {"synthetic"}:
             typer.echo(f"note: study '{p.study.name}' trains on synthetic data; --data is ignored", err=True)
         try:
             if dry_run_:
@@ -110,7 +111,7 @@ def study_command(name: str, study):
         if summary.interrupted:
             typer.echo(f"interrupted: {left} point(s) left pending; `{resume}` resumes them", err=True)
             raise typer.Exit(130)
-        figures = " ".join(f"--figure {f}" for f in p.study.figures)
+        figures = " ".join(f"--figure {f}" for f in p.study.figures) or f"--study {p.study.name}"
         report = _command("ablate", "report", *figures.split(), *_options(db=db, epochs=epochs, sets=set_ or []),
                           *_report_out(db))
         typer.echo(f"next: `{report}`" if summary.ok else f"next: `ablate status {p.study.name}` shows the errors; "
@@ -189,6 +190,17 @@ def _print_dry_run(rows: list[dict]) -> None:
     typer.echo(line)
 
 
+def _preload_plugins(args: list[str]) -> None:
+    """``--plugin FILE`` before the study is read: the study's models may be the plugin's."""
+    from ablate import plugins
+
+    specs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--plugin"]
+    specs += [a.split("=", 1)[1] for a in args if a.startswith("--plugin=")]
+    if specs:
+        with user_errors():
+            plugins.load(specs)
+
+
 def _broken_command(name: str, message: str):
     """Stands in for a study file that does not load: listed, and refusing with the reason."""
     app = typer.Typer(add_completion=False)
@@ -225,6 +237,7 @@ class StudyGroup(TyperGroup):
             fail(str(e))
 
     def resolve_command(self, ctx, args):
+        _preload_plugins(args[1:])
         # Torch, the study and its data take seconds to load: say so on a terminal (in a log or
         # a pipe, a refused input stays one line).
         if not {"--help", "-h"} & set(args[1:]) and _on_terminal():

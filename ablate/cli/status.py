@@ -60,6 +60,11 @@ def status(
             _print_variants(console, s)
         if study is not None and s["points"]:
             _print_points(console, s)
+        for m in s.get("mixed_code", []):
+            versions = ", ".join(f"{v} ({n} run(s))" for v, n in m["versions"].items())
+            console.print(f"warning: {s['name']} {m['label']} (config {m['config_hash'][:8]}) ran on "
+                          f"{len(m['versions'])} versions of the model's code: {versions}",
+                          markup=False, highlight=False, soft_wrap=True)
     for s in found:
         for r in s["runs"]:
             if r["status"] not in ("failed", "stale"):

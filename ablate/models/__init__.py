@@ -4,6 +4,7 @@ Importing this package registers every model family below it.
 """
 
 from ablate.models.registry import (
+    Range,
     UnknownModel,
     create_model,
     default_args,
@@ -24,8 +25,23 @@ __all__ = [
     "register_model",
     "resolve_args",
     "count_params",
+    "model_catalog",
+    "Range",
 ]
 
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_catalog(plugins: list[str] = ()) -> list[dict]:
+    """``ablate models``: each model's name, parameters at CIFAR-10's shape, defaults and origin."""
+    from ablate import plugins as user_code
+    from ablate.models.registry import origin
+
+    user_code.load(list(plugins))
+    return [
+        {"name": n, "params": count_params(create_model(n, num_classes=10)), "defaults": default_args(n),
+         "origin": origin(n)}
+        for n in list_models()
+    ]

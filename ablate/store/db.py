@@ -601,6 +601,7 @@ class Store:
                 q.values(
                     status=status, ended_at=utcnow(), wall_s=wall_s, error=error,
                     torch_version=versions.get("torch"), ablate_version=versions.get("ablate"),
+                    **({"code_version": versions["code"]} if versions.get("code") else {}),
                     **{k: _finite(metrics.get(k)) for k in RESULT_COLUMNS},
                 )
             ).rowcount == 1

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from ablate.store.schema import SCHEMA_VERSION
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-REVISIONS = {1: "0001", 2: "0002", 3: "0003"}  # schema_version -> the Alembic revision that made it
+REVISIONS = {1: "0001", 2: "0002", 3: "0003", 4: "0004"}  # schema_version -> the Alembic revision that made it
 assert max(REVISIONS) == SCHEMA_VERSION
 LOCK_ID = 0x61626C617465  # "ablate": the PostgreSQL advisory lock that serialises upgrades
 

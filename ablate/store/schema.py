@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-SCHEMA_VERSION = 3  # 1: the first release; 2: runs.attempts and runs.notes; 3: runs.data_fp and data_name
+SCHEMA_VERSION = 4  # 1: the first release; 2: runs.attempts and runs.notes; 3: runs.data_fp and data_name;
+# 4: runs.code_version
 
 STATUSES = ("pending", "running", "complete", "failed", "diverged")
 
@@ -81,6 +82,8 @@ class RunRow(Base):
     error: Mapped[str | None] = mapped_column(sa.Text)
     torch_version: Mapped[str | None] = mapped_column(sa.String(64))
     ablate_version: Mapped[str | None] = mapped_column(sa.String(64))
+    # The model's code that trained it (ablate.models.registry.code_version); NULL before version 4.
+    code_version: Mapped[str | None] = mapped_column(sa.String(200))
     # Claims so far. Each claim takes the next number and the claimer's writes name it, so
     # a runner whose run was re-queued behind its back (declared stale) writes nothing more.
     attempts: Mapped[int] = mapped_column(default=0, server_default=sa.text("0"))
