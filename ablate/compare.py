@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablate import stats
+from ablate import derived, stats
 from ablate import metrics as metrics_
 from ablate.config import ConfigError, flatten, parse_value
-from ablate.hints import left_out, left_out_text, run_command
+from ablate.hints import left_out, run_command
 from ablate.results import _with_store, check_study, study_runs, with_derived
 from ablate.store import Store
 from ablate.variants import RESULTS, Variant, is_config_column

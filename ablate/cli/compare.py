@@ -58,7 +58,7 @@ def _p(p: float | None) -> str:
 
 
 def show(found) -> None:
-    from ablate.compare import left_out_text
+    from ablate.hints import left_out_text
 
     dropped = left_out_text(found.left_out)
     if found.baseline is None:
