@@ -194,6 +194,7 @@ def _preload_plugins(args: list[str]) -> None:
     """``--plugin FILE`` before the study is read: the study's models may be the plugin's."""
     from ablate import plugins
 
+    args = [str(a) for a in args]  # from a shell always strings; from Python (CliRunner) maybe paths
     specs = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--plugin"]
     specs += [a.split("=", 1)[1] for a in args if a.startswith("--plugin=")]
     if specs:
