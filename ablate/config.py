@@ -57,15 +57,39 @@ class DataCfg:
 
 
 @dataclass(frozen=True)
+class MuonCfg:
+    """optimizer.name = "muon": Muon on the conv filters (4-D weights), SGD on the rest.
+
+    A filter bank's update is its Nesterov momentum flattened to [filters, fan-in] and
+    orthogonalised by ``ns_steps`` Newton-Schulz iterations in bf16; the defaults are
+    airbench94_muon's. The linear weights take SGD with the optimizer's own lr, momentum,
+    nesterov and weight_decay; 1-D parameters (biases, norm scales) the same but for
+    ``bias_lr`` and ``bias_weight_decay``.
+    """
+
+    lr: float = 0.24  # the filters'
+    momentum: float = 0.6  # the filters'
+    nesterov: bool = True  # the filters'
+    ns_steps: int = 3  # Newton-Schulz iterations; 3 leaves the singular values in about [0.5, 1.5]
+    # Rescale each filter bank to a norm of sqrt(filters) (mean filter norm 1) before each step:
+    # the weights' scale stays fixed, so lr alone sets the step's relative size.
+    renormalize: bool = True
+    weight_decay: float = 0.0  # the filters', decoupled; renormalize would undo it
+    bias_lr: float | None = None  # None: optimizer.lr
+    bias_weight_decay: float | None = None  # None: optimizer.weight_decay (0 with decay_weights_only)
+
+
+@dataclass(frozen=True)
 class OptimCfg:
-    name: str = "sgd"  # sgd | adam | adamw | adadelta | ranger | ranger21
+    name: str = "sgd"  # sgd | adam | adamw | adadelta | ranger | ranger21 | muon
     lr: float = 0.05
-    momentum: float = 0.9  # sgd only
-    nesterov: bool = False  # sgd only
+    momentum: float = 0.9  # sgd, and muon for all but the filters
+    nesterov: bool = False  # sgd, and muon for all but the filters
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw, ranger, ranger21
     # Leave biases and batch-norm parameters out of weight decay (the report's "MyAdaDelta").
     decay_weights_only: bool = False
+    muon: MuonCfg = field(default_factory=MuonCfg)  # muon only
 
 
 @dataclass(frozen=True)
@@ -158,7 +182,7 @@ class RunConfig:
     code: str = ""
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "ranger", "ranger21")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "ranger", "ranger21", "muon")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "onecycle3")
 CHOICES = {
     "data.dataset": ("cifar10", "cifar100", "svhn", "mnist", "fashion_mnist", "folders", "synthetic"),
@@ -192,6 +216,12 @@ RANGES = {
     "optimizer.lr": (0.0, None),
     "optimizer.momentum": (0.0, 1.0),
     "optimizer.weight_decay": (0.0, None),
+    "optimizer.muon.lr": (0.0, None),
+    "optimizer.muon.momentum": (0.0, 1.0),
+    "optimizer.muon.ns_steps": (1, 20),
+    "optimizer.muon.weight_decay": (0.0, None),
+    "optimizer.muon.bias_lr": (0.0, None),
+    "optimizer.muon.bias_weight_decay": (0.0, None),
     "schedule.warmup_epochs": (0.0, None),
     "schedule.step_every": (1, None),
     "schedule.gamma": (0.0, 1.0),
@@ -210,7 +240,8 @@ RANGES = {
 }
 # The second phase's optimizer and schedule obey the first's ranges.
 RANGES.update({f"switch.{k}": v for k, v in list(RANGES.items()) if k.startswith(("optimizer.", "schedule."))})
-_POSITIVE = {"optimizer.lr", "switch.optimizer.lr"}  # zero is as wrong as negative here
+# Zero is as wrong as negative here.
+_POSITIVE = {f"{p}optimizer.{k}" for p in ("", "switch.") for k in ("lr", "muon.lr", "muon.bias_lr")}
 
 
 # ---------------------------------------------------------------------------- dicts
@@ -238,6 +269,10 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         if schedule.name == "onecycle3" and not 2 * schedule.peak_at < 1:
             raise ConfigError(f"{prefix}.peak_at must be below 0.5 for {prefix}.name = \"onecycle3\" "
                               f"(its rise and fall take 2 x peak_at of training), got {schedule.peak_at}")
+    for prefix, optim in (("optimizer", cfg.optimizer), ("switch.optimizer", cfg.switch.optimizer)):
+        if optim.name == "muon" and optim.muon.renormalize and optim.muon.weight_decay:
+            raise ConfigError(f"{prefix}.muon.weight_decay does nothing with {prefix}.muon.renormalize = true "
+                              f"(the rescale undoes it): set one of them off, got {optim.muon.weight_decay}")
     if cfg.data.dataset in DATASET_CLASSES:
         check_smoothing(cfg.loss, DATASET_CLASSES[cfg.data.dataset])
     aug = cfg.data.aug
@@ -435,6 +470,7 @@ LATER_KEYS = (
     "data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging",
     "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form", "code",
     "data.image_size", "loss.name", "loss.focal_gamma",
+    "optimizer.muon", "switch.optimizer.muon",
 )
 
 

@@ -1,6 +1,13 @@
 """Optimizers and learning-rate schedules, built from their config pieces.
 
-Ranger (RAdam + Lookahead) and Ranger21 come from pytorch-optimizer, not from here.
+SGD, Adam, AdamW and AdaDelta are torch's; Ranger (RAdam + Lookahead) and Ranger21 come from
+pytorch-optimizer. Muon (``optimizer.name = "muon"``, keys under ``optimizer.muon``) is ours:
+torch.optim.Muon takes only 2-D parameters, so it refuses a conv filter bank, and neither
+renormalises the weights nor offers Muon and SGD groups in one optimizer. Ours orthogonalises
+the Nesterov momentum of each conv filter bank, flattened to [filters, fan-in], with a few
+quintic Newton-Schulz iterations in bf16 (Jordan et al. 2024, the airbench94_muon record), and
+gives every other parameter SGD; one optimizer holds both kinds of group, so the schedule
+(a factor on every group's lr), checkpoints and fused members see nothing new.
 """
 
 from __future__ import annotations
@@ -25,7 +32,100 @@ def param_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
     ]
 
 
+# The quintic's coefficients from the record: they maximise the slope at zero, so 3 steps
+# take small singular values most of the way up, at the price of leaving all of them in about
+# [0.5, 1.5] rather than at 1; that does not hurt training.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(m: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tensor:
+    """About U V^T of m = U S V^T (2-D) by ``steps`` Newton-Schulz iterations, in bf16."""
+    a, b, c = NS_COEFFICIENTS
+    x = m.bfloat16()
+    x = x / (x.norm() + eps)  # every singular value at most 1, where the iteration converges
+    tall = x.shape[0] > x.shape[1]
+    if tall:
+        x = x.T  # the Gram matrix of the shorter side is the cheaper one
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon on the groups with ``orthogonalize`` true, SGD on the others (torch.optim.SGD's
+    step: momentum, Nesterov, weight decay added to the gradient); each group its own lr and
+    weight decay.
+
+    A Muon group's step, per weight W with gradient G: the buffer B = momentum B + G; the
+    update U = G + momentum B (Nesterov) or B; W is scaled by 1 - lr weight_decay
+    (decoupled) and, with ``renormalize``, to a Frobenius norm of sqrt(rows); then
+    W -= lr orthogonalize(U as [rows, -1]).
+    """
+
+    def __init__(self, groups: list[dict], lr: float, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                        orthogonalize=False, ns_steps=3, renormalize=False)
+        super().__init__(groups, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if group["orthogonalize"]:
+                    update = self._momentum(state, p.grad, momentum, group["nesterov"])
+                    if wd:
+                        p.mul_(1 - lr * wd)
+                    if group["renormalize"]:  # the clamp only spares an all-zero bank a NaN
+                        p.mul_(math.sqrt(p.shape[0]) / p.norm().clamp_min(1e-30))
+                    p.add_(orthogonalize(update.reshape(len(update), -1), group["ns_steps"]).view_as(p), alpha=-lr)
+                else:
+                    grad = p.grad.add(p, alpha=wd) if wd else p.grad
+                    if momentum:
+                        grad = self._momentum(state, grad, momentum, group["nesterov"])
+                    p.add_(grad, alpha=-lr)
+        return loss
+
+    @staticmethod
+    def _momentum(state: dict, grad: torch.Tensor, momentum: float, nesterov: bool) -> torch.Tensor:
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(grad)
+        buf = state["momentum_buffer"].mul_(momentum).add_(grad)
+        return grad.add(buf, alpha=momentum) if nesterov else buf
+
+
+def muon_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
+    """Conv filter banks (4-D) first, then the other weights (the linear head), then the 1-D
+    parameters (biases, norm scales); a group the model has no parameter for is left out."""
+    muon = cfg.muon
+    params = [p for p in model.parameters() if p.requires_grad]
+    bias_wd = muon.bias_weight_decay
+    if bias_wd is None:
+        bias_wd = 0.0 if cfg.decay_weights_only else cfg.weight_decay
+    groups = [
+        {"params": [p for p in params if p.ndim == 4], "orthogonalize": True, "lr": muon.lr,
+         "momentum": muon.momentum, "nesterov": muon.nesterov, "weight_decay": muon.weight_decay,
+         "ns_steps": muon.ns_steps, "renormalize": muon.renormalize},
+        {"params": [p for p in params if p.ndim not in (0, 1, 4)]},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": bias_wd,
+         "lr": cfg.lr if muon.bias_lr is None else muon.bias_lr},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 def build_optimizer(cfg: OptimCfg, model: nn.Module, total_steps: int) -> torch.optim.Optimizer:
+    if cfg.name == "muon":
+        return Muon(muon_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                    nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
     groups = param_groups(model, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(

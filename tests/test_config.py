@@ -96,8 +96,8 @@ MESSAGES = [
     ({"model": {"name": 3}}, "model.name must be a string, got 3"),
     ({"data": {"aug": 5}}, "data.aug must be a table of keys, got 5"),
     ({"optimizer": {"lrr": 1}}, "unknown config key 'optimizer.lrr'; accepted here: optimizer.betas, "
-     "optimizer.decay_weights_only, optimizer.lr, optimizer.momentum, optimizer.name, optimizer.nesterov, "
-     "optimizer.weight_decay"),
+     "optimizer.decay_weights_only, optimizer.lr, optimizer.momentum, optimizer.muon, optimizer.name, "
+     "optimizer.nesterov, optimizer.weight_decay"),
     ({"optimizer": {"lr": 0}}, "optimizer.lr must be >0.0, got 0.0"),
     ({"data": {"aug": {"jitter": 1.01}}}, "data.aug.jitter must be in [0.0, 1.0], got 1.01"),
     ({"epochs": 2, "switch": {"at_epoch": 2}}, "switch.at_epoch must be below epochs (2), got 2"),
