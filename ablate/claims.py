@@ -121,7 +121,7 @@ def _values(axes: dict[str, list[Any]], axis: str) -> list[Any]:
 
 def label_of(values: list[Any], value: Any, axis: str) -> str:
     """The label ``ablate compare`` gives ``value`` of an axis with ``values``."""
-    from ablate.compare import value_labels, _same
+    from ablate.compare import _same, value_labels
 
     labels = value_labels(values)
     for v, lab in zip(values, labels):

@@ -535,7 +535,7 @@ def replace_sections(text: str, sections: dict[str, str]) -> str:
     for name, section in sections.items():
         pattern = re.compile(re.escape(SECTION.format(name)) + r".*?" + re.escape(END), re.S)
         if pattern.search(text):
-            text = pattern.sub(lambda _: section, text, count=1)
+            text = pattern.sub(lambda _, section=section: section, text, count=1)
             continue
         number = int(name.split("-")[1])
         later = [m for m in re.finditer(r"<!-- ablate:figure-(\d+) -->", text) if int(m.group(1)) > number]

@@ -212,7 +212,7 @@ def _arrow_ready(frame: pd.DataFrame) -> pd.DataFrame:
     # A config key that is a string in one run and a number in another (a model's
     # ``channels`` is an int or a list) is one column Arrow cannot type: keep it as text.
     out = frame.copy()
-    for col in out.columns[out.dtypes == object]:
+    for col in [c for c in out.columns if pd.api.types.is_object_dtype(out[c])]:
         kinds = {type(v) for v in out[col] if not (v is None or (isinstance(v, float) and np.isnan(v)))}
         if len(kinds) > 1 and not kinds <= {int, float}:
             out[col] = out[col].map(lambda v: v if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))

@@ -11,8 +11,8 @@ from typing import Any, Callable, Sequence
 from ablate import data as datasets
 from ablate import fusion
 from ablate import plugins as user_code
-from ablate.config import ConfigError, parse_assignment, study_grid, to_dict
 from ablate.checkpoints import checkpoint_key, checkpoint_path, remove_checkpoint
+from ablate.config import ConfigError, parse_assignment, study_grid, to_dict
 from ablate.scheduler import QuietReporter, Reporter, Runner, parse_devices
 from ablate.store import STALE_AFTER_S, NewRun, Store
 from ablate.studies import MAX_POINTS, GridPoint, Study, expand, load

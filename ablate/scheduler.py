@@ -41,8 +41,8 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from ablate.checkpoints import checkpoint_key, checkpoint_path, remove_checkpoint, test_pause
 from ablate import data as datasets
+from ablate.checkpoints import checkpoint_key, checkpoint_path, remove_checkpoint, test_pause
 from ablate.config import ConfigError
 from ablate.task import Task
 from ablate.worker import _first_line, _forward, _process_main, _TaskPipe, _versions, worker_loop

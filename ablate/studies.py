@@ -29,6 +29,7 @@ from typing import Any, Iterable
 
 import torch
 
+from ablate import plugins
 from ablate.claims import Claim
 from ablate.claims import parse_all as parse_claims
 from ablate.config import (
@@ -41,7 +42,6 @@ from ablate.config import (
     set_key,
     to_dict,
 )
-from ablate import plugins
 from ablate.loss import check_name as check_loss
 from ablate.models import create_model, resolve_args
 from ablate.models.registry import code_hash, is_builtin

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ablate import metrics as evaluated_metrics
 from ablate.augment import alternating_flips, augment, normalize
 from ablate.averaging import WeightAverage
 from ablate.config import RunConfig
 from ablate.data import Dataset, subset
 from ablate.fusion import SHARED, Stack, compiled, member_losses, why_alone
 from ablate.loss import build_loss
-from ablate import metrics as evaluated_metrics
 from ablate.models import create_model
 from ablate.models.registry import takes_in_channels
 from ablate.optim import build_optimizer, build_schedule

@@ -125,7 +125,7 @@ def main() -> None:
     except KeyboardInterrupt:  # a caller's timeout: the runs that finished are on record
         report["interrupted"] = True
         write_json(out, report)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     s = summarise(report["runs"])
     if s["n"]:
         print(f"{source.stem}: {s['n']} runs, acc {s['mean_acc']:.4f} +- {s['std_acc']:.4f} with TTA "

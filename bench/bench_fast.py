@@ -150,7 +150,7 @@ def main() -> None:
     except KeyboardInterrupt:  # a caller's timeout: the seeds that finished are on record
         report["interrupted"] = True
         write_json(out, report)
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     s = summarise(report["runs"])
     if s["n"]:
         print(f"{study.name}: {s['n']} seeds, acc {fmt(s['mean_acc'])} +- {fmt(s['std_acc'])}, "

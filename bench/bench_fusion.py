@@ -161,9 +161,9 @@ def check(args) -> dict:
     times = []
     for _ in range(args.check_repeat):  # alternated: a noisy machine hits both sides alike
         alone = [recorder() for _ in cfgs]
-        alone_s = timed(lambda: [train(c, data, device, h) for c, (_, h) in zip(cfgs, alone)])
+        alone_s = timed(lambda alone=alone: [train(c, data, device, h) for c, (_, h) in zip(cfgs, alone)])
         fused = [recorder() for _ in cfgs]
-        fused_s = timed(lambda: train_group(cfgs, data, device, [h for _, h in fused]))
+        fused_s = timed(lambda fused=fused: train_group(cfgs, data, device, [h for _, h in fused]))
         times.append({"alone_s": round(alone_s, 3), "fused_s": round(fused_s, 3),
                       "fused_over_alone_time": round(fused_s / alone_s, 3)})
     worst: dict[str, float] = {}

@@ -65,7 +65,7 @@ def main() -> None:
         stamps = [time.perf_counter()]
         epochs: list[dict] = []
 
-        def on_epoch(e, m):
+        def on_epoch(e, m, stamps=stamps, epochs=epochs):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             stamps.append(time.perf_counter())

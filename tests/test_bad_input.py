@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.config import ConfigError, from_dict, set_key, to_dict, RunConfig
+from ablate.config import ConfigError, RunConfig, from_dict, set_key, to_dict
 from ablate.studies import StudyError, parse
 from tests.conftest import file_digest
 

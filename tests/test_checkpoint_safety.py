@@ -3,19 +3,18 @@ epochs than the run has (issue 14, items 5 to 7): none crashes a runner or is be
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from typer.testing import CliRunner
 
 import ablate.scheduler
 import ablate.worker
+from ablate.checkpoints import load_checkpoint
 from ablate.cli import app
 from ablate.run import run_study
-from ablate.checkpoints import load_checkpoint
 from ablate.scheduler import QuietReporter
-from ablate.task import Task
 from ablate.store import Store
+from ablate.task import Task
 
 FAST = ("--device", "cpu", "--set", "train_subset=64", "--set", "model.width=4")
 

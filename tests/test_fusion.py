@@ -173,9 +173,9 @@ def test_compile_is_for_cuda_only_and_changes_nothing_on_the_cpu(data, monkeypat
     monkeypatch.setattr("ablate.train.compiled", refuse)
     monkeypatch.setattr("ablate.fusion.compiled", refuse)
     cfgs = [cfg(seed=s, epochs=1) for s in range(2)]
-    for group in ([cfgs[0]], cfgs):
-        plain = train_group(group, data, "cpu")
-        asked = train_group(group, data, "cpu", compile=True)
+    for members in ([cfgs[0]], cfgs):
+        plain = train_group(members, data, "cpu")
+        asked = train_group(members, data, "cpu", compile=True)
         for a, b in zip(asked, plain):
             for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
                 assert a.metrics[key] == b.metrics[key]

@@ -100,7 +100,7 @@ def test_its_sgd_groups_step_as_torchs_sgd():
     a = build_optimizer(cfg, ours, 10)
     b = torch.optim.SGD([{"params": [theirs.weight]}, {"params": [theirs.bias], "lr": 0.03, "weight_decay": 0.2}],
                         lr=0.1, momentum=0.85, nesterov=True, weight_decay=0.01)
-    for t in range(4):
+    for _ in range(4):
         x = torch.randn(8, 6)
         for model, opt in ((ours, a), (theirs, b)):
             opt.zero_grad()

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 import ablate.scheduler
 import ablate.worker
 from ablate.cli import app
+from ablate.config import from_dict
 from ablate.run import run_study
 from ablate.scheduler import QuietReporter
-from ablate.config import from_dict
 
 FAST = ("--device", "cpu", "--set", "train_subset=64", "--set", "model.width=4")
 

@@ -11,7 +11,7 @@ def _fill(store, study, spec, points, description=""):
     sid = store.sync_study(study, description, spec)
     store.add_runs(sid, [NewRun(json.dumps(cfg, sort_keys=True), seed, cfg, f"p{i}")
                          for i, (cfg, seed, _, _) in enumerate(points)])
-    for cfg, seed, acc, epoch_s in points:
+    for _, _, acc, epoch_s in points:
         claim = store.claim(sid, "cpu", "host", 1)
         store.record_epoch(claim.run_id, 1, {"test_acc": acc, "epoch_time": epoch_s, "params": 1234})
         store.finish(claim.run_id, "complete", {"test_acc": acc}, wall_s=120.0)

@@ -7,8 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.config import ConfigError
-from ablate.config import to_dict
+from ablate.config import ConfigError, to_dict
 from ablate.data import OFFICIAL
 from ablate.run import _study_spec, execute, plan
 from ablate.run_all import (

@@ -4,7 +4,7 @@ import sqlite3
 import pytest
 import sqlalchemy as sa
 
-from ablate.store import NewRun, SCHEMA_VERSION, Store, StoreError
+from ablate.store import SCHEMA_VERSION, NewRun, Store, StoreError
 from tests.conftest import file_digest, race
 
 

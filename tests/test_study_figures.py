@@ -4,6 +4,7 @@ chosen by its axes, with the plotted numbers in its CSV; a report of the user's 
 from __future__ import annotations
 
 import hashlib
+
 import numpy as np
 import pandas as pd
 import pytest

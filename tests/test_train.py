@@ -4,11 +4,10 @@ import time
 import pytest
 import torch
 
-from ablate.config import from_dict
+from ablate.config import ScheduleCfg, from_dict
 from ablate.data import synthetic
-from ablate.optim import lr_factor
-from ablate.config import ScheduleCfg
 from ablate.models import create_model
+from ablate.optim import lr_factor
 from ablate.train import Hooks, autocast_dtype, evaluate, steps_per_epoch, train
 
 TINY = {

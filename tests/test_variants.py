@@ -126,7 +126,7 @@ def _fill(store, study, axes, points, base=None, data=("fp", "synthetic")):
     sid = store.sync_study(study, "", {"base": base or {}, "axes": axes})
     store.add_runs(sid, [NewRun(json.dumps(c, sort_keys=True), s, c, f"p{i}", *data)
                          for i, (c, s, _, _) in enumerate(points)])
-    for config, seed, status, acc in points:
+    for _, _, status, acc in points:
         claim = store.claim(sid, "cpu", "h", 1)
         if status == "pending":
             store.release(claim.run_id)

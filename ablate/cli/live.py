@@ -10,7 +10,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 
-
 class LiveReporter:
     """A progress bar with points done / total and ETA, and per worker its point, epoch and
     last test accuracy. Finished points scroll above the live area."""

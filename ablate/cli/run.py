@@ -94,7 +94,7 @@ def study_command(name: str, study):
             left = pending_count(store, p) if summary.interrupted else 0
         except KeyboardInterrupt:  # before training began: every write so far was a whole transaction
             typer.echo(f"interrupted; unfinished points stay pending: `{resume}` resumes them", err=True)
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         finally:
             store.close()
         done = sum(summary.counts.values())

@@ -67,7 +67,7 @@ def all_command():
                 run_all(store, items, seconds, reporter_for(), retry_failed=retry_failed, checkpoints=checkpoints)
         except KeyboardInterrupt:
             typer.echo("interrupted; unfinished points stay pending", err=True)
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         finally:
             store.close()
         failed = _print_outcome(items)

@@ -3,6 +3,12 @@
 Importing this package registers every model family below it.
 """
 
+from ablate.models import (
+    densenet,  # noqa: F401
+    plain_cnn,  # noqa: F401  (registers its builders)
+    resnet,  # noqa: F401
+    speednet,  # noqa: F401
+)
 from ablate.models.registry import (
     Range,
     UnknownModel,
@@ -12,10 +18,6 @@ from ablate.models.registry import (
     register_model,
     resolve_args,
 )
-from ablate.models import plain_cnn  # noqa: F401  (registers its builders)
-from ablate.models import resnet  # noqa: F401
-from ablate.models import densenet  # noqa: F401
-from ablate.models import speednet  # noqa: F401
 
 __all__ = [
     "UnknownModel",
