@@ -23,8 +23,7 @@ Generators = torch.Generator | Sequence[torch.Generator]
 _GRAY = (0.299, 0.587, 0.114)
 
 
-def augment(x: torch.Tensor, aug: AugCfg, generator: Generators,
-            flips: torch.Tensor | None = None) -> torch.Tensor:
+def augment(x: torch.Tensor, aug: AugCfg, generator: Generators, flips: torch.Tensor | None = None) -> torch.Tensor:
     """A randomly augmented copy of uint8 [B, 3, H, W] ``x`` (``x`` itself if all is off).
 
     ``generator``: a list of G generators augments G equal shares of the batch, each share
@@ -79,8 +78,9 @@ def normalize(x: torch.Tensor, dtype: torch.dtype = torch.float32, stats=None) -
 
 
 @functools.lru_cache(maxsize=None)
-def _norm_constants(device: torch.device, mean: tuple[float, ...] = MEAN,
-                    std: tuple[float, ...] = STD) -> tuple[torch.Tensor, torch.Tensor]:
+def _norm_constants(
+    device: torch.device, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD
+) -> tuple[torch.Tensor, torch.Tensor]:
     # Made once per device and data set: a fresh host-to-device copy every batch would stall the GPU.
     mean = torch.tensor(mean, device=device).view(-1, 1, 1)
     std = torch.tensor(std, device=device).view(-1, 1, 1)
@@ -101,9 +101,11 @@ def _randint(high: int, b: int, x: torch.Tensor, g: Generators) -> torch.Tensor:
     return _draw(lambda n, one: torch.randint(0, high, (n, 1), generator=one, device=x.device), g, b)
 
 
-def _uniform(shape: tuple[int, ...], lo: float, hi: float, x: torch.Tensor, g: Generators,
-             dim: int = 0) -> torch.Tensor:
+def _uniform(
+    shape: tuple[int, ...], lo: float, hi: float, x: torch.Tensor, g: Generators, dim: int = 0
+) -> torch.Tensor:
     """Uniform in [lo, hi); ``shape[dim]`` is the batch."""
+
     def make(n: int, one: torch.Generator) -> torch.Tensor:
         return torch.rand((*shape[:dim], n, *shape[dim + 1 :]), generator=one, device=x.device)
 

@@ -108,8 +108,10 @@ def load_checkpoint(path: Path, task: Task) -> tuple[dict[str, Any] | None, str 
             raise ValueError(f"epoch {state['epoch']!r}")
         epochs = task.config.get("epochs", 0)
         if state["epoch"] >= epochs:  # a finished run keeps no checkpoint: this one is forged or foreign
-            return None, (f"checkpoint {path} is at epoch {state['epoch']}, not below the run's {epochs} epochs; "
-                          "starting from scratch")
+            return None, (
+                f"checkpoint {path} is at epoch {state['epoch']}, not below the run's {epochs} epochs; "
+                "starting from scratch"
+            )
         return state, None
     except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, train from scratch
         return None, f"checkpoint {path} is unreadable ({_first_line(e)}); starting from scratch"

@@ -66,16 +66,35 @@ from ablate import derived, stats
 from ablate import metrics as metrics_
 from ablate.config import ConfigError, flatten
 
-CHECKS = ("best", "worst", "not_best", "higher", "lower", "similar", "no_better", "no_worse", "plateaus", "ratio",
-          "at_least", "at_most", "steadier")
+CHECKS = (
+    "best",
+    "worst",
+    "not_best",
+    "higher",
+    "lower",
+    "similar",
+    "no_better",
+    "no_worse",
+    "plateaus",
+    "ratio",
+    "at_least",
+    "at_most",
+    "steadier",
+)
 KEYS = {"text", "section", "check", "axis", "value", "than", "metric", "threshold", "over", "where"}
 VERDICTS = ("supported", "contradicted", "inconclusive", "not run")
 ALPHA = stats.ALPHA
 NO_AXIS = ("at_least", "at_most")  # checks of one point, which ``where`` names
 LISTS = {"value": ("best", "worst", "similar", "no_better", "no_worse"), "than": ("higher", "lower")}
-THRESHOLD = {"similar": "a positive margin", "no_better": "a margin, 0 or more", "no_worse": "a margin, 0 or more",
-             "plateaus": "a margin, 0 or more", "ratio": "a positive ratio", "at_least": "a number",
-             "at_most": "a number"}
+THRESHOLD = {
+    "similar": "a positive margin",
+    "no_better": "a margin, 0 or more",
+    "no_worse": "a margin, 0 or more",
+    "plateaus": "a margin, 0 or more",
+    "ratio": "a positive ratio",
+    "at_least": "a number",
+    "at_most": "a number",
+}
 
 
 @dataclass(frozen=True)
@@ -92,8 +111,10 @@ class Claim:
     section: str = ""  # where the report says it
 
     def to_dict(self) -> dict[str, Any]:
-        d = {k: getattr(self, k) for k in ("text", "section", "check", "axis", "value", "than", "metric",
-                                           "threshold", "over", "where")}
+        d = {
+            k: getattr(self, k)
+            for k in ("text", "section", "check", "axis", "value", "than", "metric", "threshold", "over", "where")
+        }
         # Left out where they hold nothing; value and than may be the empty table ({}, no augmentation).
         return {k: v for k, v in d.items() if v is not None and not (k in ("section", "where", "axis") and not v)}
 
@@ -184,8 +205,10 @@ def parse(item: dict[str, Any], axes: dict[str, list[Any]]) -> Claim:
             ok = t >= 0
         if not ok:
             unit = " (percent for accuracies)" if claim.check in NO_AXIS else " (percentage points for accuracies)"
-            raise ConfigError(f"a '{claim.check}' claim needs 'threshold', {THRESHOLD[claim.check]}"
-                              + ("" if claim.check == "ratio" else unit))
+            raise ConfigError(
+                f"a '{claim.check}' claim needs 'threshold', {THRESHOLD[claim.check]}"
+                + ("" if claim.check == "ratio" else unit)
+            )
     elif claim.threshold is not None:
         raise ConfigError(f"'threshold' is for {', '.join(THRESHOLD)} claims, not '{claim.check}'")
     if claim.check == "steadier":
@@ -216,7 +239,6 @@ def parse_all(items: Any, axes: dict[str, list[Any]]) -> tuple[Claim, ...]:
         except ConfigError as e:
             raise ConfigError(f"claim {i}: {e}") from None
     return tuple(out)
-
 
 
 # --------------------------------------------------------------------- checking
@@ -289,8 +311,10 @@ def describe(claim: Claim, axes: dict[str, list[Any]]) -> str:
         up = (claim.check == "no_better") != low  # no better in a higher-is-better metric: not above
         return f"{m} of {a} = {which} is not {'above' if up else 'below'} that of {base} by more than {_margin(claim)}{where}"
     if claim.check == "plateaus":
-        return (f"along {a} = {_join(_labels_all(claim, axes))}, some step does not {'lower' if low else 'raise'} "
-                f"{m} by more than {_margin(claim)}{where}")
+        return (
+            f"along {a} = {_join(_labels_all(claim, axes))}, some step does not {'lower' if low else 'raise'} "
+            f"{m} by more than {_margin(claim)}{where}"
+        )
     if claim.check == "ratio":
         return f"{m} with {a} = {one} is at least {claim.threshold:g} times that with {_join(than)}{where}"
     return f"the spread of {m} over `{claim.over}` is smaller with {a} = {one} than with {_join(than)}{where}"
@@ -376,7 +400,7 @@ class Contrast:
         return f"{self.number(t.low)} to {self.number(t.high)}"
 
     def text(self, adjusted: bool) -> str:
-        """"5 vs 7: +0.03 pp (n = 4 seeds, 95% CI -0.49 pp to +0.56 pp, p = 0.857 against the claim, paired t)"."""
+        """ "5 vs 7: +0.03 pp (n = 4 seeds, 95% CI -0.49 pp to +0.56 pp, p = 0.857 against the claim, paired t)"."""
         inner = f"n = {self.design}"
         if self.n >= 2:
             ci = self.interval()
@@ -388,18 +412,25 @@ class Contrast:
         return f"{self.what}: {self.number(self.mean)} ({inner})"
 
     def row(self) -> dict[str, Any]:
-        return {"comparison": self.what, "difference": self.number(self.mean), "95% CI": self.interval(),
-                "boundary": self._bound_text(), "p for": _p(self.p_for).lstrip("= "),
-                "p against": _p(self.p_against).lstrip("= "), "test": self.test.test or "none (1 seed)",
-                "n": self.design}
+        return {
+            "comparison": self.what,
+            "difference": self.number(self.mean),
+            "95% CI": self.interval(),
+            "boundary": self._bound_text(),
+            "p for": _p(self.p_for).lstrip("= "),
+            "p against": _p(self.p_against).lstrip("= "),
+            "test": self.test.test or "none (1 seed)",
+            "n": self.design,
+        }
 
     def _bound_text(self) -> str:
         b = self.number(self.bound, True) if self.transform != "log" else f"{math.exp(self.bound):.3g}x"
         return {"above": f"> {b}", "below": f"< {b}", "within": f"within ±{self.number(self.bound, False)}"}[self.kind]
 
 
-def evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str = "",
-             more_seeds: str = "") -> Verdict:
+def evaluate(
+    claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str = "", more_seeds: str = ""
+) -> Verdict:
     """``claim`` over ``runs``: one variant's runs, with ``claim.metric`` as a column.
     ``more_seeds`` is the command that would add seeds to them, for an untested verdict."""
     verdict = _evaluate(claim, runs, axes, study, more_seeds or f"ablate run {study or 'STUDY'} --seeds 3")
@@ -412,7 +443,9 @@ def _evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], stud
     metric = claim.metric
     runs = where(runs, claim, axes)
     if runs.empty or metric not in runs.columns or runs[metric].notna().sum() == 0:
-        why = f"no finished run records {metric}" + (f" ({derived.describe(metric)})" if derived.is_derived(metric) else "")
+        why = f"no finished run records {metric}" + (
+            f" ({derived.describe(metric)})" if derived.is_derived(metric) else ""
+        )
         return Verdict(claim, "not run", check, "-", f"{why}: ablate run {study}".rstrip(": "))
     try:
         family, mode, means = _family(claim, runs, axes)
@@ -537,8 +570,16 @@ def _one_sample(claim: Claim, runs: pd.DataFrame) -> Contrast:
     level = claim.threshold * _scale(m)
     kind = "above" if claim.check == "at_least" else "below"
     # Differences from the level, so the evidence reads "+0.53 pp" above 92%.
-    return Contrast(f"mean vs {derived.fmt(m, level)}", kind, 0.0, (per_seed - level).tolist(),
-                    list(per_block.to_numpy() - level), design, m, m in derived.DISCRETE)
+    return Contrast(
+        f"mean vs {derived.fmt(m, level)}",
+        kind,
+        0.0,
+        (per_seed - level).tolist(),
+        list(per_block.to_numpy() - level),
+        design,
+        m,
+        m in derived.DISCRETE,
+    )
 
 
 def _steadier(claim: Claim, runs: pd.DataFrame, axes) -> Contrast:
@@ -564,8 +605,15 @@ def _steadier(claim: Claim, runs: pd.DataFrame, axes) -> Contrast:
     per_block = d.groupby(others, dropna=False)["d"].mean() if others else d["d"].agg(["mean"])
     n, k = len(per_seed), len(per_block)
     design = f"{n} seed{'s' if n != 1 else ''}" + (f" x {k} blocks ({', '.join(others)})" if k > 1 else "")
-    c = Contrast(f"spread with {claim.value} vs {claim.than}", "below", 0.0, per_seed.tolist(), list(per_block.to_numpy()),
-             design, metric)
+    c = Contrast(
+        f"spread with {claim.value} vs {claim.than}",
+        "below",
+        0.0,
+        per_seed.tolist(),
+        list(per_block.to_numpy()),
+        design,
+        metric,
+    )
     c.spreads = (float(mine[both].mean()), float(theirs[both].mean()))
     return c
 
@@ -574,8 +622,10 @@ def _decide(claim: Claim, check: str, family: list[Contrast], mode: str, means: 
     k = len(family)
     if claim.check == "steadier":
         mine, theirs = family[0].spreads
-        means = (f"spread {derived.fmt(claim.metric, mine)} with {claim.value}, "
-                 f"{derived.fmt(claim.metric, theirs)} with {claim.than}")
+        means = (
+            f"spread {derived.fmt(claim.metric, mine)} with {claim.value}, "
+            f"{derived.fmt(claim.metric, theirs)} with {claim.than}"
+        )
     elif claim.check in NO_AXIS:
         means = f"mean {derived.fmt(claim.metric, family[0].mean + claim.threshold * _scale(claim.metric))}"
     lead = f"{means}; " if means else ""
@@ -598,8 +648,10 @@ def _decide(claim: Claim, check: str, family: list[Contrast], mode: str, means: 
         evidence = lead + key.text(False)
     else:
         which = "weakest" if mode == "all" else "strongest"
-        evidence = (f"{lead}{k} comparisons, Holm-adjusted: {sum(yes)} of {k} for the claim, {sum(no)} against it; "
-                    f"{which}: {key.text(True)}")
+        evidence = (
+            f"{lead}{k} comparisons, Holm-adjusted: {sum(yes)} of {k} for the claim, {sum(no)} against it; "
+            f"{which}: {key.text(True)}"
+        )
     rows = [c.row() for c in family]
     verdict = "supported" if supported else "contradicted" if contradicted else "inconclusive"
     why = "" if verdict != "inconclusive" else _why_inconclusive(family, k, more_seeds)
@@ -614,8 +666,10 @@ def _why_inconclusive(family: list[Contrast], k: int, more_seeds: str) -> str:
         if floor * k >= ALPHA or floor >= ALPHA:
             need = next(m for m in range(2, 64) if stats.sign_flip_floor(m) * k < ALPHA)
             holm = f", {k} comparisons under Holm" if k > 1 else ""
-            return (f"the exact sign-flip test (for differences with no spread, or a 0/1 metric) of {n} seeds "
-                    f"cannot give p below {floor:.3g}{holm}; {need}+ seeds could (`{_with_seeds(more_seeds, need)}`)")
+            return (
+                f"the exact sign-flip test (for differences with no spread, or a 0/1 metric) of {n} seeds "
+                f"cannot give p below {floor:.3g}{holm}; {need}+ seeds could (`{_with_seeds(more_seeds, need)}`)"
+            )
     side = "boundary" if any(c.kind == "within" or c.bound for c in family) else "0"
     return f"the 95% intervals include the {side}: more seeds would narrow them"
 

@@ -63,7 +63,7 @@ class Row:
         return p is not None and p < ALPHA
 
     def design(self) -> str:
-        """"3 seeds x 5 blocks (model.channels.1)", or "3 seeds"."""
+        """ "3 seeds x 5 blocks (model.channels.1)", or "3 seeds"."""
         seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
         if self.blocks <= 1:
             return seeds
@@ -93,9 +93,19 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         rows = [{**asdict(r), "significant": r.significant} for r in self.rows]
-        return {"study": self.study, "variant": self.variant, "axis": self.axis, "metric": self.metric,
-                "baseline": self.baseline, "alpha": ALPHA, "level": 0.95, "values": self.values, "comparisons": rows,
-                "left_out": self.left_out, "hint": self.hint}
+        return {
+            "study": self.study,
+            "variant": self.variant,
+            "axis": self.axis,
+            "metric": self.metric,
+            "baseline": self.baseline,
+            "alpha": ALPHA,
+            "level": 0.95,
+            "values": self.values,
+            "comparisons": rows,
+            "left_out": self.left_out,
+            "hint": self.hint,
+        }
 
 
 # --------------------------------------------------------------------- axis values
@@ -204,8 +214,11 @@ def compare_frame(
     exact = metric in derived.DISCRETE
     for value in order:
         if value != result.baseline:
-            pairs = [(point, seed, c[value], c[result.baseline]) for (point, seed), c in cells.items()
-                     if value in c and result.baseline in c]
+            pairs = [
+                (point, seed, c[value], c[result.baseline])
+                for (point, seed), c in cells.items()
+                if value in c and result.baseline in c
+            ]
             result.rows.append(_row(value, pairs, exact))
     for row, p in zip(result.rows, stats.holm([np.nan if r.p is None else r.p for r in result.rows])):
         row.p_holm = None if math.isnan(p) else p
@@ -221,7 +234,7 @@ def _name_unmatched(names: dict[tuple, str | None], axis: str) -> None:
         if len(own) == 1 and own[0][0] == axis:
             names[key] = _cell(own[0][1])
         else:
-            names[key] = ",".join(f"{c[len(axis) + 1:]}={_cell(v)}" for c, v in own) or "{}"
+            names[key] = ",".join(f"{c[len(axis) + 1 :]}={_cell(v)}" for c, v in own) or "{}"
 
 
 def _pick(baseline: str, order: list[str], labels: list[str], values: list[Any], axis: str) -> str:
@@ -234,8 +247,9 @@ def _pick(baseline: str, order: list[str], labels: list[str], values: list[Any],
     for value, label in zip(values, labels):
         if not isinstance(value, (dict, list)) and _same(typed, value) and label in order:
             return label
-    raise ConfigError(f"no complete runs with {axis} = '{baseline}' to compare against; "
-                      f"values with runs: {', '.join(order)}")
+    raise ConfigError(
+        f"no complete runs with {axis} = '{baseline}' to compare against; values with runs: {', '.join(order)}"
+    )
 
 
 def _row(value: str, pairs: list[tuple[tuple, Any, float, float]], exact: bool = False) -> Row:
@@ -247,13 +261,24 @@ def _row(value: str, pairs: list[tuple[tuple, Any, float, float]], exact: bool =
     per_seed = frame.groupby("seed", sort=True)["d"].mean()
     per_block = frame.groupby("point", sort=False)["d"].mean()
     t = stats.paired_test(per_seed.to_numpy(), exact=exact)
-    varying = [c for c in dict.fromkeys(c for point in per_block.index for c, _ in point)
-               if len({dict(point).get(c) for point in per_block.index}) > 1]
+    varying = [
+        c
+        for c in dict.fromkeys(c for point in per_block.index for c, _ in point)
+        if len({dict(point).get(c) for point in per_block.index}) > 1
+    ]
     sign = np.sign(t.mean)
-    row = Row(value, t.n, float(frame["a"].mean()), float(frame["b"].mean()), t.mean,
-              blocks=len(per_block), block_axes=varying,
-              agree=int((np.sign(per_block.to_numpy()) == sign).sum()) if sign else 0,
-              seed_diffs=[float(x) for x in per_seed], block_diffs=[float(x) for x in per_block])
+    row = Row(
+        value,
+        t.n,
+        float(frame["a"].mean()),
+        float(frame["b"].mean()),
+        t.mean,
+        blocks=len(per_block),
+        block_axes=varying,
+        agree=int((np.sign(per_block.to_numpy()) == sign).sum()) if sign else 0,
+        seed_diffs=[float(x) for x in per_seed],
+        block_diffs=[float(x) for x in per_block],
+    )
     if t.n < 2:
         row.note = TOO_FEW
         return row

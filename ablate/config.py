@@ -267,18 +267,23 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         raise ConfigError(f"switch.at_epoch must be below epochs ({cfg.epochs}), got {cfg.switch.at_epoch}")
     for prefix, schedule in (("schedule", cfg.schedule), ("switch.schedule", cfg.switch.schedule)):
         if schedule.name == "onecycle3" and not 2 * schedule.peak_at < 1:
-            raise ConfigError(f"{prefix}.peak_at must be below 0.5 for {prefix}.name = \"onecycle3\" "
-                              f"(its rise and fall take 2 x peak_at of training), got {schedule.peak_at}")
+            raise ConfigError(
+                f'{prefix}.peak_at must be below 0.5 for {prefix}.name = "onecycle3" '
+                f"(its rise and fall take 2 x peak_at of training), got {schedule.peak_at}"
+            )
     for prefix, optim in (("optimizer", cfg.optimizer), ("switch.optimizer", cfg.switch.optimizer)):
         if optim.name == "muon" and optim.muon.renormalize and optim.muon.weight_decay:
-            raise ConfigError(f"{prefix}.muon.weight_decay does nothing with {prefix}.muon.renormalize = true "
-                              f"(the rescale undoes it): set one of them off, got {optim.muon.weight_decay}")
+            raise ConfigError(
+                f"{prefix}.muon.weight_decay does nothing with {prefix}.muon.renormalize = true "
+                f"(the rescale undoes it): set one of them off, got {optim.muon.weight_decay}"
+            )
     if cfg.data.dataset in DATASET_CLASSES:
         check_smoothing(cfg.loss, DATASET_CLASSES[cfg.data.dataset])
     aug = cfg.data.aug
     if cfg.data.pipeline == "pil" and (aug.flip_mode != "random" or aug.pad_mode != "zeros"):
-        raise ConfigError("data.aug.flip_mode and data.aug.pad_mode other than random and zeros "
-                          "need data.pipeline = \"device\"")
+        raise ConfigError(
+            'data.aug.flip_mode and data.aug.pad_mode other than random and zeros need data.pipeline = "device"'
+        )
     return dataclasses.replace(cfg, model=ModelCfg(name=name, args=model))
 
 
@@ -286,9 +291,11 @@ def check_smoothing(loss: LossCfg, num_classes: int) -> None:
     """Eq. 1 gives every wrong class eps/(C-1), which passes the true class's 1 - eps above
     (C-1)/C: refuse that rather than train on targets that favour a wrong class."""
     if loss.smoothing_form == "report" and loss.label_smoothing > (num_classes - 1) / num_classes:
-        raise ConfigError(f"loss.label_smoothing must be <= (C-1)/C = {(num_classes - 1) / num_classes:.4g} "
-                          f"for loss.smoothing_form = \"report\" with C = {num_classes} classes, "
-                          f"got {loss.label_smoothing}")
+        raise ConfigError(
+            f"loss.label_smoothing must be <= (C-1)/C = {(num_classes - 1) / num_classes:.4g} "
+            f'for loss.smoothing_form = "report" with C = {num_classes} classes, '
+            f"got {loss.label_smoothing}"
+        )
 
 
 def _build(cls, d: dict[str, Any], prefix: str):
@@ -299,8 +306,7 @@ def _build(cls, d: dict[str, Any], prefix: str):
     unknown = sorted(set(d) - fields)
     if unknown:
         raise ConfigError(
-            f"unknown config key '{prefix}{unknown[0]}'; "
-            f"accepted here: {', '.join(prefix + f for f in sorted(fields))}"
+            f"unknown config key '{prefix}{unknown[0]}'; accepted here: {', '.join(prefix + f for f in sorted(fields))}"
         )
     kwargs = {}
     for key, value in d.items():
@@ -319,9 +325,7 @@ def check_value(key: str, value: Any, hint: Any) -> Any:
         raise ConfigError(f"{key} must be one of {', '.join(CHOICES[key])}, got {value!r}")
     if key in RANGES and value is not None:
         lo, hi = RANGES[key]
-        if (lo is not None and value < lo) or (hi is not None and value > hi) or (
-            key in _POSITIVE and value <= 0
-        ):
+        if (lo is not None and value < lo) or (hi is not None and value > hi) or (key in _POSITIVE and value <= 0):
             bounds = f">{lo}" if key in _POSITIVE else f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
             raise ConfigError(f"{key} must be {bounds}, got {value!r}")
     return value
@@ -467,10 +471,19 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 # every config that could be written before them keeps its identity, and its recorded runs.
 # A key added from now on goes here too.
 LATER_KEYS = (
-    "data.aug.flip_mode", "data.aug.pad_mode", "eval", "averaging",
-    "schedule.start_frac", "switch.schedule.start_frac", "loss.smoothing_form", "code",
-    "data.image_size", "loss.name", "loss.focal_gamma",
-    "optimizer.muon", "switch.optimizer.muon",
+    "data.aug.flip_mode",
+    "data.aug.pad_mode",
+    "eval",
+    "averaging",
+    "schedule.start_frac",
+    "switch.schedule.start_frac",
+    "loss.smoothing_form",
+    "code",
+    "data.image_size",
+    "loss.name",
+    "loss.focal_gamma",
+    "optimizer.muon",
+    "switch.optimizer.muon",
 )
 
 

@@ -31,10 +31,7 @@ BATCH_FILES = (*TRAIN_BATCHES, "test_batch", "batches.meta")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 CACHE_NAME = ".ablate-cache-v1.pt"
 SUBSET_SEED = 20240101  # fixed, so a subset never depends on a run's seed
-LAYOUTS = (
-    f"expected {BATCHES_DIR}/ (python batches) "
-    "or train/<class>/ and test/<class>/ image folders"
-)
+LAYOUTS = f"expected {BATCHES_DIR}/ (python batches) or train/<class>/ and test/<class>/ image folders"
 
 
 class DataError(ConfigError):
@@ -73,8 +70,14 @@ class Dataset:
             return t.to(device, non_blocking=non_blocking)
 
         return Dataset(
-            move(self.train_x), move(self.train_y), move(self.test_x), move(self.test_y),
-            list(self.classes), self.fingerprint, self.mean, self.std,
+            move(self.train_x),
+            move(self.train_y),
+            move(self.test_x),
+            move(self.test_y),
+            list(self.classes),
+            self.fingerprint,
+            self.mean,
+            self.std,
         )
 
 
@@ -140,8 +143,7 @@ def _layout(path: Path) -> tuple[str, Path]:
             missing = [n for n in BATCH_FILES if not (root / n).is_file()]
             if missing:
                 raise DataError(
-                    f"data path '{root}' lacks {', '.join(missing)}: "
-                    f"{BATCHES_DIR}/ needs {', '.join(BATCH_FILES)}"
+                    f"data path '{root}' lacks {', '.join(missing)}: {BATCHES_DIR}/ needs {', '.join(BATCH_FILES)}"
                 )
             return "batches", root
     if (path / "train").is_dir() and (path / "test").is_dir():
@@ -157,9 +159,12 @@ class _ArrayUnpickler(pickle.Unpickler):
     pickle would otherwise run whatever code the file names."""
 
     ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
         ("_codecs", "encode"),  # how Python 3 writes bytes at protocol 2
     }
 
@@ -174,8 +179,10 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as f:
             d = _ArrayUnpickler(f, encoding="bytes").load()
     except (OSError, EOFError, ValueError, TypeError, AttributeError, pickle.UnpicklingError) as e:
-        raise DataError(f"cannot read CIFAR-10 batch file '{path}' ({_first_line(e)}): "
-                        "truncated or corrupted? unpack the archive again") from None
+        raise DataError(
+            f"cannot read CIFAR-10 batch file '{path}' ({_first_line(e)}): "
+            "truncated or corrupted? unpack the archive again"
+        ) from None
     if not isinstance(d, dict):
         raise DataError(f"CIFAR-10 batch file '{path}' holds no dict of data and labels")
     # Python 2 pickles give bytes keys, Python 3 ones str keys: accept both.
@@ -195,20 +202,22 @@ def _read_batch(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(data, (list, tuple)):
         size = path.stat().st_size
         if len(data) * 3 * 32 * 32 > MAX_EXPANSION * size + 3 * 32 * 32:
-            raise DataError(f"CIFAR-10 batch file '{path}' lists {len(data):,} images in {size:,} bytes "
-                            "(rows repeated by reference): not a real batch file")
+            raise DataError(
+                f"CIFAR-10 batch file '{path}' lists {len(data):,} images in {size:,} bytes "
+                "(rows repeated by reference): not a real batch file"
+            )
     try:
         x = np.asarray(data, dtype=np.uint8)
         y = np.asarray(d["labels"], dtype=np.int64)
     except (KeyError, ValueError, TypeError, OverflowError):
-        raise DataError(f"CIFAR-10 batch file '{path}' lacks uint8 'data' or integer 'labels' "
-                        "(labels must be integers 0..C-1)") from None
+        raise DataError(
+            f"CIFAR-10 batch file '{path}' lacks uint8 'data' or integer 'labels' (labels must be integers 0..C-1)"
+        ) from None
     except MemoryError:
         raise DataError(f"CIFAR-10 batch file '{path}' is too large to decode in memory") from None
     if x.ndim != 2 or x.shape[1] != 3 * 32 * 32 or y.shape != (len(x),):
         raise DataError(
-            f"CIFAR-10 batch file '{path}' has data {x.shape} and {len(y)} labels: "
-            "expected data [n, 3072] and n labels"
+            f"CIFAR-10 batch file '{path}' has data {x.shape} and {len(y)} labels: expected data [n, 3072] and n labels"
         )
     if len(y) and (y.min() < 0 or y.max() >= n_classes):
         raise DataError(f"CIFAR-10 batch file '{path}' has labels outside 0..{n_classes - 1}")
@@ -241,8 +250,7 @@ def _check_pickle_ends(path: Path) -> None:
     except OSError as e:
         raise DataError(f"cannot read CIFAR-10 batch file '{path}': {_first_line(e)}") from None
     if last != pickle.STOP:
-        raise DataError(f"CIFAR-10 batch file '{path}' is truncated or not a pickle: "
-                        "unpack the archive again")
+        raise DataError(f"CIFAR-10 batch file '{path}' is truncated or not a pickle: unpack the archive again")
 
 
 # --------------------------------------------------------------------- image folders
@@ -253,11 +261,12 @@ def _scan_folders(root: Path) -> tuple[list[str], dict[str, list[list[str]]]]:
     files: dict[str, list[list[str]]] = {}
     classes: list[str] = []
     for split in ("train", "test"):
-        found = sorted(e.name for e in _entries(root / split)
-                       if e.is_dir() and not e.name.startswith("."))
+        found = sorted(e.name for e in _entries(root / split) if e.is_dir() and not e.name.startswith("."))
         if not found:
-            raise DataError(f"data path '{root / split}' has no class folders: "
-                            f"expected {split}/<class>/ folders of 32x32 PNG or JPEG images")
+            raise DataError(
+                f"data path '{root / split}' has no class folders: "
+                f"expected {split}/<class>/ folders of 32x32 PNG or JPEG images"
+            )
         if split == "train":
             classes = found
         elif found != classes:
@@ -274,9 +283,9 @@ def _scan_folders(root: Path) -> tuple[list[str], dict[str, list[list[str]]]]:
 def _image_files(folder: Path) -> list[str]:
     # Plain strings: pathlib objects cost more than the scan itself at 60k files.
     return sorted(
-        e.path for e in _entries(folder)
-        if e.is_file() and not e.name.startswith(".")
-        and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+        e.path
+        for e in _entries(folder)
+        if e.is_file() and not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
     )
 
 
@@ -303,8 +312,11 @@ def _tree_stamp(root: Path) -> str:
     for split in ("train", "test"):
         for e in sorted(_entries(root / split), key=lambda e: e.name):
             if e.is_dir():
-                files = sorted((f.name, f.stat()) for f in _entries(Path(e.path))
-                               if f.is_file() and os.path.splitext(f.name)[1].lower() in IMAGE_SUFFIXES)
+                files = sorted(
+                    (f.name, f.stat())
+                    for f in _entries(Path(e.path))
+                    if f.is_file() and os.path.splitext(f.name)[1].lower() in IMAGE_SUFFIXES
+                )
                 h.update(f"{split}/{e.name}\n".encode())
                 h.update("\n".join(f"{n}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}" for n, st in files).encode())
     return h.hexdigest()
@@ -318,8 +330,7 @@ def _decode(path: str) -> np.ndarray:
             if size == (32, 32):
                 return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"cannot decode image '{path}' ({_first_line(e)}): "
-                        "expected a 32x32 PNG or JPEG") from None
+        raise DataError(f"cannot decode image '{path}' ({_first_line(e)}): expected a 32x32 PNG or JPEG") from None
     raise DataError(f"image '{path}' is {size[0]}x{size[1]}: CIFAR-10 images must be 32x32")
 
 
@@ -393,8 +404,14 @@ def _read_cache(path: Path, stamp: str) -> Dataset | None:
 
 
 def _write_cache(path: Path, ds: Dataset, stamp: str) -> bool:
-    d = {"fingerprint": stamp, "train_x": ds.train_x, "train_y": ds.train_y,
-         "test_x": ds.test_x, "test_y": ds.test_y, "classes": list(ds.classes)}
+    d = {
+        "fingerprint": stamp,
+        "train_x": ds.train_x,
+        "train_y": ds.train_y,
+        "test_x": ds.test_x,
+        "test_y": ds.test_y,
+        "classes": list(ds.classes),
+    }
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -429,9 +446,7 @@ def _download(root: Path) -> Dataset:
         from torchvision.datasets.utils import download_and_extract_archive
 
         try:
-            download_and_extract_archive(
-                CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5
-            )
+            download_and_extract_archive(CIFAR10.url, str(root), filename=CIFAR10.filename, md5=CIFAR10.tgz_md5)
         except Exception as e:  # urllib, socket, tarfile and md5 errors alike
             raise DataError(
                 f"cannot download CIFAR-10 into '{root}' ({_first_line(e)}): "

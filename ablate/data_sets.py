@@ -28,10 +28,22 @@ NAMED = {
     "mnist": "MNIST",
     "fashion_mnist": "Fashion-MNIST",
 }
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
-IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 IDX_FOLDERS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 
@@ -41,8 +53,10 @@ def load(source, name: str, image_size: int | None) -> Dataset:
         return resize(ds, image_size) if image_size else ds
     if name == "folders":
         if source is None:
-            raise DataError('data.dataset = "folders" reads image folders: give their place with '
-                            "--data DIR (DIR/train/<class>/ and DIR/test/<class>/)")
+            raise DataError(
+                'data.dataset = "folders" reads image folders: give their place with '
+                "--data DIR (DIR/train/<class>/ and DIR/test/<class>/)"
+            )
         ds = read_folders(cifar._expand(source), image_size)
     elif name == "cifar10":  # resized: CIFAR-10 as read, then its own mean and std at the new size
         ds = resize(cifar.load(source), image_size)
@@ -86,12 +100,17 @@ def describe(source, ds: Dataset, name: str) -> str:
     if name == "folders":
         kind = "image folders"
     elif name == "cifar10":
-        kind = "python batches" if source is None or cifar._layout(cifar._expand(source))[0] == "batches" \
+        kind = (
+            "python batches"
+            if source is None or cifar._layout(cifar._expand(source))[0] == "batches"
             else "image folders"
+        )
     else:
         kind = NAMED[name]
-    return (f"{kind} '{where}': {len(ds.classes)} classes, {shape_text(ds)}, "
-            f"{len(ds.train_y):,} / {len(ds.test_y):,} images")
+    return (
+        f"{kind} '{where}': {len(ds.classes)} classes, {shape_text(ds)}, "
+        f"{len(ds.train_y):,} / {len(ds.test_y):,} images"
+    )
 
 
 # ------------------------------------------------------------------------- resizing
@@ -107,8 +126,9 @@ def resize(ds: Dataset, size: int | None) -> Dataset:
 def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     out = torch.empty((len(x), x.shape[1], size, size), dtype=torch.uint8)
     for i in range(0, len(x), 4096):
-        chunk = torch.nn.functional.interpolate(x[i : i + 4096].float(), size=(size, size), mode="bilinear",
-                                                antialias=True, align_corners=False)
+        chunk = torch.nn.functional.interpolate(
+            x[i : i + 4096].float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )
         out[i : i + 4096] = chunk.round().clamp(0, 255).to(torch.uint8)
     return out
 
@@ -121,8 +141,9 @@ def read_folders(root: Path, image_size: int | None) -> Dataset:
     the tree (per size) as CIFAR-10's folders are."""
     kind, root = cifar._layout(root)
     if kind != "folders":
-        raise DataError(f"data path '{root}' holds python batches, not image folders: "
-                        'data.dataset = "cifar10" reads them')
+        raise DataError(
+            f"data path '{root}' holds python batches, not image folders: data.dataset = \"cifar10\" reads them"
+        )
     stamp = cifar._tree_stamp(root)
     tag = f"-s{image_size}" if image_size else "-native"
     paths = [p.with_name(p.stem + tag + p.suffix) for p in cifar._cache_paths(root)]
@@ -134,9 +155,11 @@ def read_folders(root: Path, image_size: int | None) -> Dataset:
     splits = [_decode_split(files[split], image_size) for split in ("train", "test")]
     shapes = {x.shape[1:] for x, _ in splits}
     if len(shapes) > 1:
-        raise DataError(f"data path '{root}': train/ and test/ images differ in size or channels "
-                        f"({', '.join('x'.join(map(str, s)) for s in sorted(shapes))}); "
-                        "set data.image_size to resize both at load")
+        raise DataError(
+            f"data path '{root}': train/ and test/ images differ in size or channels "
+            f"({', '.join('x'.join(map(str, s)) for s in sorted(shapes))}); "
+            "set data.image_size to resize both at load"
+        )
     ds = Dataset(splits[0][0], splits[0][1], splits[1][0], splits[1][1], classes)
     for path in paths:
         if cifar._write_cache(path, ds, stamp):
@@ -163,8 +186,10 @@ def _decode_split(groups: list[list[str]], size: int | None) -> tuple[torch.Tens
     sizes = {a.shape[:2] for a in images}
     if len(sizes) > 1:
         found = ", ".join(f"{w}x{h}" for h, w in sorted(sizes)[:4])
-        raise DataError(f"images of {len(sizes)} sizes ({found}{', ...' if len(sizes) > 4 else ''}): "
-                        "set data.image_size (e.g. --set data.image_size=32) to resize them once, at load")
+        raise DataError(
+            f"images of {len(sizes)} sizes ({found}{', ...' if len(sizes) > 4 else ''}): "
+            "set data.image_size (e.g. --set data.image_size=32) to resize them once, at load"
+        )
     if len({a.shape[2] for a in images}) > 1:  # some greyscale among colour: all colour
         images = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in images]
     x = np.stack(images).transpose(0, 3, 1, 2)
@@ -191,8 +216,10 @@ def _download(name: str) -> Path:
             cls(str(root), train=True, download=True)
             cls(str(root), train=False, download=True)
     except Exception as e:  # urllib, socket, tarfile and md5 errors alike
-        raise DataError(f"cannot download {NAMED[name]} into '{root}' ({_first_line(e)}): "
-                        "pass --data DIR with a copy in torchvision's layout") from None
+        raise DataError(
+            f"cannot download {NAMED[name]} into '{root}' ({_first_line(e)}): "
+            "pass --data DIR with a copy in torchvision's layout"
+        ) from None
     return root
 
 
@@ -239,11 +266,19 @@ def _read_svhn(root: Path, name: str) -> Dataset:
 
 def _read_idx(root: Path, name: str) -> Dataset:
     folder = IDX_FOLDERS[name]
-    base = next((b for b in (root / folder / "raw", root / "raw", root) if (b / IDX_FILES["train"][0]).is_file()
-                 or (b / (IDX_FILES["train"][0] + ".gz")).is_file()), None)
+    base = next(
+        (
+            b
+            for b in (root / folder / "raw", root / "raw", root)
+            if (b / IDX_FILES["train"][0]).is_file() or (b / (IDX_FILES["train"][0] + ".gz")).is_file()
+        ),
+        None,
+    )
     if base is None:
-        raise DataError(f"data path '{root}' holds no {NAMED[name]}: expected {folder}/raw/ with "
-                        f"{', '.join(f for pair in IDX_FILES.values() for f in pair)}")
+        raise DataError(
+            f"data path '{root}' holds no {NAMED[name]}: expected {folder}/raw/ with "
+            f"{', '.join(f for pair in IDX_FILES.values() for f in pair)}"
+        )
     splits = []
     for part in ("train", "test"):
         images, labels = (_idx(base, f) for f in IDX_FILES[part])
@@ -267,7 +302,7 @@ def _idx(base: Path, stem: str) -> np.ndarray:
         raise DataError(f"'{path}' is not an IDX file of unsigned bytes")
     rank = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank)]
-    body = raw[4 + 4 * rank:]
+    body = raw[4 + 4 * rank :]
     if len(body) != int(np.prod(dims)):
         raise DataError(f"'{path}' is truncated: {len(body):,} bytes for a {'x'.join(map(str, dims))} array")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)

@@ -26,27 +26,35 @@ EARLY = 0.25  # "early" is the first evaluated epoch at or after this fraction o
 DERIVED = {
     "epoch_time": "seconds per training epoch, mean over the run's epochs",
     "mean_test_acc": "test accuracy averaged over the evaluated epochs: the area under the convergence "
-                     "curve, higher for a run that gets there sooner",
+    "curve, higher for a run that gets there sooner",
     "early_test_acc": "test accuracy at the first evaluated epoch at or after a quarter of training",
     "landscape_range": "batch loss along the gradient, largest minus smallest over the step sizes tried, "
-                       "averaged over the probed steps: lower is a smoother landscape (probes.landscape_every)",
+    "averaged over the probed steps: lower is a smoother landscape (probes.landscape_every)",
     "kernel_norm": "L2 norm of the first-layer kernels, mean over the kernels (probes.kernels)",
     "diverged": "1 for a run that diverged, 0 for one that completed",
     "acc_drops": "the falls of test accuracy from one evaluated epoch to the next, added up: 0 for a curve "
-                 "that never falls, larger for an unsteady one",
+    "that never falls, larger for an unsteady one",
     "grad_spread": "log10 of the largest over the smallest relative gradient norm of the conv layers, mean "
-                   "over the probed steps: 1 means one layer is pushed ten times harder than another "
-                   "(probes.grad_norm_every)",
+    "over the probed steps: 1 means one layer is pushed ten times harder than another "
+    "(probes.grad_norm_every)",
     "grad_max": "log10 of the largest relative gradient norm of any conv layer at any probed step: "
-                "explosion reads high (probes.grad_norm_every)",
+    "explosion reads high (probes.grad_norm_every)",
     "grad_min": "log10 of the smallest relative gradient norm of any conv layer at any probed step: "
-                "vanishing reads low (probes.grad_norm_every)",
+    "vanishing reads low (probes.grad_norm_every)",
 }
 # epochs_to_<P>: the first evaluated epoch whose test accuracy reaches P percent; a run that
 # never does counts as epochs + 1, slower than any run that did (the number is censored there).
 EPOCHS_TO = re.compile(r"^epochs_to_(\d{1,2}(?:\.\d+)?)$")
-NEEDS_METRICS = {"epoch_time", "mean_test_acc", "early_test_acc", "landscape_range", "acc_drops", "grad_spread",
-                 "grad_max", "grad_min"}
+NEEDS_METRICS = {
+    "epoch_time",
+    "mean_test_acc",
+    "early_test_acc",
+    "landscape_range",
+    "acc_drops",
+    "grad_spread",
+    "grad_max",
+    "grad_min",
+}
 NEEDS_ARTIFACTS = {"kernel_norm"}
 
 
@@ -120,8 +128,9 @@ def _epochs_to(target: float) -> Callable[..., pd.Series]:
         first = acc[acc["value"] >= target].groupby("run_id")["step"].min()
         ran = acc.groupby("run_id")["step"].max()  # runs with an accuracy curve
         epochs = runs.set_index("run_id")["epochs"].astype(float) if "epochs" in runs else ran
-        never = (epochs.reindex(ran.index).fillna(ran) + 1)
+        never = epochs.reindex(ran.index).fillna(ran) + 1
         return first.reindex(ran.index).fillna(never).astype(float)
+
     return reach
 
 
@@ -150,8 +159,10 @@ def is_derived(name: str) -> bool:
 def describe(name: str) -> str:
     m = EPOCHS_TO.match(name)
     if m:
-        return (f"the first evaluated epoch with test accuracy at or above {m.group(1)}%; a run that never "
-                "gets there counts as its epochs + 1")
+        return (
+            f"the first evaluated epoch with test accuracy at or above {m.group(1)}%; a run that never "
+            "gets there counts as its epochs + 1"
+        )
     return DERIVED[name]
 
 

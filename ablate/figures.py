@@ -86,8 +86,12 @@ BLOCKS = {
     "preact": "Full pre-activation",
 }
 OPTIMIZERS = {
-    "sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "adadelta": "AdaDelta",
-    "ranger": "Ranger", "ranger21": "Ranger21",
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adadelta": "AdaDelta",
+    "ranger": "Ranger",
+    "ranger21": "Ranger21",
 }
 
 # What the trainer's probes store (see ablate.probes): metric name prefixes and the
@@ -157,14 +161,16 @@ def figure(number: int, study: str, caption: str):
 
         @functools.wraps(draw)
         def run(
-            runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts | None = None, *,
-            note: str = "", footer: str = "",
+            runs: pd.DataFrame,
+            metrics: pd.DataFrame,
+            artifacts: Artifacts | None = None,
+            *,
+            note: str = "",
+            footer: str = "",
         ) -> tuple[Figure, pd.DataFrame]:
             results = results_only(runs)
             if results.empty:
-                raise ValueError(
-                    f"figure {number}: study {study!r} has no complete or diverged runs yet"
-                )
+                raise ValueError(f"figure {number}: study {study!r} has no complete or diverged runs yet")
             ids = set(results["run_id"].tolist())
             kept = metrics[metrics["run_id"].isin(ids)]
             kept_artifacts = {rid: a for rid, a in (artifacts or {}).items() if rid in ids}
@@ -190,8 +196,15 @@ def add_footer(fig: Figure, text: str) -> None:
     FigureCanvasAgg(fig)  # a canvas that can measure text, without pyplot
     fig.draw_without_rendering()
     box = fig.get_tightbbox(fig.canvas.get_renderer())  # inches
-    fig.text(box.x0 / fig.get_figwidth(), (box.y0 - 0.08) / fig.get_figheight(), textwrap.fill(text, FOOTER_WIDTH),
-             ha="left", va="top", fontsize="small", color="0.25")
+    fig.text(
+        box.x0 / fig.get_figwidth(),
+        (box.y0 - 0.08) / fig.get_figheight(),
+        textwrap.fill(text, FOOTER_WIDTH),
+        ha="left",
+        va="top",
+        fontsize="small",
+        color="0.25",
+    )
 
 
 def get(number: int) -> FigureSpec:
@@ -285,8 +298,17 @@ def chance_line(ax: Axes, values) -> bool:
     if not v.size or v.min() > CHANCE + NEAR_CHANCE:
         return False
     ax.axhline(CHANCE, color="0.4", linestyle="--", linewidth=1.0, zorder=0.5)
-    ax.annotate(f"chance ({100 * CHANCE:.0f}%)", (0.995, CHANCE), xycoords=("axes fraction", "data"),
-                xytext=(0, 2), textcoords="offset points", ha="right", va="bottom", fontsize=7, color="0.35")
+    ax.annotate(
+        f"chance ({100 * CHANCE:.0f}%)",
+        (0.995, CHANCE),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 2),
+        textcoords="offset points",
+        ha="right",
+        va="bottom",
+        fontsize=7,
+        color="0.35",
+    )
     low, high = ax.get_ylim()
     if low > CHANCE - 0.02:
         ax.set_ylim(CHANCE - 0.02, high)
@@ -327,8 +349,16 @@ def accuracy_bars(ax: Axes, summary: pd.DataFrame, x: str) -> None:
     for pos, mean, top in zip(positions, summary["mean"], tops):
         if np.isnan(mean):  # every run of this value diverged without a test accuracy
             continue
-        ax.annotate(f"{100 * mean:.1f}%", (pos, top), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=8, family=RC["font.family"])
+        ax.annotate(
+            f"{100 * mean:.1f}%",
+            (pos, top),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            family=RC["font.family"],
+        )
     ax.set_xticks(positions, [_tick(v) for v in summary[x]])
     ax.set_xlabel(label(x))
     ax.yaxis.set_major_formatter(_percent())
@@ -418,25 +448,35 @@ def relgrad_figure(runs: pd.DataFrame, metrics: pd.DataFrame, column: str, value
     """Figures 5 and 7: relative gradient norm of every conv layer of the runs where
     ``column == value``, mean over seeds, log scale."""
     chosen = runs_with(runs, column, value)
-    rows = probe_rows(metrics, chosen, RELGRAD, "probes.grad_norm_every must be > 0 and at most a run's training steps, "
-                      "epochs x training images / batch size")
+    rows = probe_rows(
+        metrics,
+        chosen,
+        RELGRAD,
+        "probes.grad_norm_every must be > 0 and at most a run's training steps, epochs x training images / batch size",
+    )
     rows = rows.assign(layer=rows["name"].str.removeprefix(RELGRAD).astype(int))
-    frame = rows.groupby(["layer", "step"], as_index=False).agg(
-        value=("value", "mean"), n=("run_id", "nunique"))
+    frame = rows.groupby(["layer", "step"], as_index=False).agg(value=("value", "mean"), n=("run_id", "nunique"))
     frame["smoothed"] = frame.groupby("layer")["value"].transform(smooth, SMOOTH_RELGRAD)
     fig, ax = new_axes()
     probe_lines(ax, frame, "layer", lambda layer: f"conv{layer}")
     ax.set_yscale("log")
     ax.set_ylabel("relative gradient norm  ‖∇W‖ / ‖W‖")
     ax.legend(title="layer", ncols=2 if frame["layer"].nunique() > 5 else 1)
-    seeds = (f"mean of {chosen['seed'].nunique()} seeds" if chosen["seed"].nunique() > 1
-             else f"seed {_tick(chosen['seed'].iloc[0])}")
-    described = [f"{label(c)}: {_tick(chosen[c].iloc[0])}" for c in ("model.depth", "model.batchnorm")
-                 if c in chosen.columns and chosen[c].nunique(dropna=False) == 1]
+    seeds = (
+        f"mean of {chosen['seed'].nunique()} seeds"
+        if chosen["seed"].nunique() > 1
+        else f"seed {_tick(chosen['seed'].iloc[0])}"
+    )
+    described = [
+        f"{label(c)}: {_tick(chosen[c].iloc[0])}"
+        for c in ("model.depth", "model.batchnorm")
+        if c in chosen.columns and chosen[c].nunique(dropna=False) == 1
+    ]
     every = int(np.diff(np.sort(frame["step"].unique())).min()) if frame["step"].nunique() > 1 else None
     faint = f"faint: every probe ({every} steps apart)" if every else "faint: every probe"
-    ax.set_title(", ".join(described + [seeds]) + f"\n{faint}; bold: rolling mean of {SMOOTH_RELGRAD} probes",
-                 fontsize="medium")
+    ax.set_title(
+        ", ".join(described + [seeds]) + f"\n{faint}; bold: rolling mean of {SMOOTH_RELGRAD} probes", fontsize="medium"
+    )
     return fig, frame[["layer", "step", "value", "smoothed", "n"]]
 
 
@@ -446,14 +486,16 @@ def history_lines(ax: Axes, summary: pd.DataFrame) -> None:
         (line,) = ax.plot(part["epoch"], part["mean"], label=name)
         ci = (part["n"] > 1).to_numpy()
         if ci.any():
-            ax.fill_between(part["epoch"], part["ci_low"], part["ci_high"], where=ci,
-                            color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(
+                part["epoch"], part["ci_low"], part["ci_high"], where=ci, color=line.get_color(), alpha=0.2, linewidth=0
+            )
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def convergence_history(runs: pd.DataFrame, metrics: pd.DataFrame, column: str,
-                        labels: pd.Series) -> tuple[Figure, pd.DataFrame]:
+def convergence_history(
+    runs: pd.DataFrame, metrics: pd.DataFrame, column: str, labels: pd.Series
+) -> tuple[Figure, pd.DataFrame]:
     """Test accuracy and train loss per epoch, one line per run ``labels`` value (grouped
     with ``column``), mean over seeds with a 95% CI band; groups in the study's order."""
     keyed = runs[["run_id", "config_hash", column]].assign(label=labels.to_numpy())
@@ -467,8 +509,7 @@ def convergence_history(runs: pd.DataFrame, metrics: pd.DataFrame, column: str,
     summary.loc[acc, ["ci_low", "ci_high"]] = summary.loc[acc, ["ci_low", "ci_high"]].clip(*ACCURACY)
     summary["ci_low"] = summary["ci_low"].clip(lower=0.0)
     rank = {v: i for i, v in enumerate(pd.unique(keyed["label"]))}
-    order = np.lexsort((summary["epoch"], summary["metric"].map(list(names).index),
-                        summary["label"].map(rank)))
+    order = np.lexsort((summary["epoch"], summary["metric"].map(list(names).index), summary["label"].map(rank)))
     summary = summary.iloc[order].reset_index(drop=True)
 
     fig = Figure(figsize=(10.0, 4.6), layout="constrained")
@@ -498,7 +539,7 @@ def kernel_mosaic(weights: np.ndarray, columns: int = KERNEL_COLUMNS, gap: int =
         lo, hi = w.min(), w.max()
         scaled = (w - lo) / (hi - lo) if hi > lo else np.full_like(w, 0.5)
         r, c = divmod(i, cols)
-        mosaic[r * cell:r * cell + k, c * cell:c * cell + k] = scaled.transpose(1, 2, 0)
+        mosaic[r * cell : r * cell + k, c * cell : c * cell + k] = scaled.transpose(1, 2, 0)
     return mosaic
 
 
@@ -509,8 +550,14 @@ def _aug_words(key: str, value) -> str:
     """An augmentation setting as a reader says it: "crop 4", "flip", "colour jitter 0.4"."""
     if AUG_DEFAULTS.get(key) == value:
         return ""
-    words = {"crop_padding": f"crop {_tick(value)}", "flip": "flip", "jitter": f"colour jitter {_tick(value)}",
-             "rotate": f"rotation {_tick(value)}°", "flip_mode": f"{value} flips", "pad_mode": f"{value} padding"}
+    words = {
+        "crop_padding": f"crop {_tick(value)}",
+        "flip": "flip",
+        "jitter": f"colour jitter {_tick(value)}",
+        "rotate": f"rotation {_tick(value)}°",
+        "flip_mode": f"{value} flips",
+        "pad_mode": f"{value} padding",
+    }
     return words.get(key, f"{key} {_tick(value)}")
 
 
@@ -526,7 +573,8 @@ def cutout_pair(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     if cut.all() or not cut.any():
         raise ValueError(
             "needs finished runs both with cutout (data.aug.cutout > 0) and without; "
-            f"all {len(runs)} are {'with' if cut.all() else 'without'}")
+            f"all {len(runs)} are {'with' if cut.all() else 'without'}"
+        )
     others = sorted(c for c in runs.columns if c.startswith("data.aug.") and c != "data.aug.cutout")
     key = runs[others].astype(str).agg("|".join, axis=1) if others else pd.Series("", runs.index)
     paired = [k for k in pd.unique(key) if cut[key == k].any() and not cut[key == k].all()]
@@ -578,18 +626,26 @@ def kernel_images(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifact
     run = preferred_run(runs_with(runs, "model.kernel_size.0", 7), ("model.kernel_size.1", 7), ("seed", 0))
     weights = kernels_of(artifacts, run["run_id"])
     flat = weights.reshape(len(weights), -1)
-    frame = pd.DataFrame({
-        "run_id": run["run_id"], "kernel": np.arange(len(weights)), "min": flat.min(axis=1),
-        "max": flat.max(axis=1), "norm": np.linalg.norm(flat, axis=1),
-    })
+    frame = pd.DataFrame(
+        {
+            "run_id": run["run_id"],
+            "kernel": np.arange(len(weights)),
+            "min": flat.min(axis=1),
+            "max": flat.max(axis=1),
+            "norm": np.linalg.norm(flat, axis=1),
+        }
+    )
     mosaic = kernel_mosaic(weights)
     width = 5.2
     fig, ax = new_axes(figsize=(width, width * mosaic.shape[0] / mosaic.shape[1] + 1.0))
     ax.imshow(mosaic, interpolation="nearest")
     ax.set_axis_off()
     sizes = "x".join(_tick(run[c]) for c in ("model.kernel_size.0", "model.kernel_size.1") if c in run)
-    ax.set_title(f"run {run['run_id']} (kernel sizes {sizes}, seed {_tick(run.get('seed'))}): "
-                 f"{len(weights)} first-layer kernels, each scaled to its own range", fontsize="small")
+    ax.set_title(
+        f"run {run['run_id']} (kernel sizes {sizes}, seed {_tick(run.get('seed'))}): "
+        f"{len(weights)} first-layer kernels, each scaled to its own range",
+        fontsize="small",
+    )
     return fig, frame
 
 
@@ -644,21 +700,27 @@ def landscape(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
     # At each probed step, the spread of the batch loss over the step sizes tried along the
     # gradient (Santurkar et al.): a narrow band is a smooth, predictable landscape.
     _require(runs, "model.batchnorm")
-    rows = probe_rows(metrics, runs, LANDSCAPE, "probes.landscape_every must be > 0 and at most a run's training steps, "
-                      "epochs x training images / batch size")
+    rows = probe_rows(
+        metrics,
+        runs,
+        LANDSCAPE,
+        "probes.landscape_every must be > 0 and at most a run's training steps, epochs x training images / batch size",
+    )
     rows = rows[np.isfinite(rows["value"])]  # a step size that blew the loss up has no range
     per_run = rows.groupby(["run_id", "step"])["value"].agg(low="min", high="max").reset_index()
     per_run = per_run.merge(runs[["run_id", "model.batchnorm"]], on="run_id")
     frame = per_run.groupby(["model.batchnorm", "step"], as_index=False).agg(
-        low=("low", "mean"), high=("high", "mean"), n=("run_id", "nunique"))
+        low=("low", "mean"), high=("high", "mean"), n=("run_id", "nunique")
+    )
     for edge in ("low", "high"):
         frame[f"{edge}_smoothed"] = frame.groupby("model.batchnorm")[edge].transform(smooth, SMOOTH_LANDSCAPE)
 
     fig, ax = new_axes()
     for bn, part in frame.groupby("model.batchnorm", sort=True):
         name = {True: "with BN", False: "without BN"}.get(bn, f"batch norm {_tick(bn)}")
-        band = ax.fill_between(part["step"], part["low_smoothed"], part["high_smoothed"],
-                               alpha=0.35, linewidth=0, label=name)
+        band = ax.fill_between(
+            part["step"], part["low_smoothed"], part["high_smoothed"], alpha=0.35, linewidth=0, label=name
+        )
         for edge in ("low_smoothed", "high_smoothed"):
             ax.plot(part["step"], part[edge], color=band.get_facecolor()[0], alpha=1.0, linewidth=0.8)
     # Without batch norm the long steps can overshoot by orders of magnitude.
@@ -667,8 +729,10 @@ def landscape(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifacts):
         ax.set_yscale("log")
     multiples = sorted(rows["name"].unique(), key=lambda n: float(n.removeprefix(LANDSCAPE)))
     steps = ", ".join(n.removeprefix(LANDSCAPE) for n in multiples)
-    ax.set_title(f"batch loss at w - m·lr·∇L, min to max over m in {{{steps}}};\n"
-                 f"rolling mean over {SMOOTH_LANDSCAPE} probes", fontsize="medium")
+    ax.set_title(
+        f"batch loss at w - m·lr·∇L, min to max over m in {{{steps}}};\nrolling mean over {SMOOTH_LANDSCAPE} probes",
+        fontsize="medium",
+    )
     ax.set_xlabel("training step")
     ax.set_ylabel("loss along the gradient")
     ax.legend()
@@ -716,8 +780,9 @@ def cutout_kernels(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifac
         for run_id in chosen["run_id"]:
             weights = kernels_of(artifacts, run_id)
             norms = np.linalg.norm(weights.reshape(len(weights), -1), axis=1)
-            parts.append(pd.DataFrame({"setting": setting, "run_id": run_id,
-                                       "kernel": np.arange(len(norms)), "norm": norms}))
+            parts.append(
+                pd.DataFrame({"setting": setting, "run_id": run_id, "kernel": np.arange(len(norms)), "norm": norms})
+            )
     frame = pd.concat(parts, ignore_index=True)
     # 1 = the run's largest kernel; several seeds of a setting average rank by rank.
     frame["rank"] = frame.groupby("run_id")["norm"].rank(ascending=False, method="first").astype(int)
@@ -727,8 +792,13 @@ def cutout_kernels(runs: pd.DataFrame, metrics: pd.DataFrame, artifacts: Artifac
     for shift, (setting, part) in zip((-width / 2, width / 2), frame.groupby("setting", sort=False)):
         bars = part.groupby("rank")["norm"].mean()
         runs_of = part["run_id"].nunique()
-        ax.bar(bars.index + shift, bars.to_numpy(), width=width, alpha=0.85,
-               label=setting if runs_of == 1 else f"{setting} (mean of {runs_of} runs)")
+        ax.bar(
+            bars.index + shift,
+            bars.to_numpy(),
+            width=width,
+            alpha=0.85,
+            label=setting if runs_of == 1 else f"{setting} (mean of {runs_of} runs)",
+        )
     ax.set_xlabel("first-layer kernels, largest first")
     ax.set_ylabel("L2 norm of kernel weights")
     ax.set_title(compared, fontsize="medium")
@@ -748,8 +818,15 @@ SMALL_MULTIPLES_COLUMNS = 3
 CURVE_LEGEND_MAX = 10  # points; more lines than this go unlabelled
 
 
-def generic_figure(points: pd.DataFrame, axes: list[str], numeric: dict[str, bool], metric: str,
-                   curves: pd.DataFrame, title: str, footer: str = "") -> tuple[Figure, pd.DataFrame, pd.DataFrame]:
+def generic_figure(
+    points: pd.DataFrame,
+    axes: list[str],
+    numeric: dict[str, bool],
+    metric: str,
+    curves: pd.DataFrame,
+    title: str,
+    footer: str = "",
+) -> tuple[Figure, pd.DataFrame, pd.DataFrame]:
     """(figure, plotted numbers, curves) of a study's finished runs.
 
     ``points``: one row per run with ``run_id``, ``config_hash``, ``seed``, ``metric`` and a
@@ -779,7 +856,7 @@ def generic_figure(points: pd.DataFrame, axes: list[str], numeric: dict[str, boo
                 _heatmap(ax, part, axes[:2], numeric, metric)
                 ax.set_title(", ".join(f"{_short_axis(a)}={combo[a]}" for a in axes[2:]), fontsize="medium")
             right = grid[len(combos)]
-            for ax in grid[len(combos) + 1:]:
+            for ax in grid[len(combos) + 1 :]:
                 ax.set_visible(False)
         _curves(right, curve_summary)
         fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
@@ -829,8 +906,9 @@ def _one_axis(ax: Axes, summary: pd.DataFrame, axes: list[str], numeric: dict[st
     else:
         x = np.arange(len(summary))
         ax.bar(x, summary["mean"], yerr=[low, high], capsize=3, color="C0")
-        ax.set_xticks(x, [str(v) for v in summary[axis]], rotation=30 if len(x) > 4 else 0, ha="right"
-                      if len(x) > 4 else "center")
+        ax.set_xticks(
+            x, [str(v) for v in summary[axis]], rotation=30 if len(x) > 4 else 0, ha="right" if len(x) > 4 else "center"
+        )
     ax.set_xlabel(axis)
     ax.set_ylabel(f"{label(metric)} (mean, 95% CI)")
     if _is_fraction(metric):
@@ -852,14 +930,22 @@ def _heatmap(ax: Axes, summary: pd.DataFrame, axes: list[str], numeric: dict[str
     for i in range(values.shape[0]):
         for j in range(values.shape[1]):
             if np.isfinite(values[i, j]):
-                ax.text(j, i, _cell_text(metric, values[i, j]), ha="center", va="center", fontsize="small",
-                        color="black" if values[i, j] > middle else "white")
+                ax.text(
+                    j,
+                    i,
+                    _cell_text(metric, values[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize="small",
+                    color="black" if values[i, j] > middle else "white",
+                )
     ax.figure.colorbar(image, ax=ax, label=f"{label(metric)} (mean)")
 
 
 def _curve_summary(points: pd.DataFrame, axes: list[str], curves: pd.DataFrame) -> pd.DataFrame:
     keyed = points[["run_id", "config_hash", *axes]].assign(
-        label=points[axes].astype(str).agg(lambda r: " ".join(f"{_short_axis(a)}={v}" for a, v in r.items()), axis=1))
+        label=points[axes].astype(str).agg(lambda r: " ".join(f"{_short_axis(a)}={v}" for a, v in r.items()), axis=1)
+    )
     long = curves.merge(keyed, on="run_id").rename(columns={"step": "epoch", "name": "metric"})
     if long.empty:
         return pd.DataFrame(columns=["label", "metric", "epoch", "mean", "ci_low", "ci_high", "n"])

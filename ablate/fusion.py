@@ -152,8 +152,9 @@ def compiled(fn: Callable) -> Callable:
         try:
             out = fast(*args)  # compiles before it runs anything: a failure here changed nothing
         except Exception as e:  # noqa: BLE001
-            warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); the step runs uncompiled",
-                          stacklevel=2)
+            warnings.warn(
+                f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); the step runs uncompiled", stacklevel=2
+            )
             chosen.append(fn)
             return fn(*args)
         chosen.append(fast)

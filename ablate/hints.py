@@ -13,8 +13,9 @@ def _cell(value: Any) -> str:
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
-def run_command(study: str, variant=None, db: str | None = None, seeds: int | None = None,
-                retry_failed: bool = False) -> str:
+def run_command(
+    study: str, variant=None, db: str | None = None, seeds: int | None = None, retry_failed: bool = False
+) -> str:
     """``ablate run STUDY`` with what it takes to add runs to ``variant`` (an
     ``ablate.variants.Variant``, or None for the study's own defaults) in ``db``."""
     parts = [f"ablate run {study}"]

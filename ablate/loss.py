@@ -28,8 +28,10 @@ def register_loss(name: str):
 
 def check_name(name: str) -> None:
     if name not in LOSSES:
-        raise ConfigError(f"loss.name must be one of {', '.join(LOSSES)}, got {name!r} "
-                          "(a plugin registers more with ablate.loss.register_loss)")
+        raise ConfigError(
+            f"loss.name must be one of {', '.join(LOSSES)}, got {name!r} "
+            "(a plugin registers more with ablate.loss.register_loss)"
+        )
 
 
 def torch_smoothing(cfg: LossCfg, num_classes: int) -> float:
@@ -42,7 +44,7 @@ def torch_smoothing(cfg: LossCfg, num_classes: int) -> float:
     if cfg.smoothing_form == "pytorch":
         return cfg.label_smoothing
     if num_classes < 2:
-        raise ConfigError(f"loss.smoothing_form = \"report\" needs at least 2 classes, the data have {num_classes}")
+        raise ConfigError(f'loss.smoothing_form = "report" needs at least 2 classes, the data have {num_classes}')
     check_smoothing(cfg, num_classes)  # the data may have other than the config-time count
     return min(1.0, cfg.label_smoothing * num_classes / (num_classes - 1))
 

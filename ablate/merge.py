@@ -66,14 +66,22 @@ def assumed_data(value: str) -> tuple[str, str]:
     if re.fullmatch(r"[0-9a-f]{16}", value):
         return value, data.KNOWN.get(value, f"data of fingerprint {value}")
     if not Path(value).expanduser().exists():
-        raise ConfigError(f"--assume-data takes a data fingerprint (16 hex digits, e.g. {next(iter(data.KNOWN))} "
-                          f"for {data.KNOWN[next(iter(data.KNOWN))]}) or a data directory, got {value!r}")
+        raise ConfigError(
+            f"--assume-data takes a data fingerprint (16 hex digits, e.g. {next(iter(data.KNOWN))} "
+            f"for {data.KNOWN[next(iter(data.KNOWN))]}) or a data directory, got {value!r}"
+        )
     found = data.identify(value, data.load(value))
     return found.fingerprint, found.name
 
 
-def merge(sources: list[str], db: str | None = None, assume_data: str | None = None, on_conflict: str = "keep",
-          replace_study: bool = False, rename: list[str] | None = None) -> list[Merged]:
+def merge(
+    sources: list[str],
+    db: str | None = None,
+    assume_data: str | None = None,
+    on_conflict: str = "keep",
+    replace_study: bool = False,
+    rename: list[str] | None = None,
+) -> list[Merged]:
     """Merge the finished runs of ``sources`` (files or URLs) into ``db``; one transaction.
 
     ``on_conflict``: ``keep`` the target's run, or ``replace`` it with the source's, where two
@@ -108,14 +116,26 @@ def merge(sources: list[str], db: str | None = None, assume_data: str | None = N
         counts = absorb(store, [d for _, d in dumps], assume, on_conflict, redefine)
     finally:
         store.close()
-    return [Merged(url, **{**c, "conflicts": [_conflict(x) for x in c["conflicts"]], "redefined": sorted(r)})
-            for (url, _), c, r in zip(dumps, counts, redefine)]
+    return [
+        Merged(url, **{**c, "conflicts": [_conflict(x) for x in c["conflicts"]], "redefined": sorted(r)})
+        for (url, _), c, r in zip(dumps, counts, redefine)
+    ]
 
 
 def _conflict(c: dict[str, Any]) -> Conflict:
     (metric, here, there), *rest = c["differ"]
-    return Conflict(c["study"], c["label"], c["seed"], c["here_id"], c["there_id"], metric, here, there, c["kept"],
-                    tuple(k for k, _, _ in rest))
+    return Conflict(
+        c["study"],
+        c["label"],
+        c["seed"],
+        c["here_id"],
+        c["there_id"],
+        metric,
+        here,
+        there,
+        c["kept"],
+        tuple(k for k, _, _ in rest),
+    )
 
 
 def _renames(rename: list[str]) -> dict[str, str]:
@@ -135,13 +155,22 @@ def _renamed(dumps: list[tuple[str, Dump]], renames: dict[str, str]) -> list[tup
             raise ConfigError(f"--rename: no source holds a study '{old}'; they hold {', '.join(sorted(held))}")
     if not renames:
         return dumps
-    return [(url, replace(d, studies=[{**st, "name": renames.get(st["name"], st["name"])} for st in d.studies],
-                          runs=[{**r, "study": renames.get(r["study"], r["study"])} for r in d.runs]))
-            for url, d in dumps]
+    return [
+        (
+            url,
+            replace(
+                d,
+                studies=[{**st, "name": renames.get(st["name"], st["name"])} for st in d.studies],
+                runs=[{**r, "study": renames.get(r["study"], r["study"])} for r in d.runs],
+            ),
+        )
+        for url, d in dumps
+    ]
 
 
-def _redefinitions(here: dict[str, tuple[dict, str]], dumps: list[tuple[str, Dump]],
-                   replace_study: bool) -> list[set[str]]:
+def _redefinitions(
+    here: dict[str, tuple[dict, str]], dumps: list[tuple[str, Dump]], replace_study: bool
+) -> list[set[str]]:
     """Per source, the studies whose definition it takes over (with ``replace_study``); a
     study of another base or other axes under a name taken here, or by an earlier source, is
     refused otherwise, as ``ablate run`` refuses it."""
@@ -157,7 +186,8 @@ def _redefinitions(here: dict[str, tuple[dict, str]], dumps: list[tuple[str, Dum
                         f"study '{name}' of {url} ({_definition(spec)}) has another base or other axes than study "
                         f"'{name}' of {known[name][1]} ({_definition(known[name][0])}); pass --rename {name}=NEW "
                         "to merge it as another study, or --replace-study to make it the study's definition "
-                        "(the runs there stay, as another variant)")
+                        "(the runs there stay, as another variant)"
+                    )
                 mine.add(name)
             if name not in known or name in mine:
                 known[name] = (spec, url)

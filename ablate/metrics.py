@@ -38,8 +38,9 @@ def register_metric(name: str, description: str = "", higher_is_better: bool = T
     def add(fn):
         if not name.isidentifier():
             raise ConfigError(f"a metric's name must be an identifier, got {name!r}")
-        EVALUATED[name] = MetricSpec(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0],
-                                     higher_is_better, per_class)
+        EVALUATED[name] = MetricSpec(
+            name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], higher_is_better, per_class
+        )
         return fn
 
     return add
@@ -78,8 +79,10 @@ def check(name: str, what: str = "metric") -> None:
 
     if name in FINAL or derived.is_derived(name) or evaluated(name) is not None:
         return
-    listed = (f"{', '.join(names())} (N: a class's index; P: a percentage; a plugin registers more with "
-              "ablate.metrics.register_metric)")
+    listed = (
+        f"{', '.join(names())} (N: a class's index; P: a percentage; a plugin registers more with "
+        "ablate.metrics.register_metric)"
+    )
     if what == "metric":
         raise ConfigError(f"unknown metric '{name}'; metrics: {listed}")
     raise ConfigError(f"{what} must be one of {listed}, got {name!r}")
@@ -98,8 +101,11 @@ def _per_class(logits, labels, num_classes: int):
     return hits, support, predicted
 
 
-@register_metric("macro_f1", "F1 score per class (precision and recall of its predictions), averaged over the "
-                             "classes that occur in the test set")
+@register_metric(
+    "macro_f1",
+    "F1 score per class (precision and recall of its predictions), averaged over the "
+    "classes that occur in the test set",
+)
 def macro_f1(logits, labels, num_classes: int) -> float:
     hits, support, predicted = _per_class(logits, labels, num_classes)
     f1 = 2 * hits / (support + predicted).clamp_min(1)  # 2PR/(P+R) = 2 hits / (support + predicted)
@@ -113,8 +119,12 @@ def class_acc(logits, labels, num_classes: int) -> dict[str, float]:
     return {str(c): float(hits[c] / support[c]) for c in range(num_classes) if support[c] > 0}
 
 
-@register_metric("ece", f"expected calibration error: |accuracy - confidence| over {ECE_BINS} equal-width "
-                        "confidence bins, weighted by the images in each (lower is better)", higher_is_better=False)
+@register_metric(
+    "ece",
+    f"expected calibration error: |accuracy - confidence| over {ECE_BINS} equal-width "
+    "confidence bins, weighted by the images in each (lower is better)",
+    higher_is_better=False,
+)
 def ece(logits, labels, num_classes: int) -> float:
     import torch
 

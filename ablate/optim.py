@@ -63,10 +63,18 @@ class Muon(torch.optim.Optimizer):
     W -= lr orthogonalize(U as [rows, -1]).
     """
 
-    def __init__(self, groups: list[dict], lr: float, momentum: float = 0.0, nesterov: bool = False,
-                 weight_decay: float = 0.0):
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                        orthogonalize=False, ns_steps=3, renormalize=False)
+    def __init__(
+        self, groups: list[dict], lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            orthogonalize=False,
+            ns_steps=3,
+            renormalize=False,
+        )
         super().__init__(groups, defaults)
 
     @torch.no_grad()
@@ -112,24 +120,42 @@ def muon_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
     if bias_wd is None:
         bias_wd = 0.0 if cfg.decay_weights_only else cfg.weight_decay
     groups = [
-        {"params": [p for p in params if p.ndim == 4], "orthogonalize": True, "lr": muon.lr,
-         "momentum": muon.momentum, "nesterov": muon.nesterov, "weight_decay": muon.weight_decay,
-         "ns_steps": muon.ns_steps, "renormalize": muon.renormalize},
+        {
+            "params": [p for p in params if p.ndim == 4],
+            "orthogonalize": True,
+            "lr": muon.lr,
+            "momentum": muon.momentum,
+            "nesterov": muon.nesterov,
+            "weight_decay": muon.weight_decay,
+            "ns_steps": muon.ns_steps,
+            "renormalize": muon.renormalize,
+        },
         {"params": [p for p in params if p.ndim not in (0, 1, 4)]},
-        {"params": [p for p in params if p.ndim <= 1], "weight_decay": bias_wd,
-         "lr": cfg.lr if muon.bias_lr is None else muon.bias_lr},
+        {
+            "params": [p for p in params if p.ndim <= 1],
+            "weight_decay": bias_wd,
+            "lr": cfg.lr if muon.bias_lr is None else muon.bias_lr,
+        },
     ]
     return [g for g in groups if g["params"]]
 
 
 def build_optimizer(cfg: OptimCfg, model: nn.Module, total_steps: int) -> torch.optim.Optimizer:
     if cfg.name == "muon":
-        return Muon(muon_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
-                    nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+        return Muon(
+            muon_groups(model, cfg),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
+            weight_decay=cfg.weight_decay,
+        )
     groups = param_groups(model, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+            groups,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov and cfg.momentum > 0,
             weight_decay=cfg.weight_decay,
         )
     if cfg.name == "adam":

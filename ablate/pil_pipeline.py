@@ -70,6 +70,11 @@ def pil_loader(x: torch.Tensor, y: torch.Tensor, aug: AugCfg, batch: int, seed: 
     gen = torch.Generator()
     gen.manual_seed(seed)
     return torch.utils.data.DataLoader(
-        PilImages(x.cpu(), y.cpu(), aug), batch_size=batch, shuffle=True, drop_last=True,
-        num_workers=workers, generator=gen, persistent_workers=workers > 0,
+        PilImages(x.cpu(), y.cpu(), aug),
+        batch_size=batch,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        generator=gen,
+        persistent_workers=workers > 0,
     )

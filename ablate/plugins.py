@@ -137,8 +137,9 @@ def load_entry_points() -> None:
             if callable(obj) and not isinstance(obj, type(sys)):
                 obj()
         except Exception as e:
-            raise PluginError(f"entry point '{ep.name}' ({ep.value}) of group {GROUP} failed to load: "
-                              f"{type(e).__name__}: {e}") from None
+            raise PluginError(
+                f"entry point '{ep.name}' ({ep.value}) of group {GROUP} failed to load: {type(e).__name__}: {e}"
+            ) from None
         dist = getattr(ep, "dist", None)
         version = f"{dist.name}=={dist.version}" if dist is not None else f"{ep.value}=={ep.name}"
         for name in set(_BUILDERS) - before:

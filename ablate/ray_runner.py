@@ -120,8 +120,9 @@ class _LazyData:
 
 
 @ray.remote(max_retries=MAX_RETRIES)
-def train_point(wid: int, group: list[Task], data_source: str | None, hub, compile: bool = False,
-                shipped: tuple = ()) -> None:
+def train_point(
+    wid: int, group: list[Task], data_source: str | None, hub, compile: bool = False, shipped: tuple = ()
+) -> None:
     """One grid point, or a group of them trained fused, on whatever device Ray gave this
     task (it sets CUDA_VISIBLE_DEVICES). ``shipped``: the runner's plugins (``plugins.ship``),
     loaded here first, so a machine without the files trains the same code."""
@@ -138,8 +139,17 @@ def train_point(wid: int, group: list[Task], data_source: str | None, hub, compi
     stop.value, cancel.value = ray.get(hub.flags.remote(wid, first))
     threading.Thread(target=poll, daemon=True, name="ablate-ray-flags").start()
     try:
-        worker_loop(wid, device, data_source, _OneTask(group), _HubEvents(hub), stop, cancel,
-                    preloaded=_LazyData(data_source), compile=compile)
+        worker_loop(
+            wid,
+            device,
+            data_source,
+            _OneTask(group),
+            _HubEvents(hub),
+            stop,
+            cancel,
+            preloaded=_LazyData(data_source),
+            compile=compile,
+        )
     finally:
         done.set()
 
@@ -178,7 +188,8 @@ class _Inbox:
         ray.get(r.hub.assign.remote(self.wid, group[0].run_id))
         share = r.gpu_share(group[0]) if r.kind == "cuda" else 0
         self.handle.ref = train_point.options(num_cpus=1, num_gpus=share).remote(
-            self.wid, group, r.data_source, r.hub, r.compile, r.shipped)
+            self.wid, group, r.data_source, r.hub, r.compile, r.shipped
+        )
 
 
 class _HubQueue:
@@ -242,18 +253,26 @@ def probe(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     if target is None or ray.is_initialized():
         return
     _check_reachable(target)
-    code = ("import logging, sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, "
-            "log_to_driver=False, logging_level=logging.ERROR)")
-    child = subprocess.Popen([sys.executable, "-c", code, target], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    code = (
+        "import logging, sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, "
+        "log_to_driver=False, logging_level=logging.ERROR)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, target],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         _, err = child.communicate(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         with suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
         child.communicate()
-        raise ConfigError(f"--address {target}: no Ray cluster answered within {timeout_s:g} s "
-                          "(--connect-timeout to wait longer)") from None
+        raise ConfigError(
+            f"--address {target}: no Ray cluster answered within {timeout_s:g} s (--connect-timeout to wait longer)"
+        ) from None
     if child.returncode != 0:
         lines = [line for line in err.strip().splitlines() if line.strip() and not line.startswith("[")]
         raise ConfigError(f"--address {target}: cannot reach a Ray cluster ({lines[-1] if lines else 'no answer'})")
@@ -285,8 +304,12 @@ def cluster(address: str | None, kind: str, connect: bool = True) -> Iterator[st
     if owned:
         _check_reachable(address)
         try:
-            ray.init(address=address or _this_machines_cluster() or "local", include_dashboard=False,
-                     logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(
+                address=address or _this_machines_cluster() or "local",
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+            )
         except (ConnectionError, ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ConfigError(f"--address {address or 'auto'}: cannot reach a Ray cluster ({first})") from None
@@ -303,15 +326,23 @@ def cluster(address: str | None, kind: str, connect: bool = True) -> Iterator[st
 class RayRunner(Runner):
     """``Runner`` whose worker slots are Ray tasks, inside ``cluster``; ``kind`` is ``cpu`` or ``cuda``."""
 
-    def __init__(self, store, study_id: int, kind: str, data_source: str | None, reporter, *,
-                 per_gpu: int | None = None, **options):
+    def __init__(
+        self,
+        store,
+        study_id: int,
+        kind: str,
+        data_source: str | None,
+        reporter,
+        *,
+        per_gpu: int | None = None,
+        **options,
+    ):
         resources = ray.cluster_resources()
         gpus, cpus = resources.get("GPU", 0), int(resources.get("CPU", 1))
         self.kind, self.per_gpu = kind, per_gpu
         # As many slots as the cluster can run at once; Ray queues any surplus.
         slots = int(gpus * (per_gpu or 4)) if kind == "cuda" else cpus
-        super().__init__(store, study_id, [f"ray:{kind}"] * max(1, min(slots, cpus)), data_source, reporter,
-                         **options)
+        super().__init__(store, study_id, [f"ray:{kind}"] * max(1, min(slots, cpus)), data_source, reporter, **options)
         # The hub lives on the driver's node: anywhere else, a node that dies takes every
         # event and flag of the study with it, while the tasks it ran could just be retried.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)

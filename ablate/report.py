@@ -148,21 +148,27 @@ def footer(view: View) -> str:
     if high == 0:
         parts.append("n = 0: no run has a test accuracy, so nothing is plotted")
     elif high <= 1:
-        parts.append(f"n = {low} to 1 seed per point: no error bars (a second seed gives them)" if low < high
-                     else "n = 1 seed per point: no error bars (a second seed gives them)")
+        parts.append(
+            f"n = {low} to 1 seed per point: no error bars (a second seed gives them)"
+            if low < high
+            else "n = 1 seed per point: no error bars (a second seed gives them)"
+        )
     elif low == high:
         parts.append(f"n = {high} seeds per point; error bars: 95% CI over the {high} seeds")
     else:
-        parts.append(f"n = {low} to {high} seeds per point; error bars: 95% CI over each point's seeds "
-                     "(none where n = 1)")
+        parts.append(
+            f"n = {low} to {high} seeds per point; error bars: 95% CI over each point's seeds (none where n = 1)"
+        )
     text = "; ".join(parts) + "."
     dropped = left_out_text(left_out(v.runs))
     if dropped:
         text += f" Left out: {dropped}."
     variant = f" Variant {v.key}: {v.describe()}"
     if len(view.variants) > 1:
-        variant += (f" (1 of {len(view.variants)} variants of '{view.name}': `ablate status {view.name}` "
-                    f"lists them, `ablate report --variant KEY` draws another)")
+        variant += (
+            f" (1 of {len(view.variants)} variants of '{view.name}': `ablate status {view.name}` "
+            f"lists them, `ablate report --variant KEY` draws another)"
+        )
     return text + variant + "."
 
 
@@ -193,14 +199,18 @@ def draw_figures(store: Store, out: Path, numbers: list[int] | None = None, view
             entry.command = rerun(view, store.url, None)
             v = view.variant
             counts = left_out(v.runs) if v is not None else {}
-            entry.empty = (f"no finished runs of study '{spec.study}' ({left_out_text(counts)})" if counts
-                           else f"no runs of study '{spec.study}' yet")
+            entry.empty = (
+                f"no finished runs of study '{spec.study}' ({left_out_text(counts)})"
+                if counts
+                else f"no runs of study '{spec.study}' yet"
+            )
             continue
         ids = runs["run_id"].tolist()
         entry.note, entry.footer = partial_note(view), footer(view)
         try:
-            fig, plotted = spec.draw(runs, metrics_frame(store, ids), artifacts_map(store, ids),
-                                     note=entry.note, footer=entry.footer)
+            fig, plotted = spec.draw(
+                runs, metrics_frame(store, ids), artifacts_map(store, ids), note=entry.note, footer=entry.footer
+            )
         except ValueError as e:  # e.g. the study ran, but not the point this figure needs
             entry.problem = str(e)
             continue
@@ -233,20 +243,25 @@ def results_table(store: Store, views: Views) -> pd.DataFrame:
             continue
         mean, low, high, n = stats.mean_ci(runs["test_acc"].tolist(), bounds=stats.ACCURACY)
         params = metrics_frame(store, runs["run_id"].tolist(), ["params"])["value"]
-        rows.append({
-            "recipe": name,
-            "model": runs["model.name"].iloc[0],
-            "test_acc": mean, "ci_low": low, "ci_high": high, "n": n,
-            "epochs": int(runs["epochs"].iloc[0]),
-            "wall_s": runs["wall_s"].mean(),
-            "device": ", ".join(sorted(set(runs["device"].dropna()))),
-            "data": view.variant.data,
-            "layers": reported.get("layers"),
-            "params": int(params.iloc[0]) if len(params) else None,
-            "report_acc": reported.get("acc"),
-            "report_epochs": reported.get("epochs"),
-            "report_note": reported.get("note", ""),
-        })
+        rows.append(
+            {
+                "recipe": name,
+                "model": runs["model.name"].iloc[0],
+                "test_acc": mean,
+                "ci_low": low,
+                "ci_high": high,
+                "n": n,
+                "epochs": int(runs["epochs"].iloc[0]),
+                "wall_s": runs["wall_s"].mean(),
+                "device": ", ".join(sorted(set(runs["device"].dropna()))),
+                "data": view.variant.data,
+                "layers": reported.get("layers"),
+                "params": int(params.iloc[0]) if len(params) else None,
+                "report_acc": reported.get("acc"),
+                "report_epochs": reported.get("epochs"),
+                "report_note": reported.get("note", ""),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -308,7 +323,9 @@ def check_claims(store: Store, views: Views) -> list[claims_.Verdict]:
             raise ConfigError(f"study '{name}': {e}") from None
         if not found:
             continue
-        runs = with_derived(store, view.finished, {c.metric for c in found}) if not view.finished.empty else view.finished
+        runs = (
+            with_derived(store, view.finished, {c.metric for c in found}) if not view.finished.empty else view.finished
+        )
         for claim in found:
             if view.variant is None:
                 why = view.problem or rerun(view, store.url, None)
@@ -340,8 +357,9 @@ def _section_key(section: str) -> tuple:
     return tuple(int(x) if x.isdigit() else 999 for x in (section or "999").split("."))
 
 
-def write_report(store: Store, out: Path, numbers: list[int] | None = None,
-                 selection: str | dict[str, Any] | None = None) -> list[Entry]:
+def write_report(
+    store: Store, out: Path, numbers: list[int] | None = None, selection: str | dict[str, Any] | None = None
+) -> list[Entry]:
     """Draw the figures into ``out`` and write ``out/README.md``.
 
     With ``numbers`` only those figures are drawn, and only their sections of an existing
@@ -420,21 +438,47 @@ def _table_md(table: pd.DataFrame) -> str:
     head = [b.split(".", 1)[-1] for b in by] + ["test acc (mean)", "95% CI", "n seeds", "epoch (s)"]
     rows = [
         [_cell(r[b]) for b in by]
-        + [_pct(r["mean"]), _ci(r["ci_low"], r["ci_high"]), str(int(r["n"])),
-           "-" if pd.isna(r["epoch_s"]) else f"{r['epoch_s']:.1f}"]
+        + [
+            _pct(r["mean"]),
+            _ci(r["ci_low"], r["ci_high"]),
+            str(int(r["n"])),
+            "-" if pd.isna(r["epoch_s"]) else f"{r['epoch_s']:.1f}",
+        ]
         for _, r in table.iterrows()
     ]
     return _md(head, rows)
 
 
 def _results_md(results: pd.DataFrame) -> str:
-    head = ["recipe", "model", "test acc", "95% CI", "n", "epochs", "wall time", "device", "data", "layers",
-            "parameters", "report"]
+    head = [
+        "recipe",
+        "model",
+        "test acc",
+        "95% CI",
+        "n",
+        "epochs",
+        "wall time",
+        "device",
+        "data",
+        "layers",
+        "parameters",
+        "report",
+    ]
     rows = [
-        [r["recipe"], r["model"], _pct(r["test_acc"]), _ci(r["ci_low"], r["ci_high"]), str(r["n"]),
-         str(r["epochs"]), f"{r['wall_s'] / 60:.1f} min", r["device"] or "-", r["data"], str(r["layers"]),
-         f"{r['params']:,}" if pd.notna(r["params"]) else "-",
-         f"{100 * r['report_acc']:.2f}% in {r['report_epochs']} epochs ({r['report_note']})"]
+        [
+            r["recipe"],
+            r["model"],
+            _pct(r["test_acc"]),
+            _ci(r["ci_low"], r["ci_high"]),
+            str(r["n"]),
+            str(r["epochs"]),
+            f"{r['wall_s'] / 60:.1f} min",
+            r["device"] or "-",
+            r["data"],
+            str(r["layers"]),
+            f"{r['params']:,}" if pd.notna(r["params"]) else "-",
+            f"{100 * r['report_acc']:.2f}% in {r['report_epochs']} epochs ({r['report_note']})",
+        ]
         for _, r in results.iterrows()
     ]
     return _md(head, rows)
@@ -446,8 +490,16 @@ def _claims_md(verdicts: list[claims_.Verdict]) -> list[str]:
     rows = []
     for v in verdicts:
         verdict = f"**{v.verdict}**" + (f" ({v.why})" if v.why else "")
-        rows.append([v.claim.section or "-", _escape(v.claim.text), f"`{v.study}`", _escape(v.check), verdict,
-                     _escape(v.evidence)])
+        rows.append(
+            [
+                v.claim.section or "-",
+                _escape(v.claim.text),
+                f"`{v.study}`",
+                _escape(v.check),
+                verdict,
+                _escape(v.evidence),
+            ]
+        )
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     return [
         f"Each claim of the report that a study can test, checked over the study's drawn variant ({summary}). "
@@ -465,17 +517,30 @@ def _claims_md(verdicts: list[claims_.Verdict]) -> list[str]:
 
 def _claims_detail_md(verdicts: list[claims_.Verdict]) -> list[str]:
     """Every comparison of every claim with runs: what the one-line evidence summarises."""
-    out = ["Each claim's comparisons: the difference (first named minus second, mean over seeds), its 95% "
-           "interval (Student t; none with one seed or no spread), the boundary the claim needs it past, and "
-           "the p-values for and against the claim, Holm-adjusted within the claim."]
+    out = [
+        "Each claim's comparisons: the difference (first named minus second, mean over seeds), its 95% "
+        "interval (Student t; none with one seed or no spread), the boundary the claim needs it past, and "
+        "the p-values for and against the claim, Holm-adjusted within the claim."
+    ]
     head = ["comparison", "difference", "95% CI", "claim needs", "p for", "p against", "test", "n"]
     for v in verdicts:
         if not v.comparisons:
             continue
-        out += ["", f"**{v.claim.section} {_escape(v.claim.text)}** (`{v.study}`: {v.verdict}). {_escape(v.check)}.",
-                "", _md(head, [[_escape(str(c[k])) for k in ("comparison", "difference", "95% CI", "boundary",
-                                                              "p for", "p against", "test", "n")]
-                               for c in v.comparisons])]
+        out += [
+            "",
+            f"**{v.claim.section} {_escape(v.claim.text)}** (`{v.study}`: {v.verdict}). {_escape(v.check)}.",
+            "",
+            _md(
+                head,
+                [
+                    [
+                        _escape(str(c[k]))
+                        for k in ("comparison", "difference", "95% CI", "boundary", "p for", "p against", "test", "n")
+                    ]
+                    for c in v.comparisons
+                ],
+            ),
+        ]
     return out
 
 
@@ -496,8 +561,10 @@ def _significance_md(comparisons: list[compare.Comparison]) -> str:
         parts.append(f"`{c.axis}` against {c.baseline}: {', '.join(found) if found else 'none'}.")
     if not parts:
         return ""
-    return ("Differ from the baseline at p < 0.05, Holm-corrected over the axis's values (`ablate compare`: "
-            "runs matched by seed and the other axes, the seed as the unit): " + " ".join(parts))
+    return (
+        "Differ from the baseline at p < 0.05, Holm-corrected over the axis's values (`ablate compare`: "
+        "runs matched by seed and the other axes, the seed as the unit): " + " ".join(parts)
+    )
 
 
 def _first_figures() -> dict[str, int]:
@@ -519,8 +586,13 @@ def figure_sections(entries: list[Entry], notes: dict[str, str]) -> dict[str, st
         elif e.png is None:
             body.append(f"{e.empty[0].upper()}{e.empty[1:]}: `{e.command}` fills this figure.")
         else:
-            body += [f"![Figure {e.number}]({e.png.name})", "", e.footer, "",
-                     f"Study `{e.study}`; numbers: [{e.csv.name}]({e.csv.name})."]
+            body += [
+                f"![Figure {e.number}]({e.png.name})",
+                "",
+                e.footer,
+                "",
+                f"Study `{e.study}`; numbers: [{e.csv.name}]({e.csv.name}).",
+            ]
             if e.table is not None and first.get(e.study) == e.number:
                 body += ["", _table_md(e.table)]
                 if e.study in notes:
@@ -540,7 +612,7 @@ def replace_sections(text: str, sections: dict[str, str]) -> str:
         number = int(name.split("-")[1])
         later = [m for m in re.finditer(r"<!-- ablate:figure-(\d+) -->", text) if int(m.group(1)) > number]
         if later:
-            text = text[: later[0].start()] + section + "\n" + text[later[0].start():]
+            text = text[: later[0].start()] + section + "\n" + text[later[0].start() :]
         else:
             text = text.rstrip("\n") + "\n" + section + "\n"
     return text
@@ -553,9 +625,16 @@ def _stamp(store: Store) -> str:
     return max(stamps).strftime("%Y-%m-%d %H:%M UTC") if stamps else "no runs yet"
 
 
-def render_readme(store: Store, sections: dict[str, str], extra: list[tuple[View, pd.DataFrame]],
-                  results: pd.DataFrame, verdicts: list[claims_.Verdict], notes: dict[str, str],
-                  assumed: dict[str, list[str]] | None = None, drawn: dict[str, Any] | None = None) -> str:
+def render_readme(
+    store: Store,
+    sections: dict[str, str],
+    extra: list[tuple[View, pd.DataFrame]],
+    results: pd.DataFrame,
+    verdicts: list[claims_.Verdict],
+    notes: dict[str, str],
+    assumed: dict[str, list[str]] | None = None,
+    drawn: dict[str, Any] | None = None,
+) -> str:
     parts = [
         "# Study report",
         "",
@@ -568,9 +647,16 @@ def render_readme(store: Store, sections: dict[str, str], extra: list[tuple[View
     if not results.empty:
         parts += ["", _section("results", ["", "## Results", "", _results_md(results), ""])]
     if verdicts:
-        said = [f"- `{name}`: " + " ".join(f"({i}) {_escape(a)}." for i, a in enumerate(items, 1))
-                for name, items in sorted((assumed or {}).items()) if items]
-        what = ["", "What each study assumes where the report does not say (its file's `assumed`):", "", *said] if said else []
+        said = [
+            f"- `{name}`: " + " ".join(f"({i}) {_escape(a)}." for i, a in enumerate(items, 1))
+            for name, items in sorted((assumed or {}).items())
+            if items
+        ]
+        what = (
+            ["", "What each study assumes where the report does not say (its file's `assumed`):", "", *said]
+            if said
+            else []
+        )
         parts += ["", _section("claims", ["", "## Claims", "", *_claims_md(verdicts), *what, ""])]
     parts += ["", *sections.values()]
     for view, table in extra:
@@ -593,5 +679,7 @@ def _study_section(view: View, table: pd.DataFrame, note: str | None, drawn=None
 def _assumed_md(assumed: list[str]) -> list[str]:
     if not assumed:
         return []
-    return ["", "Assumed, where the report does not say: " + " ".join(f"({i}) {_escape(a)}." for i, a in
-                                                                       enumerate(assumed, 1))]
+    return [
+        "",
+        "Assumed, where the report does not say: " + " ".join(f"({i}) {_escape(a)}." for i, a in enumerate(assumed, 1)),
+    ]

@@ -25,9 +25,26 @@ from ablate.store import Store
 from ablate.variants import Variant, select, study_base, variant_key, variants
 
 RUN_COLUMNS = [
-    "run_id", "study", "variant", "status", "seed", "config_hash", "data_fp", "data_name", "label",
-    "epochs_done", "test_acc", "test_loss", "train_acc", "train_loss", "wall_s", "device",
-    "created_at", "started_at", "ended_at", "error",
+    "run_id",
+    "study",
+    "variant",
+    "status",
+    "seed",
+    "config_hash",
+    "data_fp",
+    "data_name",
+    "label",
+    "epochs_done",
+    "test_acc",
+    "test_loss",
+    "train_acc",
+    "train_loss",
+    "wall_s",
+    "device",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "error",
 ]
 METRIC_COLUMNS = ["run_id", "step", "name", "value"]
 # The exported per-epoch table carries each run's identity so it joins without the runs table.
@@ -65,8 +82,11 @@ def runs_frame(store: Store, study: str | None = None, found: list[dict] | None 
         row.update(flatten(r["config"]))
         rows.append(row)
     frame = pd.DataFrame(rows)
-    return frame[RUN_COLUMNS + [c for c in frame.columns if c not in RUN_COLUMNS]] if rows else pd.DataFrame(
-        columns=RUN_COLUMNS)
+    return (
+        frame[RUN_COLUMNS + [c for c in frame.columns if c not in RUN_COLUMNS]]
+        if rows
+        else pd.DataFrame(columns=RUN_COLUMNS)
+    )
 
 
 def study_spec(store: Store, study: str) -> dict:
@@ -128,8 +148,11 @@ def long_metrics_frame(store: Store, found: pd.DataFrame, names: Iterable[str] |
     if isinstance(names, str):  # names="test_acc" would otherwise match its letters
         names = [names]
     long = metrics_frame(store, found["run_id"].tolist() if len(found) else [], names)
-    who = found[["study", "variant", "run_id", "seed", "label"]] if len(found) else pd.DataFrame(
-        columns=["study", "variant", "run_id", "seed", "label"])
+    who = (
+        found[["study", "variant", "run_id", "seed", "label"]]
+        if len(found)
+        else pd.DataFrame(columns=["study", "variant", "run_id", "seed", "label"])
+    )
     return long.merge(who, on="run_id", how="left")[LONG_METRIC_COLUMNS]
 
 
@@ -163,8 +186,12 @@ def runs(db: str | Store | None = None, study: str | None = None, variant: str |
             store.close()
 
 
-def metrics(db: str | Store | None = None, study: str | None = None, names: Iterable[str] | None = None,
-            variant: str | dict | None = ALL) -> pd.DataFrame:
+def metrics(
+    db: str | Store | None = None,
+    study: str | None = None,
+    names: Iterable[str] | None = None,
+    variant: str | dict | None = ALL,
+) -> pd.DataFrame:
     """The long per-epoch table (study, variant, run_id, seed, label, step, name, value) of the
     runs ``runs`` returns; ``names`` keeps only those metrics. ``ablate export --metrics``."""
     store, close = _with_store(db)
@@ -232,8 +259,9 @@ def _encode(frame: pd.DataFrame, format: str) -> bytes:
         return frame.to_csv(index=False).encode()
     if format == "json":
         # records, one object per row; not pandas' to_json, which rounds floats at 15 digits
-        return (json.dumps([{k: _json_value(v) for k, v in r.items()} for r in frame.to_dict("records")])
-                + "\n").encode()
+        return (
+            json.dumps([{k: _json_value(v) for k, v in r.items()} for r in frame.to_dict("records")]) + "\n"
+        ).encode()
     buf = io.BytesIO()
     _arrow_ready(frame).to_parquet(buf, index=False)
     return buf.getvalue()
@@ -274,8 +302,14 @@ def _with_evaluated(store: Store, frame: pd.DataFrame) -> pd.DataFrame:
     return found.drop(columns=[n for n in names if found[n].isna().all()])
 
 
-def export(out: str | Path | None = None, db: str | Store | None = None, study: str | None = None,
-           format: str = "csv", per_epoch: bool = False, variant: str | dict | None = None) -> tuple[Path | str, int]:
+def export(
+    out: str | Path | None = None,
+    db: str | Store | None = None,
+    study: str | None = None,
+    format: str = "csv",
+    per_epoch: bool = False,
+    variant: str | dict | None = None,
+) -> tuple[Path | str, int]:
     """``ablate export``: the runs table (or with ``per_epoch`` the metrics table) to a file.
 
     The runs are those a figure of the study draws: its default variant, or the one

@@ -92,7 +92,7 @@ def plan(
     if backend not in BACKENDS:
         raise ConfigError(f"--backend: unknown backend '{backend}'; accepted: {', '.join(BACKENDS)}")
     if backend == "ray" and importlib.util.find_spec("ray") is None:
-        raise ConfigError("--backend ray needs Ray, which is not installed: pip install \"ablate[ray]\"")
+        raise ConfigError('--backend ray needs Ray, which is not installed: pip install "ablate[ray]"')
     if per_gpu is not None and per_gpu < 1:
         raise ConfigError(f"--per-gpu must be a positive integer, got {per_gpu}")
     fuse = parse_fuse(fuse)
@@ -112,7 +112,9 @@ def plan(
     if backend == "ray":  # the devices are the cluster's, and each worker reads its own --data
         kind = (device or "auto").strip()
         if kind not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device '{kind}' with --backend ray: accepted: auto, cpu, cuda (Ray places the points)")
+            raise ConfigError(
+                f"--device '{kind}' with --backend ray: accepted: auto, cpu, cuda (Ray places the points)"
+            )
         devices = [kind]
     else:
         # Several processes per GPU: small models leave most of it idle when trained one at a time.
@@ -121,8 +123,18 @@ def plan(
     # identity, so which points are done is only known once it is read. Ray workers read
     # their own copy at the same path and check it against this fingerprint.
     loaded, identities = _load_data(points, source, {} if data_cache is None else data_cache, download)
-    return Plan(spec, points, devices, source, backend, per_gpu, identities,
-                loaded if backend == "local" else {}, fuse=fuse, compile=compile)
+    return Plan(
+        spec,
+        points,
+        devices,
+        source,
+        backend,
+        per_gpu,
+        identities,
+        loaded if backend == "local" else {},
+        fuse=fuse,
+        compile=compile,
+    )
 
 
 # The official set is one set of arrays, so one fingerprint; what it is needs the files, so
@@ -150,11 +162,17 @@ def _load_data(points: list[GridPoint], source: str | None, cache: dict, downloa
 
 
 def _study_spec(study: Study) -> dict[str, Any]:
-    return {"base": study.base, "axes": study.axes, "seeds": study.seeds, "figures": list(study.figures),
-            "reported": study.reported, "claims": [c.to_dict() for c in study.claims],
-            **({"assumed": list(study.assumed)} if study.assumed else {}),
-            **({"plugins": list(study.plugins)} if study.plugins else {}),
-            "path": str(study.path) if study.path else None}
+    return {
+        "base": study.base,
+        "axes": study.axes,
+        "seeds": study.seeds,
+        "figures": list(study.figures),
+        "reported": study.reported,
+        "claims": [c.to_dict() for c in study.claims],
+        **({"assumed": list(study.assumed)} if study.assumed else {}),
+        **({"plugins": list(study.plugins)} if study.plugins else {}),
+        "path": str(study.path) if study.path else None,
+    }
 
 
 def check_same_study(store: Store, study: Study) -> None:
@@ -166,8 +184,9 @@ def check_same_study(store: Store, study: Study) -> None:
     was = stored["spec"].get("path") or "another file"
     raise ConfigError(
         f"study '{study.name}' in this database has another base or other axes (from {was}) than "
-        f"{study.path or 'this study'}; give this file another name (name = \"...\"), or pass --replace-study "
-        "to make it the study's definition (the runs recorded stay, as another variant)")
+        f'{study.path or "this study"}; give this file another name (name = "..."), or pass --replace-study '
+        "to make it the study's definition (the runs recorded stay, as another variant)"
+    )
 
 
 def data_changes(store: Store, plan_: Plan) -> list[str]:
@@ -184,8 +203,10 @@ def data_changes(store: Store, plan_: Plan) -> list[str]:
             continue
         last = max(same_name, key=lambda r: (r["created_at"], r["id"]))
         if last["data_fp"] != identity.fingerprint:
-            out.append(f"data in {plan_.data_source} changed since this study's last run on it: new fingerprint "
-                       f"{identity.fingerprint} (was {last['data_fp']}), so its runs are a new variant")
+            out.append(
+                f"data in {plan_.data_source} changed since this study's last run on it: new fingerprint "
+                f"{identity.fingerprint} (was {last['data_fp']}), so its runs are a new variant"
+            )
     return out
 
 
@@ -196,8 +217,9 @@ def settle_data(store: Store, plan_: Plan) -> None:
         return
     fp = next((r["data_fp"] for r in store.runs() if r["data_name"] == datasets.OFFICIAL and r["data_fp"]), None)
     if fp is not None:
-        plan_.data = {k: datasets.DataIdentity(fp, TO_DOWNLOAD.name) if v == TO_DOWNLOAD else v
-                      for k, v in plan_.data.items()}
+        plan_.data = {
+            k: datasets.DataIdentity(fp, TO_DOWNLOAD.name) if v == TO_DOWNLOAD else v for k, v in plan_.data.items()
+        }
 
 
 def to_download(plan_: Plan) -> bool:
@@ -257,37 +279,73 @@ def execute(
     if unsettled:
         check_writable(folder)
     if plan_.backend == "local":
+
         def make_runner(study_id: int, groups: list[list[int]]) -> Runner:
-            return Runner(store, study_id, plan_.devices, plan_.data_source, reporter, plan_.loaded,
-                          checkpoint_dir=folder, keep_checkpoints=keep_checkpoints, processes=processes,
-                          groups=groups, fuse=fuse_cap(plan_), compile=plan_.compile)
+            return Runner(
+                store,
+                study_id,
+                plan_.devices,
+                plan_.data_source,
+                reporter,
+                plan_.loaded,
+                checkpoint_dir=folder,
+                keep_checkpoints=keep_checkpoints,
+                processes=processes,
+                groups=groups,
+                fuse=fuse_cap(plan_),
+                compile=plan_.compile,
+            )
 
         return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_runner, deadline)
     from ablate.ray_runner import RayRunner, cluster
 
     # The cluster before any write: an address that answers nothing leaves the database as it was.
     with cluster(address, plan_.devices[0], connect=unsettled) as kind:
+
         def make_ray_runner(study_id: int, groups: list[list[int]]) -> Runner:
-            return RayRunner(store, study_id, kind, plan_.data_source, reporter, per_gpu=plan_.per_gpu,
-                             checkpoint_dir=folder, keep_checkpoints=keep_checkpoints,
-                             groups=groups, fuse=fuse_cap(plan_, kind), compile=plan_.compile)
+            return RayRunner(
+                store,
+                study_id,
+                kind,
+                plan_.data_source,
+                reporter,
+                per_gpu=plan_.per_gpu,
+                checkpoint_dir=folder,
+                keep_checkpoints=keep_checkpoints,
+                groups=groups,
+                fuse=fuse_cap(plan_, kind),
+                compile=plan_.compile,
+            )
 
-        return _record_and_train(store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_ray_runner,
-                                 deadline)
+        return _record_and_train(
+            store, plan_, reporter, folder, retry_failed, keep_checkpoints, make_ray_runner, deadline
+        )
 
 
-def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Path, retry_failed: bool,
-                      keep_checkpoints: bool, make_runner: Callable[[int, list[list[int]]], Runner],
-                      deadline: float | None = None) -> RunSummary:
+def _record_and_train(
+    store: Store,
+    plan_: Plan,
+    reporter: Reporter,
+    folder: Path,
+    retry_failed: bool,
+    keep_checkpoints: bool,
+    make_runner: Callable[[int, list[list[int]]], Runner],
+    deadline: float | None = None,
+) -> RunSummary:
     study = plan_.study
     study_id = store.sync_study(study.name, study.description, _study_spec(study))
     stale = store.requeue_stale(study_id, STALE_AFTER_S)
     for r in stale:
         reporter.message(f"re-queued run {r['id']} ({r['label']}): {r['reason']}")
-    store.add_runs(study_id, (
-        NewRun(p.config_hash, p.seed, to_dict(p.config), p.label, plan_.identity(p).fingerprint, plan_.identity(p).name)
-        for p in plan_.points
-    ))
+    store.add_runs(
+        study_id,
+        (
+            NewRun(
+                p.config_hash, p.seed, to_dict(p.config), p.label, plan_.identity(p).fingerprint, plan_.identity(p).name
+            )
+            for p in plan_.points
+        ),
+    )
     runs = existing(store, plan_)
     retried = 0
     if retry_failed:
@@ -298,8 +356,15 @@ def _record_and_train(store: Store, plan_: Plan, reporter: Reporter, folder: Pat
     skipped = sum(r["status"] in DONE for r in runs.values())
     failed = sum(r["status"] == "failed" for r in runs.values())
     todo = {r["id"] for r in runs.values() if r["status"] == "pending"}
-    summary = RunSummary(study.name, len(plan_.points), skipped, failed, stale=stale, retried=retried,
-                         elsewhere=sum(r["status"] == "running" for r in runs.values()))
+    summary = RunSummary(
+        study.name,
+        len(plan_.points),
+        skipped,
+        failed,
+        stale=stale,
+        retried=retried,
+        elsewhere=sum(r["status"] == "running" for r in runs.values()),
+    )
     if not todo:
         return summary
     outcome = make_runner(study_id, fused_groups(plan_, runs, todo)).run(todo, len(todo), skipped, deadline)
@@ -314,8 +379,10 @@ def check_writable(folder: Path) -> None:
     while not here.exists() and here != here.parent:
         here = here.parent
     if not here.is_dir() or not os.access(here, os.W_OK | os.X_OK):
-        raise ConfigError(f"cannot write checkpoints into '{folder}': '{here}' is "
-                          f"{'not a folder' if not here.is_dir() else 'read-only'}; give --checkpoints a writable folder")
+        raise ConfigError(
+            f"cannot write checkpoints into '{folder}': '{here}' is "
+            f"{'not a folder' if not here.is_dir() else 'read-only'}; give --checkpoints a writable folder"
+        )
 
 
 def _sweep_checkpoints(folder: Path, runs, reporter: Reporter) -> None:
@@ -329,8 +396,15 @@ def _sweep_checkpoints(folder: Path, runs, reporter: Reporter) -> None:
                 reporter.message(f"{r['label']}: {why}")
 
 
-EXECUTE_OPTIONS = ("retry_failed", "keep_checkpoints", "checkpoints", "processes", "address", "deadline",
-                   "replace_study")
+EXECUTE_OPTIONS = (
+    "retry_failed",
+    "keep_checkpoints",
+    "checkpoints",
+    "processes",
+    "address",
+    "deadline",
+    "replace_study",
+)
 
 
 def reach_cluster(plan_: Plan, address: str | None, timeout_s: float | None = None) -> None:
@@ -344,8 +418,9 @@ def reach_cluster(plan_: Plan, address: str | None, timeout_s: float | None = No
     probe(address, CONNECT_TIMEOUT_S if timeout_s is None else timeout_s)
 
 
-def run_study(study: str, db: str | None = None, reporter: Reporter | None = None,
-              connect_timeout: float | None = None, **options) -> RunSummary:
+def run_study(
+    study: str, db: str | None = None, reporter: Reporter | None = None, connect_timeout: float | None = None, **options
+) -> RunSummary:
     """``plan`` with the options it takes, then ``execute`` with those it takes."""
     run_options = {k: options.pop(k) for k in EXECUTE_OPTIONS if k in options}
     plan_ = plan(study, **options)
@@ -370,8 +445,14 @@ def dry_run(store: Store, plan_: Plan) -> list[dict[str, Any]]:
     settle_data(store, plan_)
     runs = existing(store, plan_)
     rows = [
-        {"label": p.label, "seed": p.seed, "config_hash": p.config_hash, "data": plan_.identity(p).name,
-         "status": runs.get(plan_.key(p), {}).get("status", "new"), "group": None}
+        {
+            "label": p.label,
+            "seed": p.seed,
+            "config_hash": p.config_hash,
+            "data": plan_.identity(p).name,
+            "status": runs.get(plan_.key(p), {}).get("status", "new"),
+            "group": None,
+        }
         for p in plan_.points
     ]
     todo = [i for i, r in enumerate(rows) if r["status"] not in DONE]
@@ -413,4 +494,3 @@ def fused_groups(plan_: Plan, runs: dict[tuple[str, int, str], dict[str, Any]], 
     points = [p for p in plan_.points if runs.get(plan_.key(p), {}).get("id") in todo]
     ids = [runs[plan_.key(p)]["id"] for p in points]
     return [[ids[i] for i in g] for g in fusion.group([p.config for p in points]) if len(g) > 1]
-

@@ -162,8 +162,10 @@ class Pace:
 
     def says(self) -> str:
         if self.rough:
-            return (f"rough: no finished run on {self.kind} in this database, so {1 / self.seconds_per_flop / 1e9:,.0f} "
-                    f"GFLOP/s a run is assumed, {ROUGH_SOURCE[self.kind]} pace")
+            return (
+                f"rough: no finished run on {self.kind} in this database, so {1 / self.seconds_per_flop / 1e9:,.0f} "
+                f"GFLOP/s a run is assumed, {ROUGH_SOURCE[self.kind]} pace"
+            )
         return "from the runs in the database: their seconds per FLOP on this kind of device"
 
 
@@ -191,8 +193,9 @@ def prepare(store: Store, plans: list[Plan]) -> list[Item]:
     return sorted(items, key=lambda i: (-i.worth, i.name))
 
 
-def run_all(store: Store, items: list[Item], budget_s: float | None, reporter: Reporter | None = None,
-            **execute_options) -> list[Item]:
+def run_all(
+    store: Store, items: list[Item], budget_s: float | None, reporter: Reporter | None = None, **execute_options
+) -> list[Item]:
     """Train the items in order until done or until ``budget_s`` is spent."""
     deadline = time.monotonic() + budget_s if budget_s is not None else None
     for item in items:

@@ -139,11 +139,22 @@ def _sigint_ignored():
 class Runner:
     """Drives the workers for one study; ``store`` is the only database handle."""
 
-    def __init__(self, store, study_id: int, devices: list[str], data_source: str | None,
-                 reporter: Reporter, preloaded: dict[str, datasets.Dataset] | None = None, *,
-                 checkpoint_dir: str | Path | None = None, keep_checkpoints: bool = False,
-                 processes: bool | None = None, groups: list[list[int]] | None = None, fuse: int = 1,
-                 compile: bool = False):
+    def __init__(
+        self,
+        store,
+        study_id: int,
+        devices: list[str],
+        data_source: str | None,
+        reporter: Reporter,
+        preloaded: dict[str, datasets.Dataset] | None = None,
+        *,
+        checkpoint_dir: str | Path | None = None,
+        keep_checkpoints: bool = False,
+        processes: bool | None = None,
+        groups: list[list[int]] | None = None,
+        fuse: int = 1,
+        compile: bool = False,
+    ):
         """``groups``: run ids that may train fused (``ablate.fusion.group``); a worker is given
         up to ``fuse`` pending runs of one group at a time. ``compile``: see ``worker_loop``."""
         self.store, self.study_id, self.devices = store, study_id, devices
@@ -170,21 +181,34 @@ class Runner:
         cancel = self._ctx.RawValue("q", 0)
         if not self.processes:
             inbox: queue.Queue = queue.Queue()
-            args = (wid, device, self.data_source, inbox, self._events, self._stop, cancel, self.preloaded, False,
-                    self.compile)
+            args = (
+                wid,
+                device,
+                self.data_source,
+                inbox,
+                self._events,
+                self._stop,
+                cancel,
+                self.preloaded,
+                False,
+                self.compile,
+            )
             t = threading.Thread(target=worker_loop, args=args, daemon=True, name=f"ablate-worker-{wid}")
             t.start()
             return _Slot(wid, device, t, inbox, cancel)
         task_r, task_w = self._ctx.Pipe(duplex=False)
         event_r, event_w = self._ctx.Pipe(duplex=False)
-        p = self._ctx.Process(target=_process_main, daemon=True, name=f"ablate-worker-{wid}",
-                              args=(wid, device, self.data_source, task_r, event_w, self._stop, cancel, self.compile))
+        p = self._ctx.Process(
+            target=_process_main,
+            daemon=True,
+            name=f"ablate-worker-{wid}",
+            args=(wid, device, self.data_source, task_r, event_w, self._stop, cancel, self.compile),
+        )
         with _sigint_ignored():
             p.start()
         task_r.close()  # the child has its own copies; ours would keep EOF from arriving
         event_w.close()
-        fwd = threading.Thread(target=_forward, args=(event_r, self._events), daemon=True,
-                               name=f"ablate-forward-{wid}")
+        fwd = threading.Thread(target=_forward, args=(event_r, self._events), daemon=True, name=f"ablate-forward-{wid}")
         fwd.start()
         return _Slot(wid, device, p, _TaskPipe(task_w), cancel, fwd)
 
@@ -233,8 +257,10 @@ class Runner:
                     self.reporter.message("stopping after the current step; Ctrl-C again to stop at once")
                 if deadline is not None and not outcome.out_of_time and time.monotonic() >= deadline:
                     self._stop.value, outcome.out_of_time = 1, True
-                    self.reporter.message("the time budget is spent: stopping after the current step; "
-                                          "the unfinished points stay pending, to resume")
+                    self.reporter.message(
+                        "the time budget is spent: stopping after the current step; "
+                        "the unfinished points stay pending, to resume"
+                    )
                 if not self._stop.value:
                     self._dispatch(run_ids, busy)
                     if not busy and any(not s.retired and not s.handle.is_alive() for s in self._slots):
@@ -269,8 +295,10 @@ class Runner:
         try:
             fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001
-            self.reporter.message(f"could not put a run back in the queue ({_first_line(e)}); "
-                                  "the next ablate run finds it stale and re-queues it")
+            self.reporter.message(
+                f"could not put a run back in the queue ({_first_line(e)}); "
+                "the next ablate run finds it stale and re-queues it"
+            )
 
     def _claim_group(self, device: str, run_ids: set[int]) -> list:
         """The oldest pending run, and up to ``fuse - 1`` pending runs of its group; each
@@ -302,13 +330,25 @@ class Runner:
             for claim in claims:
                 key = checkpoint_key(claim.run_id, claim.created_at)
                 path = checkpoint_path(self.checkpoint_dir, claim.run_id, key) if self.checkpoint_dir else None
-                group.append(Task(claim.run_id, claim.token, claim.config, claim.label, claim.config_hash, claim.seed,
-                                  str(path) if path else None, claim.data_fp, key))
+                group.append(
+                    Task(
+                        claim.run_id,
+                        claim.token,
+                        claim.config,
+                        claim.label,
+                        claim.config_hash,
+                        claim.seed,
+                        str(path) if path else None,
+                        claim.data_fp,
+                        key,
+                    )
+                )
             busy[slot.wid] = {t.run_id: t for t in group}
             slot.cancel.value = 0
             slot.inbox.put(group)
             label = f"{claims[0].label} seed={claims[0].seed}" + (
-                f" (+{len(claims) - 1} fused)" if len(claims) > 1 else "")
+                f" (+{len(claims) - 1} fused)" if len(claims) > 1 else ""
+            )
             self.reporter.claimed(slot.wid, label, claims[0].config.get("epochs", 0))
 
     def _handle(self, event: tuple, busy: dict[int, dict[int, Task]], outcome: Outcome) -> None:
@@ -461,8 +501,10 @@ class QuietReporter:
 
     def epoch(self, worker, label, epoch, metrics):
         acc = metrics.get("test_acc")
-        self.echo(f"{label}: epoch {epoch}/{self.epochs.get(worker, '?')}"
-                  + (f" test acc {acc:.4f}" if acc is not None else ""))
+        self.echo(
+            f"{label}: epoch {epoch}/{self.epochs.get(worker, '?')}"
+            + (f" test acc {acc:.4f}" if acc is not None else "")
+        )
 
     def finished(self, worker, label, status, detail):
         self.echo(f"[{status}] {label} {detail}".rstrip())

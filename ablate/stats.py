@@ -50,8 +50,9 @@ def mean_ci(values, level: float = 0.95, bounds: tuple[float, float] | None = No
     return mean, low, high, n
 
 
-def summarize(frame: pd.DataFrame, by: list[str], value: str = "test_acc",
-              bounds: tuple[float, float] | None = None) -> pd.DataFrame:
+def summarize(
+    frame: pd.DataFrame, by: list[str], value: str = "test_acc", bounds: tuple[float, float] | None = None
+) -> pd.DataFrame:
     """One row per group of ``by``: the ``by`` columns, then mean, ci_low, ci_high, n.
 
     Rows are sorted by ``by``. A group whose values are all NaN is kept with n == 0, so
@@ -65,8 +66,10 @@ def summarize(frame: pd.DataFrame, by: list[str], value: str = "test_acc",
     if "config_hash" in frame.columns:
         configs = frame.groupby(by, dropna=False)["config_hash"].nunique()
         if (configs > 1).any():
-            raise PoolingError(f"{int(configs.max())} configs share one value of {', '.join(by)}: statistics are "
-                               "taken over the seeds of one config, never across configs (draw one variant)")
+            raise PoolingError(
+                f"{int(configs.max())} configs share one value of {', '.join(by)}: statistics are "
+                "taken over the seeds of one config, never across configs (draw one variant)"
+            )
     # dropna=False: a config key that is unset for some runs is still a group of its own.
     grouped = frame.groupby(by, sort=True, dropna=False)[value]
     rows = [
@@ -76,7 +79,6 @@ def summarize(frame: pd.DataFrame, by: list[str], value: str = "test_acc",
     out = pd.DataFrame(rows, columns=by + SUMMARY_COLUMNS)
     out["n"] = out["n"].astype(int)
     return out.sort_values(by, kind="stable").reset_index(drop=True)
-
 
 
 # The seed is the unit of replication: a comparison's differences are one per seed (the runs
@@ -167,8 +169,9 @@ def paired_test(diffs, bound: float = 0.0, exact: bool = False, level: float = 0
         nonzero = int(np.count_nonzero(np.abs(shifted) > 1e-12 * max(1.0, float(np.abs(d).max()))))
         return PairedTest(mean, low, high, n, above, below, "exact sign-flip", sign_flip_floor(nonzero))
     stat = (mean - bound) / se
-    return PairedTest(mean, low, high, n, float(_special.stdtr(n - 1, -stat)), float(_special.stdtr(n - 1, stat)),
-                      "paired t", 0.0)
+    return PairedTest(
+        mean, low, high, n, float(_special.stdtr(n - 1, -stat)), float(_special.stdtr(n - 1, stat)), "paired t", 0.0
+    )
 
 
 def _flat(d: np.ndarray) -> bool:

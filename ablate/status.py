@@ -14,9 +14,26 @@ from ablate.store.schema import utcnow
 from ablate.variants import select
 
 RUN_FIELDS = (
-    "id", "status", "seed", "config_hash", "label", "config", "test_acc", "epochs_done",
-    "device", "host", "pid", "started_at", "ended_at", "heartbeat_at", "wall_s", "error",
-    "attempts", "notes", "stale_reason", "code_version",
+    "id",
+    "status",
+    "seed",
+    "config_hash",
+    "label",
+    "config",
+    "test_acc",
+    "epochs_done",
+    "device",
+    "host",
+    "pid",
+    "started_at",
+    "ended_at",
+    "heartbeat_at",
+    "wall_s",
+    "error",
+    "attempts",
+    "notes",
+    "stale_reason",
+    "code_version",
 )
 
 
@@ -74,8 +91,9 @@ def mixed_code(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_config: dict[str, dict[str, Any]] = {}
     for r in runs:
         if r.get("code_version"):
-            entry = by_config.setdefault(r["config_hash"], {"config_hash": r["config_hash"], "label": r["label"],
-                                                             "versions": {}})
+            entry = by_config.setdefault(
+                r["config_hash"], {"config_hash": r["config_hash"], "label": r["label"], "versions": {}}
+            )
             entry["versions"][r["code_version"]] = entry["versions"].get(r["code_version"], 0) + 1
     return [e for e in by_config.values() if len(e["versions"]) > 1]
 
@@ -99,9 +117,19 @@ def _points(chosen, runs: list[dict[str, Any]], axes: list[str]) -> list[dict[st
                 values[axis] = get_key(r["config"], axis)
             except (KeyError, IndexError, TypeError):
                 values[axis] = None
-        out.append({"run_id": r["id"], "label": r["label"], "axes": values, "seed": r["seed"], "status": r["status"],
-                    "epochs_done": r["epochs_done"], "epochs": r["config"].get("epochs"), "test_acc": r["test_acc"],
-                    "wall_s": r["wall_s"]})
+        out.append(
+            {
+                "run_id": r["id"],
+                "label": r["label"],
+                "axes": values,
+                "seed": r["seed"],
+                "status": r["status"],
+                "epochs_done": r["epochs_done"],
+                "epochs": r["config"].get("epochs"),
+                "test_acc": r["test_acc"],
+                "wall_s": r["wall_s"],
+            }
+        )
     return out  # runs come oldest first: the grid's order, each point's seeds together
 
 
@@ -115,7 +143,18 @@ def _variants(found, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for run_id in v.runs["run_id"]:
             counts[shown[int(run_id)]] += 1
         low, high = v.seeds()
-        out.append({"key": v.key, "default": i == 0, "differs": v.describe(data=True), "diff": v.diff, "data": v.data,
-                     "data_fp": v.data_fp, "points": v.points, "done_points": v.done_points,
-                     "seeds": [low, high], "counts": counts})
+        out.append(
+            {
+                "key": v.key,
+                "default": i == 0,
+                "differs": v.describe(data=True),
+                "diff": v.diff,
+                "data": v.data,
+                "data_fp": v.data_fp,
+                "points": v.points,
+                "done_points": v.done_points,
+                "seeds": [low, high],
+                "counts": counts,
+            }
+        )
     return out

@@ -151,8 +151,9 @@ def parse_file(path: Path) -> Study:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise StudyError(f"study file '{path}' is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); "
-                         "save it as UTF-8") from None
+        raise StudyError(
+            f"study file '{path}' is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from None
     return parse(text, path)
 
 
@@ -190,8 +191,10 @@ def _from_doc(doc: dict[str, Any], path: Path | None) -> Study:
         raise ConfigError(f"figures must be a list of figure numbers, got {figures!r}")
     unknown_figures = [f for f in figures if f not in FIGURE_NUMBERS]
     if unknown_figures:
-        raise ConfigError(f"figures: no figure {unknown_figures[0]}; the report's figures are "
-                          f"{', '.join(map(str, FIGURE_NUMBERS))} (a study without one gets a figure of its own)")
+        raise ConfigError(
+            f"figures: no figure {unknown_figures[0]}; the report's figures are "
+            f"{', '.join(map(str, FIGURE_NUMBERS))} (a study without one gets a figure of its own)"
+        )
     specs = doc.get("plugins", [])
     if not isinstance(specs, list) or not all(isinstance(p, str) and p for p in specs):
         raise ConfigError(f"plugins must be a list of files or module paths, got {specs!r}")
@@ -250,8 +253,10 @@ def expand(
     n_seeds = seeds if seeds is not None else study.seeds
     total = study.size * n_seeds
     if total > max_points:
-        raise ConfigError(f"study '{study.name}' has {study.size:,} grid point(s) x {n_seeds:,} seed(s) = "
-                          f"{total:,} runs, more than the limit of {max_points:,}; --max-points N raises it")
+        raise ConfigError(
+            f"study '{study.name}' has {study.size:,} grid point(s) x {n_seeds:,} seed(s) = "
+            f"{total:,} runs, more than the limit of {max_points:,}; --max-points N raises it"
+        )
     base = to_dict(from_dict(study.base))  # defaults filled in, base validated
     study_epochs = base["epochs"]
     tables = [a for a, values in study.axes.items() if any(isinstance(v, dict) for v in values)]
@@ -262,8 +267,10 @@ def expand(
             raise ConfigError(f"'{key}' is an axis of study '{study.name}'; edit its values in the study file")
         under = next((a for a in tables if key.startswith(a + ".")), None)
         if under:  # some of the axis's tables would take it and others not: set it in each table
-            raise ConfigError(f"'{key}' lies under the axis '{under}' of study '{study.name}', whose values are "
-                              "whole tables; set it in those tables in the study file (or a copy of it)")
+            raise ConfigError(
+                f"'{key}' lies under the axis '{under}' of study '{study.name}', whose values are "
+                "whole tables; set it in those tables in the study file (or a copy of it)"
+            )
         base = _set_checked(base, key, value)
     if "epochs" in dict(overrides) and "switch.at_epoch" not in dict(overrides):
         base = _shorten_switch(base, study_epochs, study.name)
@@ -294,9 +301,11 @@ def _shorten_switch(base: dict[str, Any], study_epochs: int, study: str) -> dict
     if not at or epochs == study_epochs:
         return base
     if epochs < 2:
-        raise ConfigError(f"study '{study}' switches optimizer after epoch {at} of {study_epochs}: "
-                          f"--epochs {epochs} leaves no room for both phases; give 2 or more, "
-                          "or --set switch.at_epoch=0 for the first phase alone")
+        raise ConfigError(
+            f"study '{study}' switches optimizer after epoch {at} of {study_epochs}: "
+            f"--epochs {epochs} leaves no room for both phases; give 2 or more, "
+            "or --set switch.at_epoch=0 for the first phase alone"
+        )
     return _set_checked(base, "switch.at_epoch", min(max(round(at * epochs / study_epochs), 1), epochs - 1))
 
 
@@ -334,6 +343,7 @@ def _resolve(d: dict[str, Any]) -> RunConfig:
         if isinstance(e, ConfigError):
             raise
         text = str(e).strip().splitlines()
-        raise ConfigError(f"model '{cfg.model.name}' cannot be built with {args}: "
-                          f"{text[0] if text else type(e).__name__}") from None
+        raise ConfigError(
+            f"model '{cfg.model.name}' cannot be built with {args}: {text[0] if text else type(e).__name__}"
+        ) from None
     return cfg

@@ -40,6 +40,7 @@ def axis_labels(runs: pd.DataFrame, axis: str, values: list[Any]) -> pd.Series:
         by_value = {_key(v): label for v, label in zip(values, labels)}
         found = runs[axis].map(lambda v: by_value.get(_key(v)))
     else:
+
         def match(row) -> str | None:
             best, size = None, -1
             for value, label in zip(values, labels):
@@ -48,6 +49,7 @@ def axis_labels(runs: pd.DataFrame, axis: str, values: list[Any]) -> pd.Series:
                 if all(k in row and _key(row[k]) == _key(v) for k, v in keys.items()) and len(keys) > size:
                     best, size = label, len(keys)
             return best
+
         found = runs.apply(match, axis=1)
     return pd.Categorical(found, categories=list(dict.fromkeys(labels)), ordered=True)
 
@@ -103,9 +105,12 @@ def figure_lines(drawn: StudyFigure | None) -> list[str]:
         return []
     if drawn.png is None:
         return [f"No figure: {drawn.problem}.", ""]
-    return [f"![Study {drawn.study}]({drawn.png.name})", "",
-            f"Numbers: [{drawn.csv.name}]({drawn.csv.name}); per-epoch curves: [{drawn.curves.name}]({drawn.curves.name}).",
-            ""]
+    return [
+        f"![Study {drawn.study}]({drawn.png.name})",
+        "",
+        f"Numbers: [{drawn.csv.name}]({drawn.csv.name}); per-epoch curves: [{drawn.curves.name}]({drawn.curves.name}).",
+        "",
+    ]
 
 
 def collapse(entries: list, verdicts: list) -> tuple[dict[str, str], list]:
@@ -116,8 +121,10 @@ def collapse(entries: list, verdicts: list) -> tuple[dict[str, str], list]:
 
     studies = ", ".join(dict.fromkeys(e.study for e in entries))
     unrun = [v for v in verdicts if v.verdict == "not run"]
-    line = (f"The report's {len(entries)} figures and {len(unrun)} claims have no runs in this database "
-            f"(`ablate run STUDY` for {studies} draws them).")
+    line = (
+        f"The report's {len(entries)} figures and {len(unrun)} claims have no runs in this database "
+        f"(`ablate run STUDY` for {studies} draws them)."
+    )
     return {"figures": _section("figures", ["", line, ""])}, [v for v in verdicts if v.verdict != "not run"]
 
 
@@ -137,8 +144,11 @@ def write_study(store: Store, out: Path, study: str, selection: str | dict | Non
     view = views(study)
     if view.problem:
         raise report.VariantError(view.problem)
-    drawn = draw(store, view, Path(out), report.footer(view)) if view.variant is not None else StudyFigure(
-        study, problem="no finished runs")
+    drawn = (
+        draw(store, view, Path(out), report.footer(view))
+        if view.variant is not None
+        else StudyFigure(study, problem="no finished runs")
+    )
     if view.variant is None or view.finished.empty:
         return drawn
     notes = report.significance(store, views, {study})

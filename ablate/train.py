@@ -82,13 +82,21 @@ def _rng_states() -> tuple[torch.Tensor, list[torch.Tensor]]:
 class _Run:
     """A run's mutable state: what a checkpoint holds and a resume restores."""
 
-    def __init__(self, cfg: RunConfig, data: Dataset, device: torch.device, fresh: bool = True,
-                 hooks: Hooks | None = None, own_rng: bool = False):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        data: Dataset,
+        device: torch.device,
+        fresh: bool = True,
+        hooks: Hooks | None = None,
+        own_rng: bool = False,
+    ):
         torch.manual_seed(cfg.seed)
         self.cfg = cfg
         self.hooks = hooks or Hooks()
-        self.model = create_model(cfg.model.name, num_classes=len(data.classes), in_channels=data.channels,
-                                  **cfg.model.args).to(device)
+        self.model = create_model(
+            cfg.model.name, num_classes=len(data.classes), in_channels=data.channels, **cfg.model.args
+        ).to(device)
         # A model may set weights from the training images (airbench's patch whitening). Only a
         # fresh run asks: a resumed one gets them back from its checkpoint.
         init = getattr(self.model, "init_from_data", None)
@@ -110,7 +118,9 @@ class _Run:
         self.phase = 0
         self.start_phase(1)
         averaging = cfg.averaging
-        self.average = None if averaging.name == "none" else WeightAverage(averaging, self.model, cfg.epochs * self.steps)
+        self.average = (
+            None if averaging.name == "none" else WeightAverage(averaging, self.model, cfg.epochs * self.steps)
+        )
         self.metrics: dict[str, float] = {}
         self.earlier_s = 0.0  # training time before a resume
         self.result: RunResult | None = None
@@ -132,19 +142,21 @@ class _Run:
     def state(self, metrics: dict[str, float], wall_s: float) -> dict[str, Any]:
         """A snapshot (copies, not views of live tensors), safe to keep while training goes on."""
         cpu_rng, cuda_rng = self.rng or _rng_states()
-        return copy.deepcopy({
-            "epoch": self.epoch,
-            "phase": self.phase,
-            "metrics": metrics,
-            "wall_s": wall_s,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
-            "average": self.average.state_dict() if self.average else None,
-            "generator": self.gen.get_state(),
-            "cpu_rng": cpu_rng,
-            "cuda_rng": cuda_rng,
-        })
+        return copy.deepcopy(
+            {
+                "epoch": self.epoch,
+                "phase": self.phase,
+                "metrics": metrics,
+                "wall_s": wall_s,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "average": self.average.state_dict() if self.average else None,
+                "generator": self.gen.get_state(),
+                "cpu_rng": cpu_rng,
+                "cuda_rng": cuda_rng,
+            }
+        )
 
     def restore(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -195,7 +207,8 @@ def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int):
             shares = [flips[r][ix] for r, ix in zip(live, idxs)]
             flip = shares[0] if one else torch.cat(shares)
         x = normalize(augment(data.train_x[idx], aug, gens, flip), stats=data.stats).contiguous(
-            memory_format=live[0].memory_format)
+            memory_format=live[0].memory_format
+        )
         y = data.train_y[idx]
         if not one:
             x, y = x.view(len(live), b, *x.shape[1:]), y.view(len(live), b)
@@ -292,7 +305,11 @@ def train_group(
         forward = _forward(live, compile, forwards)
         loss_sum = torch.zeros(len(live), device=device)
         correct = torch.zeros(len(live), device=device, dtype=torch.long)
-        batches = _device_batches(data, first.data.aug, live, epoch) if loader is None else _pil_batches(loader, device, runs[0])
+        batches = (
+            _device_batches(data, first.data.aug, live, epoch)
+            if loader is None
+            else _pil_batches(loader, device, runs[0])
+        )
         for i, (x, y) in enumerate(batches):
             with autocast():
                 out = forward(x)
@@ -360,8 +377,16 @@ def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_
     logits: list[torch.Tensor] = []
     if np.isfinite(run.metrics["train_loss"]) and due:
         with run.average.applied(run.model) if run.average else contextlib.nullcontext():
-            test_loss, test_acc = evaluate(run.model, data.test_x, data.test_y, amp, run.memory_format, cfg.eval.tta,
-                                           stats=data.stats, logits=logits)
+            test_loss, test_acc = evaluate(
+                run.model,
+                data.test_x,
+                data.test_y,
+                amp,
+                run.memory_format,
+                cfg.eval.tta,
+                stats=data.stats,
+                logits=logits,
+            )
         run.metrics.update(test_loss=test_loss, test_acc=test_acc)
     if not all(np.isfinite(run.metrics.get(k, 0.0)) for k in ("train_loss", "test_loss")):
         if hooks.epoch:
@@ -403,8 +428,16 @@ def _probe(run: _Run, step: int, x: torch.Tensor, y: torch.Tensor, autocast) -> 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp=None, memory_format=torch.contiguous_format,
-             tta: str = "none", stats=None, logits: list[torch.Tensor] | None = None):
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    amp=None,
+    memory_format=torch.contiguous_format,
+    tta: str = "none",
+    stats=None,
+    logits: list[torch.Tensor] | None = None,
+):
     """Mean cross-entropy and accuracy over (x uint8, y), on the logits averaged over the
     test-time views ``tta`` (none: the images as they are); ``logits`` collects them, in
     float32, for the evaluated metrics (``ablate.metrics``)."""
@@ -429,9 +462,16 @@ def with_channels(data: Dataset, model: str) -> Dataset:
     if data.channels != 1 or takes_in_channels(model):
         return data
     mean, std = data.stats
-    return Dataset(data.train_x.expand(-1, 3, -1, -1).contiguous(), data.train_y,
-                   data.test_x.expand(-1, 3, -1, -1).contiguous(), data.test_y, list(data.classes),
-                   data.fingerprint, tuple(mean) * 3, tuple(std) * 3)
+    return Dataset(
+        data.train_x.expand(-1, 3, -1, -1).contiguous(),
+        data.train_y,
+        data.test_x.expand(-1, 3, -1, -1).contiguous(),
+        data.test_y,
+        list(data.classes),
+        data.fingerprint,
+        tuple(mean) * 3,
+        tuple(std) * 3,
+    )
 
 
 def steps_per_epoch(cfg: RunConfig, n_train: int) -> int:

@@ -29,8 +29,9 @@ def views(x: torch.Tensor, mode: str) -> tuple[list[torch.Tensor], list[float]]:
     raise ValueError(f"unknown test-time augmentation {mode!r}; one of {', '.join(MODES)}")
 
 
-def tta_logits(model: nn.Module, x: torch.Tensor, mode: str = "none",
-               memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+def tta_logits(
+    model: nn.Module, x: torch.Tensor, mode: str = "none", memory_format: torch.memory_format = torch.contiguous_format
+) -> torch.Tensor:
     """The weighted mean of the model's logits over the views, in float32.
 
     All views go through the model as one batch: in eval mode that gives what one view at a

@@ -186,15 +186,25 @@ def variants(runs: pd.DataFrame, spec: dict[str, Any], study: str) -> list[Varia
         first = part.iloc[0]
         common = {}
         for column in part.columns:
-            if not is_config_column(column) or column == "seed" or any(
-                column == a or column.startswith(a + ".") for a in axes
+            if (
+                not is_config_column(column)
+                or column == "seed"
+                or any(column == a or column.startswith(a + ".") for a in axes)
             ):
                 continue
             value = _scalar(first[column])
             if _present(value):
                 common[column] = value
-        out.append(Variant(study, str(key), _text_or_none(first.get("data_fp")), _text_or_none(first.get("data_name")),
-                           common, part.reset_index(drop=True)))
+        out.append(
+            Variant(
+                study,
+                str(key),
+                _text_or_none(first.get("data_fp")),
+                _text_or_none(first.get("data_name")),
+                common,
+                part.reset_index(drop=True),
+            )
+        )
     _name_differences(out, flatten(study_base(spec)))
     out.sort(key=lambda v: (-v.results, -(v.last.timestamp() if v.last is not None else 0.0), v.key))
     return out
@@ -224,8 +234,10 @@ def parse_selector(text: str) -> str | dict[str, Any]:
     text = text.strip()
     if "=" not in text:
         if not re.fullmatch(r"[0-9a-f]{1,12}", text):
-            raise VariantError(f"--variant takes a variant key (as `ablate status STUDY` lists them) or "
-                               f"KEY=VALUE[,KEY=VALUE...] (e.g. epochs=2,train_subset=256), got {text!r}")
+            raise VariantError(
+                f"--variant takes a variant key (as `ablate status STUDY` lists them) or "
+                f"KEY=VALUE[,KEY=VALUE...] (e.g. epochs=2,train_subset=256), got {text!r}"
+            )
         return text
     items = {}
     for part in text.split(","):
@@ -263,7 +275,9 @@ def select(found: list[Variant], selector: str | dict[str, Any] | None, study: s
     what = selector if isinstance(selector, str) else ",".join(f"{k}={_text(v)}" for k, v in selector.items())
     if hits:  # picking one by the default order would draw a variant nobody named
         listed = "; ".join(f"{v.key} ({v.describe()}, {v.results} finished)" for v in hits)
-        raise VariantError(f"--variant {what} matches {len(hits)} variants of study '{study}': {listed}; "
-                           "name one by its key or by more KEY=VALUE pairs")
+        raise VariantError(
+            f"--variant {what} matches {len(hits)} variants of study '{study}': {listed}; "
+            "name one by its key or by more KEY=VALUE pairs"
+        )
     listed = "; ".join(f"{v.key} ({v.describe()}, {v.results} finished)" for v in found)
     raise VariantError(f"--variant {what} matches no variant of study '{study}'; its variants: {listed}")

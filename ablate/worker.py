@@ -73,9 +73,18 @@ def _free_device_memory(device: str) -> None:
         torch.cuda.empty_cache()
 
 
-def worker_loop(wid: int, device: str, data_source: str | None, tasks, events, stop, cancel,
-                preloaded: dict[str, datasets.Dataset] | None = None, watch_parent: bool = False,
-                compile: bool = False) -> None:
+def worker_loop(
+    wid: int,
+    device: str,
+    data_source: str | None,
+    tasks,
+    events,
+    stop,
+    cancel,
+    preloaded: dict[str, datasets.Dataset] | None = None,
+    watch_parent: bool = False,
+    compile: bool = False,
+) -> None:
     """Train groups of tasks from ``tasks`` (a list each) until a None arrives, reporting on
     ``events``. A group of several trains fused where it may (``ablate.train.train_group``).
 
@@ -168,21 +177,32 @@ def _prepare(wid: int, task: Task, events) -> _Member:
             m.state = None
             events.put(("note", wid, rid, f"checkpoint {m.path} has another batch size; starting from scratch"))
     if m.state is not None:
-        m.history = [(int(e), dict(mt)) for e, mt in m.state["meta"]["history"]] + [(m.state["epoch"], dict(m.state["metrics"]))]
+        m.history = [(int(e), dict(mt)) for e, mt in m.state["meta"]["history"]] + [
+            (m.state["epoch"], dict(m.state["metrics"]))
+        ]
     events.put(("resumed", wid, rid, m.state["epoch"] if m.state else 0, m.history))
     return m
 
 
-def _run_group(wid: int, device: str, group: list[Task], dataset: Callable[[str], datasets.Dataset], events,
-               should_stop: Callable[[int], bool], compile: bool = False) -> None:
+def _run_group(
+    wid: int,
+    device: str,
+    group: list[Task],
+    dataset: Callable[[str], datasets.Dataset],
+    events,
+    should_stop: Callable[[int], bool],
+    compile: bool = False,
+) -> None:
     first = from_dict(group[0].config).data
     data = dataset(datasets.data_key(first.dataset, first.image_size))  # one fusion group: one data set
     fit = []
     for task in group:
         if task.data_fp is not None and data.fingerprint != task.data_fp:
             # A worker on another machine (Ray) read another copy at the same --data path.
-            error = (f"DataError: this worker's data (fingerprint {data.fingerprint}) is not the data the run "
-                     f"was planned on ({task.data_fp}); give every machine the same copy")
+            error = (
+                f"DataError: this worker's data (fingerprint {data.fingerprint}) is not the data the run "
+                f"was planned on ({task.data_fp}); give every machine the same copy"
+            )
             events.put(("failed", wid, task.run_id, error))
         elif _code_changed(task):
             events.put(("failed", wid, task.run_id, _code_changed(task)))
@@ -208,8 +228,10 @@ def _code_changed(task: Task) -> str | None:
         return f"ConfigError: {e}"
     if here == cfg.code:
         return None
-    return (f"ConfigError: model '{cfg.model.name}' has another source here (hash {here}) than when the run was "
-            f"planned ({cfg.code}); run the study again to plan the edited model as a new variant")
+    return (
+        f"ConfigError: model '{cfg.model.name}' has another source here (hash {here}) than when the run was "
+        f"planned ({cfg.code}); run the study again to plan the edited model as a new variant"
+    )
 
 
 def _train(wid, device, members: list[_Member], data, events, should_stop, compile) -> None:
@@ -236,8 +258,10 @@ def _train(wid, device, members: list[_Member], data, events, should_stop, compi
     if oom:
         half = (len(left) + 1) // 2
         parts = [left[:half], left[half:]]
-        note = (f"out of memory with {len(members)} runs fused ({why}); retried from the last checkpoint "
-                f"in groups of {len(parts[0])} and {len(parts[1])}")
+        note = (
+            f"out of memory with {len(members)} runs fused ({why}); retried from the last checkpoint "
+            f"in groups of {len(parts[0])} and {len(parts[1])}"
+        )
     else:
         parts = [[m] for m in left]
         note = f"fused training failed ({why}); each run retried alone from its last checkpoint"
@@ -261,8 +285,10 @@ def _run_alone(wid, device, m: _Member, data, events, should_stop, compile) -> N
         except Exception as e:
             if _is_oom(e) and not m.halved and m.cfg.batch_size > 1:
                 half = m.cfg.batch_size // 2
-                retry_note = (f"out of memory at batch size {m.cfg.batch_size} ({_first_line(e)}); "
-                              f"retried from scratch at batch size {half}")
+                retry_note = (
+                    f"out of memory at batch size {m.cfg.batch_size} ({_first_line(e)}); "
+                    f"retried from scratch at batch size {half}"
+                )
                 m.cfg, m.halved = replace(m.cfg, batch_size=half), True
             elif m.state is not None and not progressed[0] and not _is_oom(e):
                 retry_note = f"cannot resume from checkpoint {m.path} ({_first_line(e)}); starting from scratch"
@@ -293,8 +319,9 @@ def _attempt(wid, device, members: list[_Member], data, events, should_stop, pro
             h.end(result)
 
 
-def _hooks(wid: int, m: _Member, events, should_stop: Callable[[int], bool], progressed: list[bool],
-           steps: int) -> Hooks:
+def _hooks(
+    wid: int, m: _Member, events, should_stop: Callable[[int], bool], progressed: list[bool], steps: int
+) -> Hooks:
     task, rid = m.task, m.task.run_id
     seen = list(m.history)
     # Steps within the epoch, counted where the trainer asks whether to stop (after every step).
@@ -317,14 +344,25 @@ def _hooks(wid: int, m: _Member, events, should_stop: Callable[[int], bool], pro
         progressed[0] = True
         # The epoch this snapshot ends is reported right after it, so `seen` stops one short.
         snapshot["meta"] = {
-            "run_id": rid, "config_hash": task.config_hash, "seed": task.seed, "key": task.checkpoint_key,
-            "batch_size": m.cfg.batch_size, "history": [[e, mt] for e, mt in seen],
+            "run_id": rid,
+            "config_hash": task.config_hash,
+            "seed": task.seed,
+            "key": task.checkpoint_key,
+            "batch_size": m.cfg.batch_size,
+            "history": [[e, mt] for e, mt in seen],
         }
         try:
             save_checkpoint(m.path, snapshot)
         except OSError as e:
-            events.put(("message", wid, rid, f"cannot write checkpoint {m.path} ({_first_line(e)}); "
-                                              "the run goes on, but cannot resume from this epoch"))
+            events.put(
+                (
+                    "message",
+                    wid,
+                    rid,
+                    f"cannot write checkpoint {m.path} ({_first_line(e)}); "
+                    "the run goes on, but cannot resume from this epoch",
+                )
+            )
 
     def on_probe(step: int, values: dict[str, float]) -> None:
         progressed[0] = True
@@ -338,9 +376,14 @@ def _hooks(wid: int, m: _Member, events, should_stop: Callable[[int], bool], pro
         m.ended = True
         events.put(("done", wid, rid, result.status, result.metrics, result.wall_s, _versions(m.cfg.model.name)))
 
-    return Hooks(epoch=on_epoch, probe=on_probe, artifact=on_artifact,
-                 checkpoint=on_checkpoint if m.path is not None else None,
-                 should_stop=stop_after_step, end=on_end)
+    return Hooks(
+        epoch=on_epoch,
+        probe=on_probe,
+        artifact=on_artifact,
+        checkpoint=on_checkpoint if m.path is not None else None,
+        should_stop=stop_after_step,
+        end=on_end,
+    )
 
 
 class _PipeEvents:
@@ -366,8 +409,17 @@ class _PipeTasks:
 
 
 def _process_main(wid, device, data_source, task_conn, event_conn, stop, cancel, compile=False) -> None:
-    worker_loop(wid, device, data_source, _PipeTasks(task_conn), _PipeEvents(event_conn), stop, cancel,
-                watch_parent=True, compile=compile)
+    worker_loop(
+        wid,
+        device,
+        data_source,
+        _PipeTasks(task_conn),
+        _PipeEvents(event_conn),
+        stop,
+        cancel,
+        watch_parent=True,
+        compile=compile,
+    )
 
 
 def _forward(conn, events: queue.Queue) -> None:

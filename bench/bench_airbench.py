@@ -41,9 +41,15 @@ def summarise(runs: list[dict]) -> dict:
     tta = [r["tta_val_acc"] for r in runs]
     plain = [r["val_acc"] for r in runs]
     secs = [r["seconds"] for r in runs]
-    return {"n": len(runs), "mean_acc": statistics.fmean(tta), "std_acc": sd(tta),
-            "mean_acc_no_tta": statistics.fmean(plain), "std_acc_no_tta": sd(plain),
-            "mean_seconds": statistics.fmean(secs), "std_seconds": sd(secs)}
+    return {
+        "n": len(runs),
+        "mean_acc": statistics.fmean(tta),
+        "std_acc": sd(tta),
+        "mean_acc_no_tta": statistics.fmean(plain),
+        "std_acc_no_tta": sd(plain),
+        "mean_seconds": statistics.fmean(secs),
+        "std_seconds": sd(secs),
+    }
 
 
 def main() -> None:
@@ -70,14 +76,19 @@ def main() -> None:
         return
     for name in ("train.pt", "test.pt"):
         if not (root / "cifar10" / name).is_file():
-            sys.exit(f"{root / 'cifar10' / name} is missing (airbench would try to download it): "
-                     "write it with bench/export_cifar_pt.py")
+            sys.exit(
+                f"{root / 'cifar10' / name} is missing (airbench would try to download it): "
+                "write it with bench/export_cifar_pt.py"
+            )
     if not source.is_file():
         sys.exit(f"{source} is missing: run bench/prepare_device.sh")
 
-    report.update(sha256=hashlib.sha256(source.read_bytes()).hexdigest(), torch=torch.__version__,
-                  device_name=torch.cuda.get_device_name(0),
-                  timing="airbench's own: CUDA events around whitening init, training and the final TTA evaluation")
+    report.update(
+        sha256=hashlib.sha256(source.read_bytes()).hexdigest(),
+        torch=torch.__version__,
+        device_name=torch.cuda.get_device_name(0),
+        timing="airbench's own: CUDA events around whitening init, training and the final TTA evaluation",
+    )
     spec = importlib.util.spec_from_file_location("airbench94", source)
     ab = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ab)  # defines things only: its runs sit under `if __name__ == "__main__"`
@@ -88,8 +99,10 @@ def main() -> None:
 
     def spy(variables, is_final_entry):
         if is_final_entry:  # the clock's final value: total_time_seconds (airbench94), time_seconds (the record)
-            final.update({k: variables.get(k) for k in ("tta_val_acc", "val_acc", "epoch")},
-                         seconds=variables.get("total_time_seconds", variables.get("time_seconds")))
+            final.update(
+                {k: variables.get(k) for k in ("tta_val_acc", "val_acc", "epoch")},
+                seconds=variables.get("total_time_seconds", variables.get("time_seconds")),
+            )
         printer(variables, is_final_entry)
 
     ab.print_training_details = spy
@@ -105,8 +118,13 @@ def main() -> None:
         final.clear()
         t0 = time.perf_counter()
         acc = ab.main(run) if model is None else ab.main(run, model)
-        return {"run": run, "tta_val_acc": float(acc), "val_acc": float(final["val_acc"]),
-                "seconds": float(final["seconds"]), "host_seconds": time.perf_counter() - t0}
+        return {
+            "run": run,
+            "tta_val_acc": float(acc),
+            "val_acc": float(final["val_acc"]),
+            "seconds": float(final["seconds"]),
+            "host_seconds": time.perf_counter() - t0,
+        }
 
     ab.print_columns(ab.logging_columns_list, is_head=True)
     try:
@@ -128,8 +146,10 @@ def main() -> None:
         raise SystemExit(130) from None
     s = summarise(report["runs"])
     if s["n"]:
-        print(f"{source.stem}: {s['n']} runs, acc {s['mean_acc']:.4f} +- {s['std_acc']:.4f} with TTA "
-              f"({s['mean_acc_no_tta']:.4f} without), {s['mean_seconds']:.3f} s per run")
+        print(
+            f"{source.stem}: {s['n']} runs, acc {s['mean_acc']:.4f} +- {s['std_acc']:.4f} with TTA "
+            f"({s['mean_acc_no_tta']:.4f} without), {s['mean_seconds']:.3f} s per run"
+        )
 
 
 if __name__ == "__main__":

@@ -52,8 +52,7 @@ def ablate_pass(x: torch.Tensor, y: torch.Tensor, device: torch.device, seed: in
 def loader_pass(images: PilImages, workers: int, device: torch.device, seed: int) -> float:
     """Seconds for one shuffled pass of a DataLoader, batches moved to ``device``."""
     torch.manual_seed(seed)
-    loader = DataLoader(images, batch_size=BATCH, shuffle=True, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(images, batch_size=BATCH, shuffle=True, num_workers=workers, pin_memory=device.type == "cuda")
     _sync(device)
     t0 = time.perf_counter()
     for xb, yb in loader:
@@ -89,22 +88,37 @@ def main() -> None:
 
     labels = {"ablate": f"ablate augment+normalize, batch {BATCH}"}
     labels.update({f"dataloader_w{w}": f"torchvision DataLoader, {w} workers" for w in args.workers})
-    print(f"{len(y)} images ({args.data or 'synthetic'}), device {device}, "
-          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
-          f"median of {args.repeats} passes")
+    print(
+        f"{len(y)} images ({args.data or 'synthetic'}), device {device}, "
+        f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
+        f"median of {args.repeats} passes"
+    )
     print(f"{'pipeline':44s} {'images/s':>10s} {'ablate is':>10s}")
     for name in names:
         ratio = "" if name == "ablate" else f"{speedup[name]:.1f}x"
         print(f"{labels[name]:44s} {rate[name]:10.0f} {ratio:>10s}")
 
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps({
-        "n": len(y), "data": args.data or "synthetic", "device": str(device),
-        "batch": BATCH, "aug": {"crop_padding": PAD, "flip": True, "cutout": CUTOUT},
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "torch": torch.__version__, "repeats": args.repeats,
-        "seconds": times, "images_per_s": rate, "ablate_speedup": speedup,
-    }, indent=2) + "\n")
+    OUT.write_text(
+        json.dumps(
+            {
+                "n": len(y),
+                "data": args.data or "synthetic",
+                "device": str(device),
+                "batch": BATCH,
+                "aug": {"crop_padding": PAD, "flip": True, "cutout": CUTOUT},
+                "torch_threads": torch.get_num_threads(),
+                "cpu_count": os.cpu_count(),
+                "torch": torch.__version__,
+                "repeats": args.repeats,
+                "seconds": times,
+                "images_per_s": rate,
+                "ablate_speedup": speedup,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {OUT}")
 
 

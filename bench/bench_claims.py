@@ -87,8 +87,10 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     start_at = time.time() + 3.0  # every process imported and connected before the first claim
-    procs = [ctx.Process(target=runner, args=(url, study_id, args.beats, args.epochs, start_at, out))
-             for _ in range(args.runners)]
+    procs = [
+        ctx.Process(target=runner, args=(url, study_id, args.beats, args.epochs, start_at, out))
+        for _ in range(args.runners)
+    ]
     for p in procs:
         p.start()
     results = [out.get(timeout=600) for _ in procs]
@@ -99,14 +101,20 @@ def main() -> None:
     claimed = [run_id for r in results for run_id in r["claimed"]]
     assert sorted(claimed) == list(range(1, args.runs + 1)), "a run was claimed twice or not at all"
     summary = {
-        "runners": args.runners, "runs": args.runs, "beats_per_run": args.beats, "epochs_per_run": args.epochs,
-        "wall_s": round(wall, 2), "claims_per_runner": [len(r["claimed"]) for r in results],
+        "runners": args.runners,
+        "runs": args.runs,
+        "beats_per_run": args.beats,
+        "epochs_per_run": args.epochs,
+        "wall_s": round(wall, 2),
+        "claims_per_runner": [len(r["claimed"]) for r in results],
         "busy_retries": sum(r["busy_retries"] for r in results),
         "calls": {c: _stats([t for r in results for t in r["times"][c]]) for c in CALLS},
     }
-    print(f"{args.runners} runners, {args.runs} runs on one SQLite database, {wall:.1f} s; "
-          f"claims per runner {summary['claims_per_runner']}; every run claimed exactly once; "
-          f"busy retries {summary['busy_retries']}")
+    print(
+        f"{args.runners} runners, {args.runs} runs on one SQLite database, {wall:.1f} s; "
+        f"claims per runner {summary['claims_per_runner']}; every run claimed exactly once; "
+        f"busy retries {summary['busy_retries']}"
+    )
     print(f"{'call':>14} {'n':>6} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
     for name, s in summary["calls"].items():
         print(f"{name:>14} {s['n']:>6} {s['median_ms']:>10.2f} {s['p95_ms']:>8.2f} {s['max_ms']:>8.2f}")

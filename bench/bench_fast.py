@@ -51,9 +51,13 @@ def timed_train(cfg, data: Dataset, device: torch.device, compile: bool = False)
     host_s = time.perf_counter() - t0
     seconds = start.elapsed_time(end) / 1000 if cuda else host_s
     return {
-        "seed": cfg.seed, "status": result.status, "epochs": result.epochs_done,
-        "test_acc": result.metrics.get("test_acc"), "train_acc": result.metrics.get("train_acc"),
-        "seconds": seconds, "host_seconds": host_s,
+        "seed": cfg.seed,
+        "status": result.status,
+        "epochs": result.epochs_done,
+        "test_acc": result.metrics.get("test_acc"),
+        "train_acc": result.metrics.get("train_acc"),
+        "seconds": seconds,
+        "host_seconds": host_s,
         "train_seconds": sum(m["epoch_time"] for m in epochs),
     }
 
@@ -66,8 +70,10 @@ def summarise(runs: list[dict]) -> dict:
     train_secs = [r["train_seconds"] for r in runs]
     return {
         "n": len(runs),
-        "mean_acc": statistics.fmean(accs) if accs else None, "std_acc": sd(accs) if accs else None,
-        "mean_seconds": statistics.fmean(secs), "std_seconds": sd(secs),
+        "mean_acc": statistics.fmean(accs) if accs else None,
+        "std_acc": sd(accs) if accs else None,
+        "mean_seconds": statistics.fmean(secs),
+        "std_seconds": sd(secs),
         "mean_train_seconds": statistics.fmean(train_secs),
     }
 
@@ -83,8 +89,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=5, help="timed runs: seeds 0..N-1")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up runs first")
     ap.add_argument("--warmup-epochs", type=int, help="epochs of a warm-up run (default: as the timed runs)")
-    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override as for `ablate run --set` (e.g. train_subset=2000, epochs=1)")
+    ap.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override as for `ablate run --set` (e.g. train_subset=2000, epochs=1)",
+    )
     ap.add_argument("--test-subset", type=int, help="evaluate on N test images of a fixed draw only (quick CPU checks)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--budget", type=float, help="seconds: start no run that would end past this")
@@ -113,12 +125,21 @@ def main() -> None:
     load_s = time.perf_counter() - t0
 
     report = {
-        "study": study.name, "device": str(device),
+        "study": study.name,
+        "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__, "data": args.data, "train_images": len(data.train_y),
-        "test_images": len(data.test_y), "overrides": args.sets, "load_s": load_s,
-        "config": to_dict(points[0].config), "compile": args.compile, "timing": "CUDA events around ablate.train.train (host clock on CPU)",
-        "warmup": [], "runs": [], "stopped_by_budget": False,
+        "torch": torch.__version__,
+        "data": args.data,
+        "train_images": len(data.train_y),
+        "test_images": len(data.test_y),
+        "overrides": args.sets,
+        "load_s": load_s,
+        "config": to_dict(points[0].config),
+        "compile": args.compile,
+        "timing": "CUDA events around ablate.train.train (host clock on CPU)",
+        "warmup": [],
+        "runs": [],
+        "stopped_by_budget": False,
     }
     write_json(out, report)
     print(f"data: {len(data.train_y)} train, {len(data.test_y)} test images on {device} ({load_s:.1f} s)")
@@ -146,15 +167,19 @@ def main() -> None:
             done.append(r)
             report.update(summarise(done))
             write_json(out, report)
-            print(f"{r['seed']:>4}  {r['status']:<9}{fmt(r['test_acc']):>9}{r['seconds']:>9.2f}{r['train_seconds']:>9.2f}")
+            print(
+                f"{r['seed']:>4}  {r['status']:<9}{fmt(r['test_acc']):>9}{r['seconds']:>9.2f}{r['train_seconds']:>9.2f}"
+            )
     except KeyboardInterrupt:  # a caller's timeout: the seeds that finished are on record
         report["interrupted"] = True
         write_json(out, report)
         raise SystemExit(130) from None
     s = summarise(report["runs"])
     if s["n"]:
-        print(f"{study.name}: {s['n']} seeds, acc {fmt(s['mean_acc'])} +- {fmt(s['std_acc'])}, "
-              f"{s['mean_seconds']:.2f} s per run ({s['mean_train_seconds']:.2f} s training)")
+        print(
+            f"{study.name}: {s['n']} seeds, acc {fmt(s['mean_acc'])} +- {fmt(s['std_acc'])}, "
+            f"{s['mean_seconds']:.2f} s per run ({s['mean_train_seconds']:.2f} s training)"
+        )
 
 
 if __name__ == "__main__":

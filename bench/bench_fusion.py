@@ -71,9 +71,27 @@ def measure(study: str, name: str, k: int, g: int, args, workdir: Path, round_: 
     db = workdir / f"{tag}.db"
     for p in workdir.glob(f"{tag}.db*"):
         p.unlink()
-    cmd = [sys.executable, "-m", "ablate", "run", study, "--per-gpu", str(k), "--fuse", str(g),
-           "--seeds", str(args.seeds), "--epochs", str(args.epochs), "--device", args.device,
-           "--db", f"sqlite:///{db}", "--checkpoints", str(workdir / f"{tag}-checkpoints")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ablate",
+        "run",
+        study,
+        "--per-gpu",
+        str(k),
+        "--fuse",
+        str(g),
+        "--seeds",
+        str(args.seeds),
+        "--epochs",
+        str(args.epochs),
+        "--device",
+        args.device,
+        "--db",
+        f"sqlite:///{db}",
+        "--checkpoints",
+        str(workdir / f"{tag}-checkpoints"),
+    ]
     if args.data:
         cmd += ["--data", args.data]
     for s in args.sets:
@@ -109,16 +127,26 @@ def measure(study: str, name: str, k: int, g: int, args, workdir: Path, round_: 
     first_epoch = changes[0] if changes else None
     gpu = sampler.summary(first_epoch[0] if first_epoch else launched, stopped)
     result = {
-        "study": study, "setup": name, "per_gpu": k, "fuse": g, "round": round_, "rc": proc.returncode,
-        "finished_before_window": finished_early, "points_in_grid": len(runs),
+        "study": study,
+        "setup": name,
+        "per_gpu": k,
+        "fuse": g,
+        "round": round_,
+        "rc": proc.returncode,
+        "finished_before_window": finished_early,
+        "points_in_grid": len(runs),
         "points_complete": sum(s in ("complete", "diverged") for s, _ in runs),
-        "points_failed": sum(s == "failed" for s, _ in runs), "runs_trained_fused": fused,
-        "epochs_trained": epochs, "point_equivalents": round(epochs / args.epochs, 3),
-        "window_s": round(window, 2), "first_epoch_after_s": round(first_epoch[0] - launched, 2) if first_epoch else None,
+        "points_failed": sum(s == "failed" for s, _ in runs),
+        "runs_trained_fused": fused,
+        "epochs_trained": epochs,
+        "point_equivalents": round(epochs / args.epochs, 3),
+        "window_s": round(window, 2),
+        "first_epoch_after_s": round(first_epoch[0] - launched, 2) if first_epoch else None,
         "stop_s": round(ended - stopped, 2),
         "points_per_hour": round(epochs / args.epochs / window * 3600, 1) if window > 0 else None,
         "steady_points_per_hour": round(steady, 1) if steady else None,
-        **gpu, "command": cmd,
+        **gpu,
+        "command": cmd,
     }
     print(json.dumps({k_: v for k_, v in result.items() if k_ != "command"}), flush=True)
     return result
@@ -164,27 +192,50 @@ def check(args) -> dict:
         alone_s = timed(lambda alone=alone: [train(c, data, device, h) for c, (_, h) in zip(cfgs, alone)])
         fused = [recorder() for _ in cfgs]
         fused_s = timed(lambda fused=fused: train_group(cfgs, data, device, [h for _, h in fused]))
-        times.append({"alone_s": round(alone_s, 3), "fused_s": round(fused_s, 3),
-                      "fused_over_alone_time": round(fused_s / alone_s, 3)})
+        times.append(
+            {
+                "alone_s": round(alone_s, 3),
+                "fused_s": round(fused_s, 3),
+                "fused_over_alone_time": round(fused_s / alone_s, 3),
+            }
+        )
     worst: dict[str, float] = {}
     for (a, _), (f, _) in zip(alone, fused):
         for ma, mf in zip(a, f):
             for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
                 worst[key] = max(worst.get(key, 0.0), abs(ma[key] - mf[key]))
     spread = statistics.pstdev([a[-1]["test_loss"] for a, _ in alone]) if len(alone) > 1 else None
-    out = {"study": study, "point": point.label, "members": len(cfgs), "train_images": len(data.train_y),
-           "epochs": args.check_epochs, "device": str(device), "max_abs_diff": worst,
-           "seed_spread_test_loss_sd": spread, "times": times,
-           "fused_over_alone_time": round(sum(t["fused_s"] for t in times) / sum(t["alone_s"] for t in times), 3)}
+    out = {
+        "study": study,
+        "point": point.label,
+        "members": len(cfgs),
+        "train_images": len(data.train_y),
+        "epochs": args.check_epochs,
+        "device": str(device),
+        "max_abs_diff": worst,
+        "seed_spread_test_loss_sd": spread,
+        "times": times,
+        "fused_over_alone_time": round(sum(t["fused_s"] for t in times) / sum(t["alone_s"] for t in times), 3),
+    }
     print("check:", json.dumps(out), flush=True)
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", nargs="+", default=["depth/alone=1:1", "depth/packed8=8:1", "depth/fused5=1:5",
-                                                  "depth/fused5x8=8:5", "kernel/alone=1:1", "kernel/fused5x8=8:5"],
-                    help="STUDY/NAME=K:G: ablate run STUDY --per-gpu K --fuse G, in this order")
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        default=[
+            "depth/alone=1:1",
+            "depth/packed8=8:1",
+            "depth/fused5=1:5",
+            "depth/fused5x8=8:5",
+            "kernel/alone=1:1",
+            "kernel/fused5x8=8:5",
+        ],
+        help="STUDY/NAME=K:G: ablate run STUDY --per-gpu K --fuse G, in this order",
+    )
     ap.add_argument("--data", help="CIFAR-10 directory or 'synthetic' for `ablate run --data`")
     ap.add_argument("--epochs", type=int, default=20, help="epochs per point")
     ap.add_argument("--seeds", type=int, default=5)
@@ -207,8 +258,18 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"runs": args.runs, "epochs": args.epochs, "seeds": args.seeds, "window_s": args.window,
-              "device": args.device, "data": args.data, "sets": args.sets, "check": None, "results": [], "skipped": []}
+    report = {
+        "runs": args.runs,
+        "epochs": args.epochs,
+        "seeds": args.seeds,
+        "window_s": args.window,
+        "device": args.device,
+        "data": args.data,
+        "sets": args.sets,
+        "check": None,
+        "results": [],
+        "skipped": [],
+    }
 
     def save() -> None:
         for r in report["results"]:
@@ -242,11 +303,15 @@ def main() -> None:
         text = "".join(f"{c:>9.0f}" if c is not None else f"{'-':>9}" for c in cells)
         ratio = r.get("steady_points_per_hour_vs_alone")
         util, mem = r["gpu_util_mean"], r["gpu_mem_max_mib"]
-        print(f"{r['study']:<8}{r['setup']:<10}{r['per_gpu']:>3}{r['fuse']:>3}{text}{ratio if ratio is not None else '-':>9}"
-              f"{util if util is not None else '-':>7}{mem if mem is not None else '-':>8}")
+        print(
+            f"{r['study']:<8}{r['setup']:<10}{r['per_gpu']:>3}{r['fuse']:>3}{text}{ratio if ratio is not None else '-':>9}"
+            f"{util if util is not None else '-':>7}{mem if mem is not None else '-':>8}"
+        )
     if report["toy_suite_minutes"]:
-        print(f"the toy studies at 5 seeds and 20 epochs ({TOY_RUNS} runs) at the best steady rate: "
-              f"{report['toy_suite_minutes']} min")
+        print(
+            f"the toy studies at 5 seeds and 20 epochs ({TOY_RUNS} runs) at the best steady rate: "
+            f"{report['toy_suite_minutes']} min"
+        )
 
 
 if __name__ == "__main__":

@@ -93,9 +93,12 @@ class Sampler:
         inside = [s for s in self.samples if t0 <= s[0] <= t1]
         if not inside:
             return {"gpu_util_mean": None, "gpu_util_max": None, "gpu_mem_max_mib": None, "gpu_samples": 0}
-        return {"gpu_util_mean": round(statistics.fmean(s[1] for s in inside), 1),
-                "gpu_util_max": max(s[1] for s in inside),
-                "gpu_mem_max_mib": max(s[2] for s in inside), "gpu_samples": len(inside)}
+        return {
+            "gpu_util_mean": round(statistics.fmean(s[1] for s in inside), 1),
+            "gpu_util_max": max(s[1] for s in inside),
+            "gpu_mem_max_mib": max(s[2] for s in inside),
+            "gpu_samples": len(inside),
+        }
 
 
 def query(db: Path, sql: str, args=()):
@@ -117,9 +120,27 @@ def measure(k: int, args, workdir: Path) -> dict:
     for p in workdir.glob(f"pack-{k}.db*"):
         p.unlink()
     seeds = k * args.seeds_per_k
-    cmd = [sys.executable, "-m", "ablate", "run", args.study, "--per-gpu", str(k), "--fuse", "1", "--seeds", str(seeds),
-           "--epochs", str(args.epochs), "--device", args.device, "--db", f"sqlite:///{db}",
-           "--checkpoints", str(workdir / f"pack-{k}-checkpoints")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ablate",
+        "run",
+        args.study,
+        "--per-gpu",
+        str(k),
+        "--fuse",
+        "1",
+        "--seeds",
+        str(seeds),
+        "--epochs",
+        str(args.epochs),
+        "--device",
+        args.device,
+        "--db",
+        f"sqlite:///{db}",
+        "--checkpoints",
+        str(workdir / f"pack-{k}-checkpoints"),
+    ]
     if args.data:
         cmd += ["--data", args.data]
     for s in args.sets:
@@ -133,7 +154,9 @@ def measure(k: int, args, workdir: Path) -> dict:
     while proc.poll() is None and time.time() - launched < args.window:
         if all_claimed is None and db.exists():
             try:
-                running = query(db, "SELECT count(*) FROM runs WHERE status IN ('running', 'complete', 'diverged', 'failed')")[0][0]
+                running = query(
+                    db, "SELECT count(*) FROM runs WHERE status IN ('running', 'complete', 'diverged', 'failed')"
+                )[0][0]
             except sqlite3.Error:
                 running = 0
             if running and first_claim is None:
@@ -156,11 +179,16 @@ def measure(k: int, args, workdir: Path) -> dict:
     busy_from = first_claim or launched
     busy = stopped - busy_from
     result = {
-        "k": k, "rc": proc.returncode, "finished_before_window": finished_early,
-        "points_in_grid": len(runs), "points_complete": len(complete),
+        "k": k,
+        "rc": proc.returncode,
+        "finished_before_window": finished_early,
+        "points_in_grid": len(runs),
+        "points_complete": len(complete),
         "points_failed": sum(r[0] == "failed" for r in runs),
-        "epochs_trained": epochs, "point_equivalents": round(point_eq, 3),
-        "window_s": round(wall, 2), "busy_s": round(busy, 2),
+        "epochs_trained": epochs,
+        "point_equivalents": round(point_eq, 3),
+        "window_s": round(wall, 2),
+        "busy_s": round(busy, 2),
         "startup_s": round(busy_from - launched, 2) if first_claim else None,
         "all_claimed_after_s": round(all_claimed - launched, 2) if all_claimed else None,
         "stop_s": round(ended - stopped, 2),
@@ -195,8 +223,15 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"study": args.study, "epochs": args.epochs, "window_s": args.window, "device": args.device,
-              "sets": args.sets, "results": [], "skipped": []}
+    report = {
+        "study": args.study,
+        "epochs": args.epochs,
+        "window_s": args.window,
+        "device": args.device,
+        "sets": args.sets,
+        "results": [],
+        "skipped": [],
+    }
 
     def save() -> None:
         base = next((r for r in report["results"] if r["k"] == 1), None)
@@ -222,8 +257,10 @@ def main() -> None:
         text = "".join(f"{c:>{w}.0f}" if c is not None else f"{'-':>{w}}" for c, w in zip(cells, (10, 12, 14)))
         ratio = r.get("points_per_hour_vs_k1")
         util, mem = r["gpu_util_mean"], r["gpu_mem_max_mib"]
-        print(f"{r['k']:>3}{text}{ratio if ratio is not None else '-':>7}"
-              f"{util if util is not None else '-':>7}{mem if mem is not None else '-':>8}")
+        print(
+            f"{r['k']:>3}{text}{ratio if ratio is not None else '-':>7}"
+            f"{util if util is not None else '-':>7}{mem if mem is not None else '-':>8}"
+        )
 
 
 if __name__ == "__main__":

@@ -43,9 +43,17 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     data = (synthetic() if args.data == "synthetic" else load(args.data)).to(device)
-    report = {"device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "train_images": len(data.train_y), "test_images": len(data.test_y),
-              "epochs": args.epochs, "sets": args.sets, "recipes": [], "skipped": []}
+    report = {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "train_images": len(data.train_y),
+        "test_images": len(data.test_y),
+        "epochs": args.epochs,
+        "sets": args.sets,
+        "recipes": [],
+        "skipped": [],
+    }
     write_json(out, report)
     for name in args.recipes:
         if args.budget and time.perf_counter() - began > args.budget:
@@ -69,21 +77,39 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             stamps.append(time.perf_counter())
-            epochs.append({"epoch": e, "epoch_time": m["epoch_time"], "wall_s": stamps[-1] - stamps[-2],
-                           "test_acc": m.get("test_acc"), "images_per_s": m["images_per_s"]})
+            epochs.append(
+                {
+                    "epoch": e,
+                    "epoch_time": m["epoch_time"],
+                    "wall_s": stamps[-1] - stamps[-2],
+                    "test_acc": m.get("test_acc"),
+                    "images_per_s": m["images_per_s"],
+                }
+            )
 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         result = train(cut, data, device, Hooks(epoch=on_epoch))
         last = epochs[-1]["wall_s"] if epochs else None
-        entry = {"recipe": name, "model": cfg.model.name, "params": result.metrics.get("params"),
-                 "status": result.status, "full_epochs": full, "epochs": epochs,
-                 "projected_full_s": round(last * full, 1) if last else None,
-                 "peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None}
+        entry = {
+            "recipe": name,
+            "model": cfg.model.name,
+            "params": result.metrics.get("params"),
+            "status": result.status,
+            "full_epochs": full,
+            "epochs": epochs,
+            "projected_full_s": round(last * full, 1) if last else None,
+            "peak_memory_mib": round(torch.cuda.max_memory_allocated(device) / 2**20)
+            if device.type == "cuda"
+            else None,
+        }
         report["recipes"].append(entry)
         write_json(out, report)
-        print(f"{name}: {[round(e['wall_s'], 2) for e in epochs]} s per epoch; {full} epochs ~ "
-              f"{entry['projected_full_s']} s ({(entry['projected_full_s'] or 0) / 60:.1f} min)", flush=True)
+        print(
+            f"{name}: {[round(e['wall_s'], 2) for e in epochs]} s per epoch; {full} epochs ~ "
+            f"{entry['projected_full_s']} s ({(entry['projected_full_s'] or 0) / 60:.1f} min)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -55,11 +55,18 @@ def bare_epoch(data, device: torch.device, seed: int) -> float:
 
 def ablate_epoch(data, device: torch.device, seed: int) -> float:
     """One epoch through ablate.train; its own epoch_time excludes the evaluation."""
-    cfg = from_dict({
-        "epochs": 1, "batch_size": BATCH, "seed": seed, "precision": "fp32", "model": MODEL,
-        "data": {"aug": {"crop_padding": AUG.crop_padding, "flip": AUG.flip}},
-        "optimizer": {"name": "sgd", "lr": 0.05, "nesterov": True}, "schedule": {"name": "cosine"},
-    })
+    cfg = from_dict(
+        {
+            "epochs": 1,
+            "batch_size": BATCH,
+            "seed": seed,
+            "precision": "fp32",
+            "model": MODEL,
+            "data": {"aug": {"crop_padding": AUG.crop_padding, "flip": AUG.flip}},
+            "optimizer": {"name": "sgd", "lr": 0.05, "nesterov": True},
+            "schedule": {"name": "cosine"},
+        }
+    )
     return train(cfg, data, device).metrics["epoch_time"]
 
 
@@ -88,10 +95,14 @@ def main() -> None:
         for times, epoch in pair if r % 2 == 0 else pair[::-1]:
             times.append(epoch(data, device, r))
     result = {
-        "device": str(device), "torch": torch.__version__, "images": len(data.train_y),
-        "bare_s": statistics.median(bare), "ablate_s": statistics.median(ours),
+        "device": str(device),
+        "torch": torch.__version__,
+        "images": len(data.train_y),
+        "bare_s": statistics.median(bare),
+        "ablate_s": statistics.median(ours),
         "ratio_ablate_over_bare": statistics.median(ours) / statistics.median(bare),
-        "bare_all": bare, "ablate_all": ours,
+        "bare_all": bare,
+        "ablate_all": ours,
     }
     print(f"{'loop':<8}{'median epoch s':>16}{'images/s':>12}")
     for name, key in (("bare", "bare_s"), ("ablate", "ablate_s")):

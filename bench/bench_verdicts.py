@@ -35,8 +35,16 @@ def family(rng: np.random.Generator, k: int, seeds: int) -> pd.DataFrame:
     for value in range(k + 1):
         for seed in range(seeds):
             acc = 0.6 + seed_effect[seed] + rng.normal(0, 0.005)
-            rows.append({"run_id": len(rows) + 1, "status": "complete", "seed": seed, AXIS: value,
-                         "test_acc": acc, "config_hash": f"{value}"})
+            rows.append(
+                {
+                    "run_id": len(rows) + 1,
+                    "status": "complete",
+                    "seed": seed,
+                    AXIS: value,
+                    "test_acc": acc,
+                    "config_hash": f"{value}",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -49,8 +57,10 @@ def main() -> None:
     results = []
     for k in args.k:
         axes = {AXIS: list(range(k + 1))}
-        checks = {c: claims.parse({"text": c, "check": c, "axis": AXIS, "value": 0}, axes)
-                  for c in ("best", "worst", "not_best")}
+        checks = {
+            c: claims.parse({"text": c, "check": c, "axis": AXIS, "value": 0}, axes)
+            for c in ("best", "worst", "not_best")
+        }
         rng = np.random.default_rng(k)
         false = {c: 0 for c in checks}
         t0 = time.perf_counter()
@@ -61,8 +71,9 @@ def main() -> None:
         for name, count in false.items():
             rate = count / args.families
             se = math.sqrt(max(rate * (1 - rate), 1e-12) / args.families)
-            results.append({"k": k, "check": name, "families": args.families, "seeds": args.seeds,
-                            "false_rate": rate, "se": se})
+            results.append(
+                {"k": k, "check": name, "families": args.families, "seeds": args.seeds, "false_rate": rate, "se": se}
+            )
             print(f"k = {k}  {name:9s} false verdicts {100 * rate:5.1f}% (+- {100 * se:.1f})")
         print(f"  ({time.perf_counter() - t0:.0f} s)")
     OUT.parent.mkdir(exist_ok=True)

@@ -35,11 +35,19 @@ def export(source: str, dest: Path) -> dict:
         # official files do.
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(SHUFFLE_SEED))
         images = x[order].permute(0, 2, 3, 1).contiguous()  # [N, 3, 32, 32] -> [N, 32, 32, 3]
-        torch.save({"images": images, "labels": y[order].to(torch.int64).contiguous(), "classes": list(ds.classes)},
-                   out / f"{split}.pt")
-    return {"source": source, "dest": str(out), "train": len(ds.train_y), "test": len(ds.test_y),
-            "classes": list(ds.classes), "load_s": round(loaded, 2),
-            "total_s": round(time.perf_counter() - t0, 2)}
+        torch.save(
+            {"images": images, "labels": y[order].to(torch.int64).contiguous(), "classes": list(ds.classes)},
+            out / f"{split}.pt",
+        )
+    return {
+        "source": source,
+        "dest": str(out),
+        "train": len(ds.train_y),
+        "test": len(ds.test_y),
+        "classes": list(ds.classes),
+        "load_s": round(loaded, 2),
+        "total_s": round(time.perf_counter() - t0, 2),
+    }
 
 
 def main() -> None:

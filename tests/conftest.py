@@ -51,8 +51,7 @@ def pg_server_url() -> str:
     CREATE DATABASE, e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``."""
     url = os.environ.get(PG_ENV)
     if not url:
-        pytest.skip(f"no PostgreSQL server: set {PG_ENV}=postgresql+psycopg://USER@HOST:PORT/DB "
-                    "(.ci/run starts one)")
+        pytest.skip(f"no PostgreSQL server: set {PG_ENV}=postgresql+psycopg://USER@HOST:PORT/DB (.ci/run starts one)")
     parsed = sa.make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):  # SQLAlchemy's default would be psycopg2
         parsed = parsed.set(drivername="postgresql+psycopg")

@@ -112,7 +112,7 @@ def test_crop_is_a_window_at_every_offset_from_0_to_2p(p, pad_mode):
     dy = out[:, 0, 16, 16].long() - 17 + p
     dx = out[:, 1, 16, 16].long() - 17 + p
     for i in range(n):
-        assert torch.equal(out[i].float(), padded[i, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32])
+        assert torch.equal(out[i].float(), padded[i, :, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32])
     offsets = set(zip(dy.tolist(), dx.tolist()))
     assert offsets == {(a, b) for a in range(2 * p + 1) for b in range(2 * p + 1)}  # all of them, none beyond
     g = gen("cpu")  # and the ones drawn from the generator: rows, then columns (same seed, same crops)
@@ -157,7 +157,7 @@ def test_cutout_square_is_centred_on_the_drawn_point(size):
     cy, cx = torch.randint(0, 32, (n,), generator=g), torch.randint(0, 32, (n,), generator=g)
     for i in range(n):
         want = torch.full((3, 32, 32), 255, dtype=torch.uint8)
-        want[:, max(cy[i] - half, 0):cy[i] - half + size, max(cx[i] - half, 0):cx[i] - half + size] = 0
+        want[:, max(cy[i] - half, 0) : cy[i] - half + size, max(cx[i] - half, 0) : cx[i] - half + size] = 0
         assert torch.equal(out[i], want)
 
 

@@ -36,15 +36,28 @@ def assert_refused(result, *fragments: str, code: int = 2) -> str:
 
 def schema_and_journal(db: Path) -> tuple[int, str]:
     with closing(sqlite3.connect(db)) as conn:
-        return conn.execute("SELECT version FROM schema_version").fetchone()[0], \
-            conn.execute("PRAGMA journal_mode").fetchone()[0]
+        return conn.execute("SELECT version FROM schema_version").fetchone()[0], conn.execute(
+            "PRAGMA journal_mode"
+        ).fetchone()[0]
 
 
 @pytest.fixture(scope="module")
 def smoke_db(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("bad-input") / "smoke.db"
-    result = invoke("run", "smoke", "--db", path, "--device", "cpu", "--epochs", "1", "--set", "train_subset=64",
-                    "--set", "model.width=4")
+    result = invoke(
+        "run",
+        "smoke",
+        "--db",
+        path,
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--set",
+        "train_subset=64",
+        "--set",
+        "model.width=4",
+    )
     assert result.exit_code == 0, result.output
     return path
 
@@ -55,10 +68,14 @@ def write_batches(root: Path, labels=None, n: int = 20) -> Path:
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 b"labels": list(rng.integers(0, 10, n)) if labels is None else labels}
+        batch = {
+            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            b"labels": list(rng.integers(0, 10, n)) if labels is None else labels,
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}, protocol=2))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}, protocol=2)
+    )
     return root
 
 
@@ -86,10 +103,18 @@ def test_data_that_fails_to_load_creates_no_database(tmp_path):
 # ---------------------------------------------------------------- 2: NaN and infinity
 
 NON_FINITE = [
-    ("optimizer.lr", "nan"), ("optimizer.momentum", "nan"), ("optimizer.weight_decay", "nan"),
-    ("loss.label_smoothing", "nan"), ("data.aug.jitter", "nan"), ("data.aug.rotate", "nan"),
-    ("schedule.gamma", "nan"), ("schedule.peak_at", "nan"), ("averaging.decay", "nan"),
-    ("optimizer.betas", "[nan, nan]"), ("schedule.warmup_epochs", "inf"), ("optimizer.weight_decay", "-inf"),
+    ("optimizer.lr", "nan"),
+    ("optimizer.momentum", "nan"),
+    ("optimizer.weight_decay", "nan"),
+    ("loss.label_smoothing", "nan"),
+    ("data.aug.jitter", "nan"),
+    ("data.aug.rotate", "nan"),
+    ("schedule.gamma", "nan"),
+    ("schedule.peak_at", "nan"),
+    ("averaging.decay", "nan"),
+    ("optimizer.betas", "[nan, nan]"),
+    ("schedule.warmup_epochs", "inf"),
+    ("optimizer.weight_decay", "-inf"),
     ("switch.optimizer.lr", "inf"),
 ]
 
@@ -106,11 +131,15 @@ def test_nan_on_the_command_line_records_nothing(smoke_db, tmp_path):
     db = tmp_path / "r.db"
     shutil.copy(smoke_db, db)
     before = file_digest(db)
-    assert_refused(invoke("run", "smoke", "--db", db, "--set", "optimizer.lr=nan"), "optimizer.lr must be a finite number")
+    assert_refused(
+        invoke("run", "smoke", "--db", db, "--set", "optimizer.lr=nan"), "optimizer.lr must be a finite number"
+    )
     assert file_digest(db) == before
 
 
-@pytest.mark.parametrize("value, fragment", [("0", "model.width must be >= 1, got 0"), ("-3", "model.width must be >= 1, got -3")])
+@pytest.mark.parametrize(
+    "value, fragment", [("0", "model.width must be >= 1, got 0"), ("-3", "model.width must be >= 1, got -3")]
+)
 def test_model_arguments_are_range_checked(value, fragment, smoke_db, tmp_path):
     db = tmp_path / "r.db"
     shutil.copy(smoke_db, db)
@@ -119,10 +148,17 @@ def test_model_arguments_are_range_checked(value, fragment, smoke_db, tmp_path):
     assert file_digest(db) == before
 
 
-@pytest.mark.parametrize("model, key, value", [
-    ("plain_cnn", "dropout", 1.0), ("plain_cnn", "kernel_size", [3, 0]), ("plain_cnn", "channels", [8, -1, 8]),
-    ("densenet", "compression", 0.0), ("speednet", "whiten_eps", float("nan")), ("resnet", "stages", 0),
-])
+@pytest.mark.parametrize(
+    "model, key, value",
+    [
+        ("plain_cnn", "dropout", 1.0),
+        ("plain_cnn", "kernel_size", [3, 0]),
+        ("plain_cnn", "channels", [8, -1, 8]),
+        ("densenet", "compression", 0.0),
+        ("speednet", "whiten_eps", float("nan")),
+        ("resnet", "stages", 0),
+    ],
+)
 def test_every_model_argument_has_a_range(model, key, value):
     from ablate.models import resolve_args
 
@@ -144,8 +180,10 @@ def _huge_study(folder: Path, seeds: int = 1) -> Path:
     lrs = ", ".join(f"{0.001 * (i + 1):.3f}" for i in range(1000))
     wds = ", ".join(f"{1e-6 * (i + 1):.6g}" for i in range(1000))
     path = folder / "huge.toml"
-    path.write_text(f"description = 'huge'\nseeds = {seeds}\n[base]\nepochs = 1\ndata = {{ dataset = 'synthetic' }}\n"
-                    f"[axes]\n'optimizer.lr' = [{lrs}]\n'optimizer.weight_decay' = [{wds}]\n")
+    path.write_text(
+        f"description = 'huge'\nseeds = {seeds}\n[base]\nepochs = 1\ndata = {{ dataset = 'synthetic' }}\n"
+        f"[axes]\n'optimizer.lr' = [{lrs}]\n'optimizer.weight_decay' = [{wds}]\n"
+    )
     return path
 
 
@@ -162,7 +200,9 @@ def test_a_billion_seeds_is_refused(smoke_db, tmp_path):
     before = file_digest(db)
     assert_refused(invoke("run", "smoke", "--db", db, "--seeds", "1000000000"), "4,000,000,000", "--max-points")
     path = tmp_path / "many.toml"
-    path.write_text((ASSETS.parent.parent / "studies" / "smoke.toml").read_text().replace("seeds = 1", "seeds = 1000000000"))
+    path.write_text(
+        (ASSETS.parent.parent / "studies" / "smoke.toml").read_text().replace("seeds = 1", "seeds = 1000000000")
+    )
     assert_refused(invoke("run", path, "--db", db), "4,000,000,000", "--max-points")
     assert file_digest(db) == before
 
@@ -195,8 +235,12 @@ def test_listing_studies_never_expands_a_grid(tmp_path, monkeypatch):
 def test_a_bad_axis_value_names_the_file_and_line(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("description = 'x'\n[base]\nepochs = 1\n[axes]\n'optimizer.lr' = [0.1, -1.0]\n")
-    assert_refused(invoke("run", path, "--db", tmp_path / "r.db", "--dry-run"),
-                   "bad.toml (line 5)", "optimizer.lr must be >0", "got -1.0")
+    assert_refused(
+        invoke("run", path, "--db", tmp_path / "r.db", "--dry-run"),
+        "bad.toml (line 5)",
+        "optimizer.lr must be >0",
+        "got -1.0",
+    )
 
 
 # ------------------------------------------------ 9: study files that are not UTF-8
@@ -230,7 +274,9 @@ def test_a_file_that_takes_over_a_study_name_is_refused(smoke_db, tmp_path):
     depth.write_text(SMOKE.replace("width = 16", "width = 8"))
     before = file_digest(db)
     for path in (x, depth):
-        line = assert_refused(invoke("run", path, "--db", db, *FAST), "study 'smoke'", "--replace-study", "another name")
+        line = assert_refused(
+            invoke("run", path, "--db", db, *FAST), "study 'smoke'", "--replace-study", "another name"
+        )
         assert path.name in line
         assert file_digest(db) == before
     result = invoke("compare", "smoke", "--by", "model.depth", "--db", db)
@@ -259,8 +305,10 @@ def test_a_new_description_or_claim_is_not_another_study(smoke_db, tmp_path):
     db = tmp_path / "r.db"
     shutil.copy(smoke_db, db)
     edited = tmp_path / "smoke.toml"
-    edited.write_text(SMOKE.replace("CI smoke test", "The smoke test") + '\n[[claims]]\nsection = "x"\ntext = "deeper is better"\n'
-                      'check = "best"\naxis = "model.depth"\nvalue = 2\n')
+    edited.write_text(
+        SMOKE.replace("CI smoke test", "The smoke test") + '\n[[claims]]\nsection = "x"\ntext = "deeper is better"\n'
+        'check = "best"\naxis = "model.depth"\nvalue = 2\n'
+    )
     result = invoke("run", edited, "--db", db, *FAST)
     assert result.exit_code == 0, result.output
 
@@ -279,8 +327,11 @@ def test_builtin_smoke_runs_against_a_database_from_before_the_claims(tmp_path):
 
 def test_a_label_too_large_for_an_integer(tmp_path):
     write_batches(tmp_path / "big", labels=[10**30] * 20)
-    assert_refused(invoke("run", "depth", "--db", tmp_path / "r.db", "--data", tmp_path / "big", "--dry-run"),
-                   "data_batch_1", "labels")
+    assert_refused(
+        invoke("run", "depth", "--db", tmp_path / "r.db", "--data", tmp_path / "big", "--dry-run"),
+        "data_batch_1",
+        "labels",
+    )
     assert not (tmp_path / "r.db").exists()
 
 
@@ -291,16 +342,23 @@ def test_a_small_pickle_that_would_expand_to_gigabytes(tmp_path):
     path = root / "cifar-10-batches-py" / "data_batch_1"
     path.write_bytes(pickle.dumps(bomb, protocol=2))
     assert path.stat().st_size < 2_000_000
-    line = assert_refused(invoke("run", "depth", "--db", tmp_path / "r.db", "--data", root, "--dry-run"), "data_batch_1")
+    line = assert_refused(
+        invoke("run", "depth", "--db", tmp_path / "r.db", "--data", root, "--dry-run"), "data_batch_1"
+    )
     assert "300,000" in line
 
 
 def test_a_data_path_of_an_unknown_user(tmp_path):
-    assert_refused(invoke("run", "depth", "--db", tmp_path / "r.db", "--data", "~nosuchuser14/x", "--dry-run"),
-                   "~nosuchuser14/x", "no user")
+    assert_refused(
+        invoke("run", "depth", "--db", tmp_path / "r.db", "--data", "~nosuchuser14/x", "--dry-run"),
+        "~nosuchuser14/x",
+        "no user",
+    )
 
 
 def test_a_bad_override_is_not_blamed_on_the_study_file(tmp_path):
-    line = assert_refused(invoke("run", "smoke", "--db", tmp_path / "r.db", "--set", "model.width=0", "--dry-run"),
-                          "model.width must be >= 1, got 0")
+    line = assert_refused(
+        invoke("run", "smoke", "--db", tmp_path / "r.db", "--set", "model.width=0", "--dry-run"),
+        "model.width must be >= 1, got 0",
+    )
     assert "smoke.toml" not in line

@@ -40,8 +40,14 @@ def test_a_checkpoint_that_cannot_be_removed_is_noted_and_the_runner_goes_on(tmp
     monkeypatch.setattr(ablate.worker, "load_checkpoint", a_directory_in_the_way)
     lines: list[str] = []
     db = f"sqlite:///{tmp_path / 'results.db'}"
-    summary = run_study("smoke", db=db, reporter=QuietReporter(lines.append), device="cpu", epochs=3,
-                        sets=["train_subset=64", "model.width=4"])
+    summary = run_study(
+        "smoke",
+        db=db,
+        reporter=QuietReporter(lines.append),
+        device="cpu",
+        epochs=3,
+        sets=["train_subset=64", "model.width=4"],
+    )
     assert summary.ok and summary.counts == {"complete": 4}, lines
     assert len(blocked) == 4 and all(p.is_dir() for p in blocked)
     text = "\n".join(lines)
@@ -50,8 +56,14 @@ def test_a_checkpoint_that_cannot_be_removed_is_noted_and_the_runner_goes_on(tmp
     # The next run sweeps the checkpoints of finished runs: the same directories, no crash.
     monkeypatch.setattr(ablate.worker, "load_checkpoint", real)
     lines.clear()
-    summary = run_study("smoke", db=db, reporter=QuietReporter(lines.append), device="cpu", epochs=3,
-                        sets=["train_subset=64", "model.width=4"])
+    summary = run_study(
+        "smoke",
+        db=db,
+        reporter=QuietReporter(lines.append),
+        device="cpu",
+        epochs=3,
+        sets=["train_subset=64", "model.width=4"],
+    )
     assert summary.ok and summary.skipped == 4
     assert "cannot remove checkpoint" in "\n".join(lines)
 

@@ -136,7 +136,8 @@ def test_a_long_axis_is_listed_by_its_ends_and_count(tmp_path, monkeypatch):
     (tmp_path / "studies").mkdir()
     lrs = [round(0.001 * i, 3) for i in range(1, 1001)]
     (tmp_path / "studies" / "sweep.toml").write_text(
-        f'description = "a long sweep"\n[base]\nmodel = {{ name = "plain_cnn" }}\n[axes]\n"optimizer.lr" = {lrs}\n')
+        f'description = "a long sweep"\n[base]\nmodel = {{ name = "plain_cnn" }}\n[axes]\n"optimizer.lr" = {lrs}\n'
+    )
     listing = CliRunner().invoke(app, ["studies"], env={"COLUMNS": "250"}).output  # a table wide enough for the row
     for output in (listing, invoke("run", "sweep", "--help").output):
         (row,) = [line for line in output.splitlines() if "(1,000 values)" in line]
@@ -182,8 +183,18 @@ def _bad_inputs(tmp_path):
 
 
 BAD_CASES = [
-    "unknown study", "invalid study file", "unknown key", "wrong type", "negative lr", "zero epochs",
-    "set without =", "missing data dir", "data dir without layout", "bad device", "no cuda", "figure 99",
+    "unknown study",
+    "invalid study file",
+    "unknown key",
+    "wrong type",
+    "negative lr",
+    "zero epochs",
+    "set without =",
+    "missing data dir",
+    "data dir without layout",
+    "bad device",
+    "no cuda",
+    "figure 99",
 ]
 
 
@@ -205,10 +216,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, smoke_db, tmp_pat
     assert file_digest(path) == before
 
 
-@pytest.mark.parametrize("make, fragment", [
-    (lambda p: p / "no" / "dir" / "x.db", "does not exist"),
-    (lambda p: (p / "notes.txt").write_text("hello") and p / "notes.txt", "not a SQLite database"),
-])
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (lambda p: p / "no" / "dir" / "x.db", "does not exist"),
+        (lambda p: (p / "notes.txt").write_text("hello") and p / "notes.txt", "not a SQLite database"),
+    ],
+)
 def test_bad_database_is_refused(tmp_path, make, fragment):
     target = make(tmp_path)
     before = file_digest(target)

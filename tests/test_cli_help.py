@@ -59,7 +59,8 @@ def test_help_shows_every_bracket_of_its_source():
 def test_a_study_description_keeps_its_brackets(tmp_path):
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies" / "mine.toml").write_text(
-        'description = "Depth [after the report, section 4.3]"\n[base]\nepochs = 1\n[axes]\n"model.depth" = [1, 2]\n')
+        'description = "Depth [after the report, section 4.3]"\n[base]\nepochs = 1\n[axes]\n"model.depth" = [1, 2]\n'
+    )
     for args in (["run", "--help"], ["run", "mine", "--help"]):
         assert "Depth [after the report, section 4.3]" in _shown(invoke(*args).output), args
 
@@ -102,7 +103,9 @@ def test_status_of_a_study_takes_variant(smoke_db):
     assert result.exit_code == 0 and len(rows) == 4 and all("1/1" in r for r in rows), result.output
     data = json.loads(invoke("status", "smoke", "--db", smoke_db, "--json").output)
     (study,) = data["studies"]
-    assert len(study["points"]) == 8 and {"seed", "status", "epochs_done", "test_acc", "wall_s", "axes"} <= set(study["points"][0])
+    assert len(study["points"]) == 8 and {"seed", "status", "epochs_done", "test_acc", "wall_s", "axes"} <= set(
+        study["points"][0]
+    )
 
 
 def test_status_of_an_unknown_study_exits_2(smoke_db):
@@ -117,8 +120,12 @@ def test_status_of_an_unknown_study_exits_2(smoke_db):
 
 def test_compare_uses_the_axis_of_a_one_axis_study(tmp_path):
     study = tmp_path / "one.toml"
-    study.write_text((Path(__file__).parent.parent / "studies" / "smoke.toml").read_text()
-                     .replace('"model.activation" = ["relu", "gelu"]\n', "").replace('name = "smoke"', ""))
+    study.write_text(
+        (Path(__file__).parent.parent / "studies" / "smoke.toml")
+        .read_text()
+        .replace('"model.activation" = ["relu", "gelu"]\n', "")
+        .replace('name = "smoke"', "")
+    )
     db = tmp_path / "r.db"
     assert invoke("run", study, "--db", db, "--epochs", "1", "--seeds", "2", *FAST).exit_code == 0
     result = invoke("compare", "one", "--db", db)
@@ -182,8 +189,9 @@ def test_studies_at_80_columns_never_cuts_a_name():
 
 def test_help_flows_its_sentences_and_shows_flags_without_a_type():
     root = typer.main.get_command(app)
-    commands = list(_commands()) + [(["run", "all"], root.get_command(click.Context(root), "run").get_command(
-        click.Context(root), "all"))]
+    commands = list(_commands()) + [
+        (["run", "all"], root.get_command(click.Context(root), "run").get_command(click.Context(root), "all"))
+    ]
     for path, cmd in [([], root)] + commands:
         text = cmd.help or ""
         # A line break inside a paragraph is kept by the rich help: the sentence breaks there.

@@ -31,7 +31,11 @@ def test_the_readme_claims_table_is_the_reports():
     report = (COMMITTED / "README.md").read_text()
     readme = (ROOT / "README.md").read_text()
     rows = re.findall(r"^\| ([\d.]+) \| (.+?) \| `(\w+)` \| \*\*([a-z ]+)\*\* \| (.+?) \|$", readme, re.M)
-    found = {(s, text, study): (verdict, evidence) for s, text, study, verdict, evidence in re.findall(
-        r"^\| ([\d.]+) \| (.+?) \| `(\w+)` \| .+? \| \*\*([a-z ]+)\*\*.*? \| (.+?) \|$", report, re.M)}
+    found = {
+        (s, text, study): (verdict, evidence)
+        for s, text, study, verdict, evidence in re.findall(
+            r"^\| ([\d.]+) \| (.+?) \| `(\w+)` \| .+? \| \*\*([a-z ]+)\*\*.*? \| (.+?) \|$", report, re.M
+        )
+    }
     assert len(rows) >= 20
     assert [r for r in rows if found.get(r[:3]) != r[3:]] == []

@@ -19,8 +19,9 @@ NOISE = [0.01, -0.012, 0.004, -0.006, 0.004]  # sums to 0 too, and swings both w
 def fill(store, study, axes, points, status="complete"):
     """points: (config dict, seed, test_acc); each gets an epoch of metrics and ends ``status``."""
     sid = store.sync_study(study, f"{study} by hand", {"axes": axes})
-    store.add_runs(sid, [NewRun(f"{status}{i}", seed, {**cfg, "seed": seed}, f"p{i}")
-                         for i, (cfg, seed, _) in enumerate(points)])
+    store.add_runs(
+        sid, [NewRun(f"{status}{i}", seed, {**cfg, "seed": seed}, f"p{i}") for i, (cfg, seed, _) in enumerate(points)]
+    )
     for _, _, acc in points:
         claim = store.claim(sid, "cpu", "host", 1)
         store.record_epoch(claim.run_id, 1, {"test_acc": acc, "train_loss": 1.0})
@@ -70,8 +71,10 @@ def test_pairs_match_seeds_and_other_axes_and_skip_unfinished_runs(store):
     for lr, offset in ((0.1, 0.0), (0.01, -0.2)):
         for s in range(3):
             opt = {"optimizer": {"name": "sgd", "lr": lr}}
-            points += [({**block("original"), **opt}, s, BASE[s] + offset),
-                       ({**block("better"), **opt}, s, BASE[s] + offset + MARGIN + JITTER[s])]
+            points += [
+                ({**block("original"), **opt}, s, BASE[s] + offset),
+                ({**block("better"), **opt}, s, BASE[s] + offset + MARGIN + JITTER[s]),
+            ]
     points.append(({**block("better"), "optimizer": {"name": "sgd", "lr": 0.1}}, 7, 0.99))  # no partner
     fill(store, "grid", axes, points)
     fill(store, "grid", axes, [(block("original", width=8), 0, 0.1)], status="running")
@@ -107,19 +110,54 @@ def test_cli_table_and_json(store, db_url):
 
     out = json.loads(invoke("compare", "blocks", "--by", "model.block", "--db", db_url, "--json").stdout)
     assert {k: out[k] for k in ("study", "axis", "metric", "baseline", "alpha")} == {
-        "study": "blocks", "axis": "model.block", "metric": "test_acc", "baseline": "original", "alpha": 0.05}
+        "study": "blocks",
+        "axis": "model.block",
+        "metric": "test_acc",
+        "baseline": "original",
+        "alpha": 0.05,
+    }
     better, noise = out["comparisons"]
-    assert set(better) == {"value", "n", "mean", "baseline_mean", "mean_diff", "ci_low", "ci_high", "p",
-                           "note", "significant", "blocks", "block_axes", "agree", "test", "floor", "p_holm",
-                           "seed_diffs", "block_diffs"}
+    assert set(better) == {
+        "value",
+        "n",
+        "mean",
+        "baseline_mean",
+        "mean_diff",
+        "ci_low",
+        "ci_high",
+        "p",
+        "note",
+        "significant",
+        "blocks",
+        "block_axes",
+        "agree",
+        "test",
+        "floor",
+        "p_holm",
+        "seed_diffs",
+        "block_diffs",
+    }
     assert better["test"] == "paired t" and better["p_holm"] == pytest.approx(min(1.0, 2 * better["p"]))
     assert better["significant"] is True and noise["significant"] is False and better["n"] == 5
 
 
 def test_baseline_and_metric_options(store, db_url):
     fill_blocks(store)
-    out = json.loads(invoke("compare", "blocks", "--by", "model.block", "--baseline", "Better",
-                            "--metric", "test_loss", "--db", db_url, "--json").stdout)
+    out = json.loads(
+        invoke(
+            "compare",
+            "blocks",
+            "--by",
+            "model.block",
+            "--baseline",
+            "Better",
+            "--metric",
+            "test_loss",
+            "--db",
+            db_url,
+            "--json",
+        ).stdout
+    )
     assert out["baseline"] == "better" and out["metric"] == "test_loss"
     assert [r["value"] for r in out["comparisons"]] == ["original", "noise"]
     assert out["comparisons"][0]["mean_diff"] == pytest.approx(MARGIN)  # loss is 1 - acc here
@@ -127,8 +165,12 @@ def test_baseline_and_metric_options(store, db_url):
 
 def test_scalar_baseline_as_typed(store):
     axes = {"model.depth": [1, 2]}
-    fill(store, "depth", axes, [({"model": {"name": "plain_cnn", "depth": d}}, s, 0.5 + d / 10 + JITTER[s])
-                                for d in (1, 2) for s in range(3)])
+    fill(
+        store,
+        "depth",
+        axes,
+        [({"model": {"name": "plain_cnn", "depth": d}}, s, 0.5 + d / 10 + JITTER[s]) for d in (1, 2) for s in range(3)],
+    )
     c = compare("depth", by="model.depth", db=store, baseline="2.0")
     assert c.baseline == "2" and c.rows[0].value == "1" and c.rows[0].mean_diff == pytest.approx(-0.1)
 
@@ -152,12 +194,15 @@ def test_table_valued_axes_go_by_name_else_by_keys(store):
     assert [r.mean_diff for r in c.rows] == pytest.approx([-0.01 - sum(JITTER[:3]) / 3, 0.01])
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["blocks", "--by", "block"], "study 'blocks' has no axis 'block'; its axes: model.block"),
-    (["nothing", "--by", "model.block"], "unknown study 'nothing'; studies in"),
-    (["blocks", "--by", "model.block", "--baseline", "wide"], "values with runs: original, better, noise"),
-    (["blocks", "--by", "model.block", "--metric", "f1"], "unknown metric 'f1'"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["blocks", "--by", "block"], "study 'blocks' has no axis 'block'; its axes: model.block"),
+        (["nothing", "--by", "model.block"], "unknown study 'nothing'; studies in"),
+        (["blocks", "--by", "model.block", "--baseline", "wide"], "values with runs: original, better, noise"),
+        (["blocks", "--by", "model.block", "--metric", "f1"], "unknown metric 'f1'"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(store, db_url, args, fragment):
     fill_blocks(store, seeds=2)
     result = invoke("compare", *args, "--db", db_url)

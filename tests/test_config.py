@@ -95,16 +95,23 @@ MESSAGES = [
     ({"data": {"aug": {"flip": 1}}}, "data.aug.flip must be true or false, got 1"),
     ({"model": {"name": 3}}, "model.name must be a string, got 3"),
     ({"data": {"aug": 5}}, "data.aug must be a table of keys, got 5"),
-    ({"optimizer": {"lrr": 1}}, "unknown config key 'optimizer.lrr'; accepted here: optimizer.betas, "
-     "optimizer.decay_weights_only, optimizer.lr, optimizer.momentum, optimizer.muon, optimizer.name, "
-     "optimizer.nesterov, optimizer.weight_decay"),
+    (
+        {"optimizer": {"lrr": 1}},
+        "unknown config key 'optimizer.lrr'; accepted here: optimizer.betas, "
+        "optimizer.decay_weights_only, optimizer.lr, optimizer.momentum, optimizer.muon, optimizer.name, "
+        "optimizer.nesterov, optimizer.weight_decay",
+    ),
     ({"optimizer": {"lr": 0}}, "optimizer.lr must be >0.0, got 0.0"),
     ({"data": {"aug": {"jitter": 1.01}}}, "data.aug.jitter must be in [0.0, 1.0], got 1.01"),
     ({"epochs": 2, "switch": {"at_epoch": 2}}, "switch.at_epoch must be below epochs (2), got 2"),
-    ({"data": {"pipeline": "pil", "aug": {"pad_mode": "reflect"}}},
-     'data.aug.flip_mode and data.aug.pad_mode other than random and zeros need data.pipeline = "device"'),
-    ({"data": {"pipeline": "pil", "aug": {"flip": True, "flip_mode": "alternate"}}},
-     'data.aug.flip_mode and data.aug.pad_mode other than random and zeros need data.pipeline = "device"'),
+    (
+        {"data": {"pipeline": "pil", "aug": {"pad_mode": "reflect"}}},
+        'data.aug.flip_mode and data.aug.pad_mode other than random and zeros need data.pipeline = "device"',
+    ),
+    (
+        {"data": {"pipeline": "pil", "aug": {"flip": True, "flip_mode": "alternate"}}},
+        'data.aug.flip_mode and data.aug.pad_mode other than random and zeros need data.pipeline = "device"',
+    ),
 ]
 
 
@@ -158,19 +165,32 @@ def test_the_later_schedule_loss_and_resnet12_options_leave_earlier_hashes_alone
     assert resnet12.model.args["downsample"] == "maxpool"  # stored resolved, yet not hashed
     assert config_hash(resnet12) == "4ac87f5751386eff"
     assert {p.config_hash for p in expand(parse(RANGER_AT_216F561))} == {"663b2325166073a4"}
-    onecycle = {"model": {"name": "resnet9"}, "schedule": {"name": "onecycle", "peak_at": 0.2},
-                "loss": {"label_smoothing": 0.2}}
+    onecycle = {
+        "model": {"name": "resnet9"},
+        "schedule": {"name": "onecycle", "peak_at": 0.2},
+        "loss": {"label_smoothing": 0.2},
+    }
     assert config_hash(_resolve(onecycle)) == "8a3437e5a0d3b218"
     assert {p.config_hash for p in expand(parse(LOSS_AT_216F561))} == {
-        "0b00bf0b85e83366", "36ac7c370f122ec4", "4e73b80e2c5ee926", "6c641a030a726352",
-        "a89c46d1719c9b3d", "cd8904a84654aa21", "f7c687fd4aa77734", "fb862dd1f8dd72d3",
+        "0b00bf0b85e83366",
+        "36ac7c370f122ec4",
+        "4e73b80e2c5ee926",
+        "6c641a030a726352",
+        "a89c46d1719c9b3d",
+        "cd8904a84654aa21",
+        "f7c687fd4aa77734",
+        "fb862dd1f8dd72d3",
     }
     # Away from their defaults they are part of the identity.
     assert config_hash(_resolve({"model": {"name": "resnet12", "downsample": "stride"}})) != config_hash(resnet12)
-    assert config_hash(_resolve({**onecycle, "loss": {"label_smoothing": 0.2, "smoothing_form": "report"}})) != \
-        "8a3437e5a0d3b218"
-    assert config_hash(_resolve({**onecycle, "schedule": {"name": "onecycle", "peak_at": 0.2, "start_frac": 0.1}})) != \
-        "8a3437e5a0d3b218"
+    assert (
+        config_hash(_resolve({**onecycle, "loss": {"label_smoothing": 0.2, "smoothing_form": "report"}}))
+        != "8a3437e5a0d3b218"
+    )
+    assert (
+        config_hash(_resolve({**onecycle, "schedule": {"name": "onecycle", "peak_at": 0.2, "start_frac": 0.1}}))
+        != "8a3437e5a0d3b218"
+    )
 
 
 RANGER_AT_216F561 = """description = "Recipe: a 12-layer residual net with Cutout, label smoothing and Ranger, 80 epochs (report: 94.89%)"

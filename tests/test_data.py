@@ -33,8 +33,12 @@ def write_batches(root: Path, seed: int = 0) -> dict[str, np.ndarray]:
     for name in [*data.TRAIN_BATCHES, "test_batch"]:
         x = rng.integers(0, 256, (N_PER_BATCH, 3072), dtype=np.uint8)
         y = rng.integers(0, len(BATCH_CLASSES), N_PER_BATCH).tolist()
-        batch = {b"batch_label": name.encode(), b"labels": y, b"data": x,
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(N_PER_BATCH)]}
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": y,
+            b"data": x,
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(N_PER_BATCH)],
+        }
         with open(out / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
         xs[name], ys[name] = x, np.array(y)
@@ -280,8 +284,9 @@ def test_download_dir_already_filled(tmp_path, monkeypatch):
     import torchvision.datasets.utils
 
     want = write_batches(tmp_path / "download")
-    monkeypatch.setattr(torchvision.datasets.utils, "download_and_extract_archive",
-                        lambda *a, **k: pytest.fail("downloaded again"))
+    monkeypatch.setattr(
+        torchvision.datasets.utils, "download_and_extract_archive", lambda *a, **k: pytest.fail("downloaded again")
+    )
     assert np.array_equal(data.load(None).test_x.numpy(), want["test_x"])
 
 
@@ -311,9 +316,14 @@ def test_synthetic_learnable_but_not_trivial(one_thread):
     ds = data.synthetic()
     torch.manual_seed(0)
     net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
-        torch.nn.Flatten(), torch.nn.Linear(32, 10),
+        torch.nn.Conv2d(3, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(32, 10),
     )
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     norm = lambda x: (x.float() / 255 - 0.5) / 0.25  # noqa: E731

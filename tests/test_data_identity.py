@@ -99,9 +99,16 @@ def test_a_worker_refuses_data_other_than_the_planned(tmp_path):
     class Box:
         value = 0
 
-    worker_loop(0, "cpu", None, type("Q", (), {"get": lambda self: tasks.pop(0)})(),
-                type("E", (), {"put": lambda self, e: events.append(e)})(), Box(), Box(),
-                preloaded={"synthetic": data.synthetic(64, 16)})
+    worker_loop(
+        0,
+        "cpu",
+        None,
+        type("Q", (), {"get": lambda self: tasks.pop(0)})(),
+        type("E", (), {"put": lambda self, e: events.append(e)})(),
+        Box(),
+        Box(),
+        preloaded={"synthetic": data.synthetic(64, 16)},
+    )
     (failed,) = [e for e in events if e[0] == "failed"]
     assert "is not the data the run was planned on (0000000000000000)" in failed[3]
     assert not any(e[0] in ("epoch", "done") for e in events)

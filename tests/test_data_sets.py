@@ -44,8 +44,14 @@ def study(where: Path, dataset: str, model: str = "tinynet", image_size: int | N
 
 def train_once(where: Path, source: Path, dataset: str, model: str = "tinynet", image_size: int | None = None):
     db = where / f"{dataset}-{model}.db"
-    summary = run_study(study(where, dataset, model, image_size), db=str(db), data=str(source), device="cpu",
-                        fuse=1, reporter=QuietReporter(lambda _: None))
+    summary = run_study(
+        study(where, dataset, model, image_size),
+        db=str(db),
+        data=str(source),
+        device="cpu",
+        fuse=1,
+        reporter=QuietReporter(lambda _: None),
+    )
     with closing(sqlite3.connect(db)) as conn:
         rows = conn.execute("SELECT status, data_name, data_fp, test_acc FROM runs").fetchall()
     assert summary.counts == {"complete": 1}, rows
@@ -68,7 +74,9 @@ def test_five_classes_at_48_resized_to_32_once_at_load(tmp_path):
     root = image_folders(tmp_path / "five48", 5, 48)
     assert data.load(root, "folders").train_x.shape == (20, 3, 48, 48)  # one size: kept as it is
     ds = data.load(root, "folders", 32)
-    assert ds.train_x.shape == (20, 3, 32, 32) and ds.test_x.shape == (10, 3, 32, 32) and ds.train_x.dtype == torch.uint8
+    assert (
+        ds.train_x.shape == (20, 3, 32, 32) and ds.test_x.shape == (10, 3, 32, 32) and ds.train_x.dtype == torch.uint8
+    )
     assert (ds.mean, ds.std) == train_stats(ds.train_x)
     expected = ds.train_x.double().div(255).mean((0, 2, 3))
     assert ds.mean == pytest.approx(tuple(expected.tolist()), abs=1e-6)
@@ -114,8 +122,13 @@ def write_svhn(root: Path, n=(12, 6)) -> Path:
     root.mkdir(parents=True)
     rng = np.random.default_rng(2)
     for part, count in zip(("train", "test"), n):
-        savemat(root / f"{part}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, count), dtype=np.uint8),
-                                              "y": (np.arange(count) % 10 + 1).reshape(-1, 1)})
+        savemat(
+            root / f"{part}_32x32.mat",
+            {
+                "X": rng.integers(0, 256, (32, 32, 3, count), dtype=np.uint8),
+                "y": (np.arange(count) % 10 + 1).reshape(-1, 1),
+            },
+        )
     return root
 
 
@@ -123,8 +136,10 @@ def write_idx(root: Path, folder: str, n=(12, 6)) -> Path:
     raw = root / folder / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(3)
-    names = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+    names = {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
     for part, count in zip(("train", "test"), n):
         images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
         labels = (np.arange(count) % 10).astype(np.uint8)
@@ -134,13 +149,27 @@ def write_idx(root: Path, folder: str, n=(12, 6)) -> Path:
     return root
 
 
-@pytest.mark.parametrize("dataset, make, shape, classes, label", [
-    ("cifar100", write_cifar100, (3, 32, 32), 100, "CIFAR-100 'src': 100 classes, 32x32, 12 / 6 images"),
-    ("svhn", write_svhn, (3, 32, 32), 10, "SVHN 'src': 10 classes, 32x32, 12 / 6 images"),
-    ("mnist", lambda r: write_idx(r, "MNIST"), (1, 28, 28), 10, "MNIST 'src': 10 classes, 28x28 greyscale, 12 / 6 images"),
-    ("fashion_mnist", lambda r: write_idx(r, "FashionMNIST"), (1, 28, 28), 10,
-     "Fashion-MNIST 'src': 10 classes, 28x28 greyscale, 12 / 6 images"),
-])
+@pytest.mark.parametrize(
+    "dataset, make, shape, classes, label",
+    [
+        ("cifar100", write_cifar100, (3, 32, 32), 100, "CIFAR-100 'src': 100 classes, 32x32, 12 / 6 images"),
+        ("svhn", write_svhn, (3, 32, 32), 10, "SVHN 'src': 10 classes, 32x32, 12 / 6 images"),
+        (
+            "mnist",
+            lambda r: write_idx(r, "MNIST"),
+            (1, 28, 28),
+            10,
+            "MNIST 'src': 10 classes, 28x28 greyscale, 12 / 6 images",
+        ),
+        (
+            "fashion_mnist",
+            lambda r: write_idx(r, "FashionMNIST"),
+            (1, 28, 28),
+            10,
+            "Fashion-MNIST 'src': 10 classes, 28x28 greyscale, 12 / 6 images",
+        ),
+    ],
+)
 def test_torchvision_sets_in_their_layouts(tmp_path, dataset, make, shape, classes, label):
     root = make(tmp_path / "src")
     ds = data.load(root, dataset)

@@ -68,11 +68,14 @@ def test_no_checkpoint_in_eval_or_without_grad(monkeypatch):
     efficient.eval()(x)
 
 
-@pytest.mark.parametrize("args, fragment", [
-    ({"blocks": []}, "model.blocks"),
-    ({"growth": 0}, "model.growth"),
-    ({"compression": 0.0}, "model.compression"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ({"blocks": []}, "model.blocks"),
+        ({"growth": 0}, "model.growth"),
+        ({"compression": 0.0}, "model.compression"),
+    ],
+)
 def test_bad_arguments(args, fragment):
     with pytest.raises(ConfigError, match=fragment):
         create_model("densenet", **args)

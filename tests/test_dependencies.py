@@ -16,8 +16,9 @@ def floors() -> dict[str, tuple[int, ...]]:
     .ci/lowest installs (dev, and the extras dev names); not the tools run by hand (mutation)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    named = {"dev"} | {e.strip() for s in extras["dev"] for m in [re.match(r"ablate\[(.*)\]", s)] if m
-                       for e in m.group(1).split(",")}
+    named = {"dev"} | {
+        e.strip() for s in extras["dev"] for m in [re.match(r"ablate\[(.*)\]", s)] if m for e in m.group(1).split(",")
+    }
     specs = list(project["dependencies"]) + [s for name in named for s in extras[name]]
     out = {}
     for spec in specs:

@@ -73,6 +73,11 @@ def test_the_readmes_first_steps_leave_a_clone_as_it_was(tmp_path):
         result = CliRunner().invoke(app, args, catch_exceptions=False)
         assert result.exit_code == 0, (step, result.output)
     assert list((tmp_path / "scratch").glob("figure-00.*"))  # the steps did draw something
-    status = subprocess.run(git + ["status", "--porcelain", "--untracked-files=all"], cwd=tmp_path,
-                            capture_output=True, text=True, check=True)
+    status = subprocess.run(
+        git + ["status", "--porcelain", "--untracked-files=all"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert status.stdout == ""

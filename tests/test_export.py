@@ -38,8 +38,16 @@ def read(path, fmt):
 def test_runs_have_dotted_config_columns_and_fractions(filled):
     runs = results.runs(filled, study="depth")
     assert len(runs) == 3 and set(runs["study"]) == {"depth"}
-    assert {"run_id", "seed", "status", "test_acc", "test_loss", "model.depth", "model.kernel_size.1",
-            "optimizer.lr"} <= set(runs.columns)
+    assert {
+        "run_id",
+        "seed",
+        "status",
+        "test_acc",
+        "test_loss",
+        "model.depth",
+        "model.kernel_size.1",
+        "optimizer.lr",
+    } <= set(runs.columns)
     assert sorted(runs["test_acc"]) == [0.61, 0.63, 0.7] and set(runs["status"]) == {"complete"}
     assert len(results.runs(filled)) == 4
 
@@ -135,5 +143,4 @@ def test_parquet_with_a_pyarrow_that_fails_to_import_says_why(filled, tmp_path, 
 
 
 def test_out_in_a_missing_directory(filled, tmp_path):
-    _one_line_error(invoke("export", "depth", "--out", tmp_path / "no" / "x.csv", "--db", filled),
-                    "does not exist")
+    _one_line_error(invoke("export", "depth", "--out", tmp_path / "no" / "x.csv", "--db", filled), "does not exist")

@@ -27,15 +27,26 @@ AXES = {
     "batchnorm": {"model.batchnorm": [False, True]},
     "resblock": {"model.block": ["original", "bn_after_add", "act_before_add", "act_preact", "preact"]},
     "optimizer": {"optimizer.name": ["sgd", "adam", "adadelta"]},
-    "augmentation": {"data.aug.crop_padding": [0, 4], "data.aug.flip": [False, True],
-                     "data.aug.cutout": [0, 8]},
+    "augmentation": {"data.aug.crop_padding": [0, 4], "data.aug.flip": [False, True], "data.aug.cutout": [0, 8]},
 }
 BASE = {
-    "model.name": "plain_cnn", "model.depth": 2, "model.activation": "relu", "model.dropout": 0.0,
-    "model.kernel_size.0": 3, "model.kernel_size.1": 3, "model.channels.0": 32,
-    "model.channels.1": 64, "model.batchnorm": False, "model.block": "original",
-    "optimizer.name": "sgd", "optimizer.lr": 0.05, "optimizer.decay_weights_only": False,
-    "data.aug.crop_padding": 0, "data.aug.flip": False, "data.aug.cutout": 0, "epochs": 3,
+    "model.name": "plain_cnn",
+    "model.depth": 2,
+    "model.activation": "relu",
+    "model.dropout": 0.0,
+    "model.kernel_size.0": 3,
+    "model.kernel_size.1": 3,
+    "model.channels.0": 32,
+    "model.channels.1": 64,
+    "model.batchnorm": False,
+    "model.block": "original",
+    "optimizer.name": "sgd",
+    "optimizer.lr": 0.05,
+    "optimizer.decay_weights_only": False,
+    "data.aug.crop_padding": 0,
+    "data.aug.flip": False,
+    "data.aug.cutout": 0,
+    "epochs": 3,
 }
 
 
@@ -55,8 +66,7 @@ LANDSCAPE_STEPS = range(50, 501, 50)
 MULTIPLES = (0, 0.25, 0.5, 1, 2, 4)
 KERNELS_OUT = 12  # first-layer kernels per run: a grid row and a half
 PATTERN = {  # one unit-norm [3, k, k] kernel shape per size; kernel j is acc * (j + 1) * it
-    k: (lambda a: a / np.linalg.norm(a))(np.random.default_rng(k).normal(size=(3, k, k)))
-    for k in (1, 3, 5, 7)
+    k: (lambda a: a / np.linalg.norm(a))(np.random.default_rng(k).normal(size=(3, k, k))) for k in (1, 3, 5, 7)
 }
 
 
@@ -82,12 +92,24 @@ def make_runs(study, points=None, seeds=SEEDS, status="complete"):
     for point, mean in points if points is not None else grid(study):
         for seed in seeds:
             acc = mean + (SPREAD if seed == 0 else -SPREAD) if len(seeds) > 1 else mean
-            rows.append({
-                "study": study, "status": status, "seed": seed, "config_hash": "h",
-                "epochs_done": 3, "test_acc": acc, "test_loss": 1.0,
-                "train_acc": acc + TRAIN_GAP, "train_loss": 0.9, "wall_s": 1.0, "device": "cpu",
-                **BASE, **implied(study, point), **point,
-            })
+            rows.append(
+                {
+                    "study": study,
+                    "status": status,
+                    "seed": seed,
+                    "config_hash": "h",
+                    "epochs_done": 3,
+                    "test_acc": acc,
+                    "test_loss": 1.0,
+                    "train_acc": acc + TRAIN_GAP,
+                    "train_loss": 0.9,
+                    "wall_s": 1.0,
+                    "device": "cpu",
+                    **BASE,
+                    **implied(study, point),
+                    **point,
+                }
+            )
     runs = pd.DataFrame(rows)
     runs.insert(0, "run_id", range(1, len(runs) + 1))
     return runs
@@ -101,11 +123,17 @@ def make_metrics(runs):
         for step in EPOCHS:
             rows += [(r["run_id"], step, "test_acc", acc), (r["run_id"], step, "train_loss", 1.0 / step)]
         if r["study"] in ("depth", "batchnorm"):
-            rows += [(r["run_id"], step, f"relgrad.conv{layer}", relgrad(acc, layer, step))
-                     for step in RELGRAD_STEPS for layer in range(1, r["model.depth"] + 1)]
+            rows += [
+                (r["run_id"], step, f"relgrad.conv{layer}", relgrad(acc, layer, step))
+                for step in RELGRAD_STEPS
+                for layer in range(1, r["model.depth"] + 1)
+            ]
         if r["study"] == "batchnorm":
-            rows += [(r["run_id"], step, f"landscape.x{m:g}", landscape(acc, r["model.batchnorm"], m, step))
-                     for step in LANDSCAPE_STEPS for m in MULTIPLES]
+            rows += [
+                (r["run_id"], step, f"landscape.x{m:g}", landscape(acc, r["model.batchnorm"], m, step))
+                for step in LANDSCAPE_STEPS
+                for m in MULTIPLES
+            ]
     return pd.DataFrame(rows, columns=["run_id", "step", "name", "value"])
 
 
@@ -177,6 +205,7 @@ def check_relgrad(column, value):
         for row in frame.itertuples():
             assert row.value == pytest.approx(relgrad(mean, row.layer, row.step))
             assert row.n == n
+
     return check
 
 
@@ -204,6 +233,7 @@ def check_history(column):
         if n == 2:
             half = acc["ci_high"] - acc["mean"]
             assert half.to_numpy() == pytest.approx(T_975_1 * SPREAD)
+
     return check
 
 
@@ -223,10 +253,19 @@ def check_cutout(spec, frame, runs, points, n):
 
 # How to check each figure's frame against the synthetic data; a new figure needs a line.
 CHECKS = {
-    0: check_summary, 1: check_summary, 2: check_kernel_images, 3: check_summary,
-    4: check_summary, 5: check_relgrad("model.depth", 5), 6: check_summary,
-    7: check_relgrad("model.batchnorm", True), 8: check_landscape, 9: check_summary,
-    10: check_history("model.block"), 11: check_history("optimizer.name"), 12: check_cutout,
+    0: check_summary,
+    1: check_summary,
+    2: check_kernel_images,
+    3: check_summary,
+    4: check_summary,
+    5: check_relgrad("model.depth", 5),
+    6: check_summary,
+    7: check_relgrad("model.batchnorm", True),
+    8: check_landscape,
+    9: check_summary,
+    10: check_history("model.block"),
+    11: check_history("optimizer.name"),
+    12: check_cutout,
 }
 
 
@@ -428,7 +467,7 @@ def test_relgrad_lines_are_smoothed_per_layer_on_a_log_scale():
     layer = frame[frame["layer"] == 3].reset_index(drop=True)
     window = figures.SMOOTH_RELGRAD
     i = len(layer) // 2  # a point whose whole centred window is recorded
-    assert layer["smoothed"][i] == pytest.approx(layer["value"][i - window // 2:i + window // 2 + 1].mean())
+    assert layer["smoothed"][i] == pytest.approx(layer["value"][i - window // 2 : i + window // 2 + 1].mean())
     ax = fig.axes[0]
     assert ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.get_legend().get_texts()] == [f"conv{i}" for i in range(1, 6)]
@@ -456,8 +495,13 @@ def legend_texts(fig):
 
 def test_history_figures_name_blocks_and_optimizers_as_the_report_does():
     fig, _ = figures.get(10).draw(*data(make_runs("resblock")))
-    assert legend_texts(fig) == ["Original", "BN after addition", "ReLU before addition",
-                                 "ReLU-only pre-activation", "Full pre-activation"]
+    assert legend_texts(fig) == [
+        "Original",
+        "BN after addition",
+        "ReLU before addition",
+        "ReLU-only pre-activation",
+        "Full pre-activation",
+    ]
     assert len(fig.axes) == 2  # test accuracy and train loss
     fig, frame = figures.get(11).draw(*data(make_runs("optimizer")))
     assert legend_texts(fig) == ["SGD", "Adam", "MyAdaDelta (no decay on biases)"]
@@ -476,8 +520,10 @@ def test_cutout_compares_runs_that_differ_only_in_cutout():
     assert fig.axes[0].get_title() == "no other augmentation; cutout 8 or none"
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["without Cutout", "with Cutout"]
     # the subtitle names the settings as a reader says them, not their keys at default values
-    both = [(dict(point(4, True, 0), **{"data.aug.flip_mode": "random", "data.aug.pad_mode": "zeros"}), 0.5),
-            (dict(point(4, True, 8), **{"data.aug.flip_mode": "random", "data.aug.pad_mode": "zeros"}), 0.6)]
+    both = [
+        (dict(point(4, True, 0), **{"data.aug.flip_mode": "random", "data.aug.pad_mode": "zeros"}), 0.5),
+        (dict(point(4, True, 8), **{"data.aug.flip_mode": "random", "data.aug.pad_mode": "zeros"}), 0.6),
+    ]
     fig, _ = figures.get(12).draw(*data(make_runs("augmentation", points=both, seeds=(0,))))
     assert fig.axes[0].get_title() == "crop 4, flip; cutout 8 or none"
 
@@ -491,6 +537,7 @@ def test_cutout_compares_runs_that_differ_only_in_cutout():
 def drop_metrics(prefix):
     def drop(runs, metrics, artifacts):
         return runs, metrics[~metrics["name"].str.startswith(prefix)], artifacts
+
     return drop
 
 
@@ -502,6 +549,7 @@ def only_points(**wanted):
     def keep(runs, metrics, artifacts):
         hit = np.logical_and.reduce([runs[k] == v for k, v in wanted.items()])
         return runs[hit], metrics, artifacts
+
     return keep
 
 
@@ -509,22 +557,34 @@ def without_points(**unwanted):
     def keep(runs, metrics, artifacts):
         hit = np.logical_and.reduce([runs[k] == v for k, v in unwanted.items()])
         return runs[~hit], metrics, artifacts
+
     return keep
 
 
-@pytest.mark.parametrize("number, spoil, missing", [
-    (2, without_points(**{"model.kernel_size.0": 7}), "model.kernel_size.0 == 7"),
-    (2, drop_artifacts, "no 'kernels.conv1' artifact"),
-    (5, without_points(**{"model.depth": 5}), "model.depth == 5"),
-    (5, drop_metrics("relgrad"), "no relgrad.conv.* metrics .*grad_norm_every must be > 0 and at most a run.s training steps"),
-    (7, only_points(**{"model.batchnorm": False}), "model.batchnorm == True"),
-    (7, drop_metrics("relgrad"), "no relgrad.conv"),
-    (8, drop_metrics("landscape"), "no landscape.x.* metrics .*landscape_every must be > 0 and at most a run.s training steps"),
-    (10, drop_metrics(""), "no per-epoch test_acc"),
-    (11, drop_metrics(""), "no per-epoch test_acc"),
-    (12, only_points(**{"data.aug.cutout": 0}), "with cutout .* all 8 are without"),
-    (12, drop_artifacts, "no 'kernels.conv1' artifact .*probes.kernels"),
-])
+@pytest.mark.parametrize(
+    "number, spoil, missing",
+    [
+        (2, without_points(**{"model.kernel_size.0": 7}), "model.kernel_size.0 == 7"),
+        (2, drop_artifacts, "no 'kernels.conv1' artifact"),
+        (5, without_points(**{"model.depth": 5}), "model.depth == 5"),
+        (
+            5,
+            drop_metrics("relgrad"),
+            "no relgrad.conv.* metrics .*grad_norm_every must be > 0 and at most a run.s training steps",
+        ),
+        (7, only_points(**{"model.batchnorm": False}), "model.batchnorm == True"),
+        (7, drop_metrics("relgrad"), "no relgrad.conv"),
+        (
+            8,
+            drop_metrics("landscape"),
+            "no landscape.x.* metrics .*landscape_every must be > 0 and at most a run.s training steps",
+        ),
+        (10, drop_metrics(""), "no per-epoch test_acc"),
+        (11, drop_metrics(""), "no per-epoch test_acc"),
+        (12, only_points(**{"data.aug.cutout": 0}), "with cutout .* all 8 are without"),
+        (12, drop_artifacts, "no 'kernels.conv1' artifact .*probes.kernels"),
+    ],
+)
 def test_missing_pieces_are_named(number, spoil, missing):
     spec = figures.get(number)
     with pytest.raises(ValueError, match=f"figure {number} .*{missing}"):
@@ -549,11 +609,13 @@ def test_bar_labels_are_percentages_in_the_figures_sans_serif_font():
 def test_chance_level_is_drawn_where_accuracies_come_near_it():
     """A point at 12% is guessing, not a weak result: the axis shows the 10% line beside it.
     Points far above chance leave the axis as it was."""
+
     def dashed(ax):
         return [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
 
-    near = pd.DataFrame({"model.dropout": [0.0, 0.5], "mean": [0.6, 0.12], "ci_low": [np.nan] * 2,
-                         "ci_high": [np.nan] * 2, "n": [1, 1]})
+    near = pd.DataFrame(
+        {"model.dropout": [0.0, 0.5], "mean": [0.6, 0.12], "ci_low": [np.nan] * 2, "ci_high": [np.nan] * 2, "n": [1, 1]}
+    )
     ax = Figure().subplots()
     figures.accuracy_lines(ax, near, "model.dropout")
     (line,) = dashed(ax)

@@ -60,10 +60,14 @@ class Record:
         self.epochs, self.probes, self.states, self.ends, self.artifacts = [], [], [], [], {}
 
     def hooks(self, **extra) -> Hooks:
-        return Hooks(epoch=lambda e, m: self.epochs.append((e, dict(m))),
-                     probe=lambda s, v: self.probes.append((s, v)),
-                     checkpoint=self.states.append, end=self.ends.append,
-                     artifact=lambda n, a: self.artifacts.__setitem__(n, a), **extra)
+        return Hooks(
+            epoch=lambda e, m: self.epochs.append((e, dict(m))),
+            probe=lambda s, v: self.probes.append((s, v)),
+            checkpoint=self.states.append,
+            end=self.ends.append,
+            artifact=lambda n, a: self.artifacts.__setitem__(n, a),
+            **extra,
+        )
 
 
 def alone_and_fused(cfgs, data):
@@ -110,17 +114,26 @@ def test_each_member_of_a_fused_group_gets_the_numbers_it_gets_alone(axis, data)
 
 def test_members_may_differ_in_optimizer_kind_schedule_and_label_smoothing(data):
     """Each member keeps its own optimizer: Ranger21's per-tensor norms fuse as well as SGD."""
-    cfgs = [cfg(epochs=2, optimizer={"name": "ranger21", "lr": 1e-3}, loss={"label_smoothing": 0.1}),
-            cfg(epochs=2, seed=1, optimizer={"name": "adam", "lr": 1e-3}, schedule={"name": "onecycle"}),
-            cfg(epochs=2, seed=2, averaging={"name": "ema", "every": 2})]
+    cfgs = [
+        cfg(epochs=2, optimizer={"name": "ranger21", "lr": 1e-3}, loss={"label_smoothing": 0.1}),
+        cfg(epochs=2, seed=1, optimizer={"name": "adam", "lr": 1e-3}, schedule={"name": "onecycle"}),
+        cfg(epochs=2, seed=2, averaging={"name": "ema", "every": 2}),
+    ]
     alone, fused, _ = alone_and_fused(cfgs, data)
     for a, f in zip(alone, fused):
         assert_as_alone(a, f, 512, 256)
 
 
 def test_data_order_and_augmentation_are_bitwise_those_of_the_lone_run(data):
-    every_aug = {"crop_padding": 2, "pad_mode": "reflect", "flip": True, "flip_mode": "alternate", "cutout": 4,
-                 "jitter": 0.2, "rotate": 10}
+    every_aug = {
+        "crop_padding": 2,
+        "pad_mode": "reflect",
+        "flip": True,
+        "flip_mode": "alternate",
+        "cutout": 4,
+        "jitter": 0.2,
+        "rotate": 10,
+    }
     cfgs = [cfg(seed=s, data={"dataset": "synthetic", "aug": every_aug}) for s in (0, 7, 3)]
     for epoch in (1, 2):
         lone = [list(_device_batches(data, c.data.aug, [_Run(c, data, torch.device("cpu"))], epoch)) for c in cfgs]
@@ -151,7 +164,6 @@ def test_a_fused_members_checkpoint_is_a_lone_checkpoint_and_resumes_alone(data)
     assert abs(last_alone["test_loss"] - last_resumed["test_loss"]) <= LOSS_TOL
 
 
-
 def test_a_resumed_members_checkpoints_keep_the_lone_runs_random_state(data):
     # A fused member holds its own global RNG state, the one the lone run would checkpoint;
     # a resume must take it from the checkpoint, or the next checkpoint carries a mate's.
@@ -180,6 +192,7 @@ def test_compile_is_for_cuda_only_and_changes_nothing_on_the_cpu(data, monkeypat
             for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
                 assert a.metrics[key] == b.metrics[key]
 
+
 def _structure(obj):
     """Keys, nesting, tensor shapes and dtypes: what a loader relies on."""
     if isinstance(obj, dict):
@@ -197,7 +210,9 @@ def test_a_diverging_member_drops_out_and_its_mates_go_on_as_alone(data):
     alone, fused, results = alone_and_fused(cfgs, data)
     assert [r.status for r in results] == ["complete", "diverged", "complete"]
     diverged = results[1]
-    assert diverged.epochs_done == alone[1].ends[0].epochs_done < 3 and not math.isfinite(diverged.metrics["train_loss"])
+    assert diverged.epochs_done == alone[1].ends[0].epochs_done < 3 and not math.isfinite(
+        diverged.metrics["train_loss"]
+    )
     assert fused[1].ends == [diverged] and [e for e, _ in fused[1].epochs] == list(range(1, diverged.epochs_done + 1))
     for j in (0, 2):
         assert_as_alone(alone[j], fused[j], 512, 256)
@@ -244,10 +259,13 @@ def test_groups_form_from_seeds_and_per_member_settings_only():
     assert fuse_key(seeds[0]) == fuse_key(lrs[1]) != fuse_key(deeper[0])
 
 
-@pytest.mark.parametrize("model, reason", [
-    ({"name": "plain_cnn", "depth": 2, "width": 8, "dropout": 0.3}, "draws random numbers"),
-    ({"name": "densenet", "blocks": [2, 2], "growth": 4, "bottleneck": 8}, "op vmap cannot batch"),
-])
+@pytest.mark.parametrize(
+    "model, reason",
+    [
+        ({"name": "plain_cnn", "depth": 2, "width": 8, "dropout": 0.3}, "draws random numbers"),
+        ({"name": "densenet", "blocks": [2, 2], "growth": 4, "bottleneck": 8}, "op vmap cannot batch"),
+    ],
+)
 def test_models_that_vmap_cannot_train_as_alone_never_fuse(model, reason, data):
     runs = [cfg(model=model, seed=s) for s in range(2)]
     assert reason in why_alone(runs[0]) and fuse_key(runs[0]) is None
@@ -257,8 +275,12 @@ def test_models_that_vmap_cannot_train_as_alone_never_fuse(model, reason, data):
 
 
 def test_the_trainer_refuses_a_group_whose_shapes_or_steps_differ(data):
-    for other in (cfg(model={"name": "plain_cnn", "depth": 3, "width": 8}), cfg(epochs=2), cfg(train_subset=256),
-                  cfg(data={"dataset": "synthetic", "pipeline": "pil"})):
+    for other in (
+        cfg(model={"name": "plain_cnn", "depth": 3, "width": 8}),
+        cfg(epochs=2),
+        cfg(train_subset=256),
+        cfg(data={"dataset": "synthetic", "pipeline": "pil"}),
+    ):
         with pytest.raises(ValueError, match="cannot train fused"):
             train_group([cfg(), other], data, "cpu")
 

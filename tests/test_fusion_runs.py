@@ -60,7 +60,8 @@ def curves(db: Path) -> dict:
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         rows = conn.execute(
             f"SELECT r.label, r.seed, m.step, m.name, m.value FROM metrics m JOIN runs r ON r.id = m.run_id "
-            f"WHERE m.name IN ({','.join('?' * len(COMPARED))})", COMPARED,
+            f"WHERE m.name IN ({','.join('?' * len(COMPARED))})",
+            COMPARED,
         ).fetchall()
     out: dict = {}
     for label, seed, step, name, value in rows:
@@ -99,7 +100,11 @@ def test_each_member_is_its_own_run_and_a_diverging_one_ends_alone(tmp_path):
     run_study(study, db=str(alone), reporter=quiet(), device="cpu", fuse=1)
     runs = {r["label"]: r for r in read_runs(fused)}
     lone = {r["label"]: r for r in read_runs(alone)}
-    assert [runs[k]["status"] for k in ("lr=0.05", "lr=1000000000000.0", "lr=0.1")] == ["complete", "diverged", "complete"]
+    assert [runs[k]["status"] for k in ("lr=0.05", "lr=1000000000000.0", "lr=0.1")] == [
+        "complete",
+        "diverged",
+        "complete",
+    ]
     assert runs["lr=1000000000000.0"]["epochs_done"] == lone["lr=1000000000000.0"]["epochs_done"] < 3
     for r in runs.values():  # claimed once each, and on record as fused with its mates
         others = sorted(o["id"] for o in runs.values() if o["id"] != r["id"])
@@ -119,8 +124,13 @@ def test_a_killed_fused_group_resumes_fused_or_alone_with_the_numbers_of_an_unbr
 
     db, ckpt = tmp_path / "k.db", tmp_path / "checkpoints" / "k"
     proc = start(tmp_path, db, "--fuse", "3", study=study)
-    wait_for("every member past epoch 1", lambda: (lambda rs: len(rs) == 3 and all(
-        r["status"] == "running" and r["epochs_done"] >= 1 for r in rs))(read_runs(db)), proc)
+    wait_for(
+        "every member past epoch 1",
+        lambda: (lambda rs: len(rs) == 3 and all(r["status"] == "running" and r["epochs_done"] >= 1 for r in rs))(
+            read_runs(db)
+        ),
+        proc,
+    )
     kill_group(proc)
     assert {r["status"] for r in read_runs(db)} == {"running"}
     assert sorted(p.name.split("-")[1] for p in ckpt.glob("*.pt")) == ["1", "2", "3"]  # run-ID-KEY.pt
@@ -220,8 +230,19 @@ def test_dry_run_shows_the_groups_it_would_form(tmp_path):
     assert [row.split("│")[-2].strip() for row in rows] == ["1", "1", "2"]
     off = invoke("run", "smoke", "--db", tmp_path / "d.db", "--dry-run", "--seeds", "3", "--fuse", "1")
     assert "12 points on synthetic: 0 done, 12 to train\n" in off.output
-    dropout = invoke("run", "smoke", "--db", tmp_path / "d.db", "--dry-run", "--seeds", "3", "--fuse", "3",
-                     "--set", "model.dropout=0.2")
+    dropout = invoke(
+        "run",
+        "smoke",
+        "--db",
+        tmp_path / "d.db",
+        "--dry-run",
+        "--seeds",
+        "3",
+        "--fuse",
+        "3",
+        "--set",
+        "model.dropout=0.2",
+    )
     assert "12 points on synthetic: 0 done, 12 to train\n" in dropout.output  # dropout never fuses
     assert not (tmp_path / "d.db").exists()
 
@@ -232,14 +253,30 @@ def test_a_bad_fuse_is_a_one_line_error_that_writes_nothing(tmp_path, value):
     before = file_digest(tmp_path / "e.db")
     result = invoke("run", "smoke", "--db", tmp_path / "e.db", f"--fuse={value}")
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: --fuse takes a positive integer (1 turns fusion off) or auto, got '{value}'"
+    assert (
+        result.output.strip() == f"error: --fuse takes a positive integer (1 turns fusion off) or auto, got '{value}'"
+    )
     assert file_digest(tmp_path / "e.db") == before
 
 
 def test_fuse_on_the_command_line_trains_fused_and_per_gpu_packs_groups(tmp_path):
     study = study_file(tmp_path, lrs=(0.05, 0.1))
-    result = invoke("run", study, "--db", tmp_path / "c.db", "--device", "cpu", "--seeds", "2", "--fuse", "2",
-                    "--per-gpu", "2", "--epochs", "1")
+    result = invoke(
+        "run",
+        study,
+        "--db",
+        tmp_path / "c.db",
+        "--device",
+        "cpu",
+        "--seeds",
+        "2",
+        "--fuse",
+        "2",
+        "--per-gpu",
+        "2",
+        "--epochs",
+        "1",
+    )
     assert result.exit_code == 0, result.output
     assert "lrs: 4 trained (4 complete)" in result.output
     runs = read_runs(tmp_path / "c.db")

@@ -32,8 +32,15 @@ def _twice(proc: subprocess.Popen) -> None:
 
 def _resume_and_finish(db, cwd) -> None:
     lines: list[str] = []
-    summary = run_study("smoke", db=f"sqlite:///{db}", reporter=QuietReporter(lines.append), device="cpu",
-                        epochs=3, sets=["train_subset=256", "model.width=8"], checkpoints=cwd / "checkpoints" / db.stem)
+    summary = run_study(
+        "smoke",
+        db=f"sqlite:///{db}",
+        reporter=QuietReporter(lines.append),
+        device="cpu",
+        epochs=3,
+        sets=["train_subset=256", "model.width=8"],
+        checkpoints=cwd / "checkpoints" / db.stem,
+    )
     assert summary.ok, lines
     runs = read_runs(db)
     assert {r["status"] for r in runs} == {"complete"} and len(runs) == 4, runs
@@ -43,8 +50,9 @@ def test_second_ctrl_c_stops_at_once_while_another_process_holds_the_write_lock(
     db = tmp_path / "c.db"
     proc = start(tmp_path, db, *SETTINGS)
     try:
-        wait_for("an epoch", lambda: any(r["status"] == "running" and r["epochs_done"] >= 1 for r in read_runs(db)),
-                 proc)
+        wait_for(
+            "an epoch", lambda: any(r["status"] == "running" and r["epochs_done"] >= 1 for r in read_runs(db)), proc
+        )
         with closing(sqlite3.connect(db, timeout=WAIT_S, isolation_level=None)) as holder:
             holder.execute("BEGIN IMMEDIATE")  # every write of the runner now waits for us
             _twice(proc)
@@ -73,8 +81,11 @@ def test_second_ctrl_c_stops_at_once_inside_a_long_step_and_leaves_points_pendin
     try:
         ckpt = tmp_path / "checkpoints" / "c"
         # Epoch 1's checkpoint whole, epoch 2's on its way (a passing temporary file of epoch 1 is not enough).
-        wait_for("a checkpoint half written",
-                 lambda: list(ckpt.glob("run-1-*.pt")) and list(ckpt.glob("run-1-*.pt.*.tmp")), proc)
+        wait_for(
+            "a checkpoint half written",
+            lambda: list(ckpt.glob("run-1-*.pt")) and list(ckpt.glob("run-1-*.pt.*.tmp")),
+            proc,
+        )
         _twice(proc)
         code = proc.wait(timeout=LOCK_HELD_S)
         log = (tmp_path / "run.log").read_text()

@@ -8,19 +8,36 @@ from ablate.report import write_report
 from ablate.store import NewRun
 from tests.test_cli import invoke
 
-EDGE = {"base": {}, "axes": {"optimizer.lr": [1e20, 0.05], "model.activation": ["relu", "gelu"]}, "claims": [
-    {"text": "a sane lr trains", "section": "1", "check": "higher", "axis": "optimizer.lr", "value": 0.05,
-     "than": 1e20}]}
+EDGE = {
+    "base": {},
+    "axes": {"optimizer.lr": [1e20, 0.05], "model.activation": ["relu", "gelu"]},
+    "claims": [
+        {
+            "text": "a sane lr trains",
+            "section": "1",
+            "check": "higher",
+            "axis": "optimizer.lr",
+            "value": 0.05,
+            "than": 1e20,
+        }
+    ],
+}
 
 
 def _fill(store, spec, outcome, seeds=4, study="edge2"):
     """``outcome(lr, act, seed)`` -> (status, test_acc or None) for every point and seed."""
     sid = store.sync_study(study, "", spec)
-    points = [(lr, act, s) for lr in spec["axes"]["optimizer.lr"] for act in spec["axes"]["model.activation"]
-              for s in range(seeds)]
+    points = [
+        (lr, act, s)
+        for lr in spec["axes"]["optimizer.lr"]
+        for act in spec["axes"]["model.activation"]
+        for s in range(seeds)
+    ]
     cfgs = {(lr, act): {"optimizer": {"name": "sgd", "lr": lr}, "model": {"activation": act}} for lr, act, _ in points}
-    store.add_runs(sid, [NewRun(json.dumps(cfgs[lr, act], sort_keys=True), s, cfgs[lr, act], f"{lr}-{act}")
-                         for lr, act, s in points])
+    store.add_runs(
+        sid,
+        [NewRun(json.dumps(cfgs[lr, act], sort_keys=True), s, cfgs[lr, act], f"{lr}-{act}") for lr, act, s in points],
+    )
     for _ in points:
         claim = store.claim(sid, "cpu", "host", 1)
         run = next(r for r in store.runs(study) if r["id"] == claim.run_id)

@@ -42,7 +42,10 @@ def test_the_two_forms_differ_and_agree_at_zero():
 
 def test_the_report_form_refuses_more_smoothing_than_it_can_give():
     from_dict({"loss": {"label_smoothing": 0.9, "smoothing_form": "report"}})  # (C-1)/C: uniform targets
-    with pytest.raises(ConfigError, match=r'^loss.label_smoothing must be <= \(C-1\)/C = 0.9 for loss.smoothing_form = "report" with C = 10'):
+    with pytest.raises(
+        ConfigError,
+        match=r'^loss.label_smoothing must be <= \(C-1\)/C = 0.9 for loss.smoothing_form = "report" with C = 10',
+    ):
         from_dict({"data": {"dataset": "synthetic"}, "loss": {"label_smoothing": 0.95, "smoothing_form": "report"}})
     from_dict({"loss": {"label_smoothing": 0.95}})  # PyTorch's form takes up to 1
     with pytest.raises(ConfigError, match="C = 3 classes, got 0.8"):  # data with fewer classes, at build time
@@ -59,8 +62,16 @@ def test_smoothing_form_is_left_out_of_the_hash_at_its_default():
 
 def test_the_trainer_trains_on_the_form_it_is_given():
     data = synthetic(n_train=128, n_test=64)
-    base = {"epochs": 1, "batch_size": 64, "data": {"dataset": "synthetic"},
-            "model": {"name": "plain_cnn", "depth": 1, "width": 4}}
-    losses = {form: train(from_dict({**base, "loss": {"label_smoothing": 0.3, "smoothing_form": form}}), data, "cpu")
-              .metrics["train_loss"] for form in ("pytorch", "report")}
+    base = {
+        "epochs": 1,
+        "batch_size": 64,
+        "data": {"dataset": "synthetic"},
+        "model": {"name": "plain_cnn", "depth": 1, "width": 4},
+    }
+    losses = {
+        form: train(from_dict({**base, "loss": {"label_smoothing": 0.3, "smoothing_form": form}}), data, "cpu").metrics[
+            "train_loss"
+        ]
+        for form in ("pytorch", "report")
+    }
     assert losses["pytorch"] != losses["report"]

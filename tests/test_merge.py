@@ -23,8 +23,9 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
-def fill(path: Path, runs: list[tuple[str, int, str]], study: str = "toy", data_fp: str | None = FP,
-         axes: dict | None = None) -> str:
+def fill(
+    path: Path, runs: list[tuple[str, int, str]], study: str = "toy", data_fp: str | None = FP, axes: dict | None = None
+) -> str:
     """runs: (config hash, seed, status); each finished one with an epoch, a probe and an artifact."""
     url = f"sqlite:///{path}"
     store = Store.open(url)
@@ -48,16 +49,19 @@ def fill(path: Path, runs: list[tuple[str, int, str]], study: str = "toy", data_
 def table(url: str) -> list[tuple]:
     store = Store.open(url, create=False)
     try:
-        return sorted((r["study"], r["config_hash"], r["seed"], r["data_fp"], r["status"], r["test_acc"])
-                      for r in store.runs())
+        return sorted(
+            (r["study"], r["config_hash"], r["seed"], r["data_fp"], r["status"], r["test_acc"]) for r in store.runs()
+        )
     finally:
         store.close()
 
 
 def counts(url: str) -> tuple[int, int]:
     with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
-        return (conn.execute("SELECT count(*) FROM metrics").fetchone()[0],
-                conn.execute("SELECT count(*) FROM artifacts").fetchone()[0])
+        return (
+            conn.execute("SELECT count(*) FROM metrics").fetchone()[0],
+            conn.execute("SELECT count(*) FROM artifacts").fetchone()[0],
+        )
 
 
 def studies(url: str) -> list[tuple]:
@@ -71,8 +75,11 @@ def test_two_overlapping_databases_merge_into_their_union_once(tmp_path):
     target = f"sqlite:///{tmp_path / 'all.db'}"
     first = merge([a, b], target)
     assert [(m.added, m.replaced, m.finished_here, m.unfinished) for m in first] == [(2, 0, 0, 1), (1, 0, 1, 1)]
-    assert [(h, s, st) for _, h, s, _, st, _ in table(target)] == [("x", 0, "complete"), ("x", 1, "complete"),
-                                                                    ("y", 0, "complete")]
+    assert [(h, s, st) for _, h, s, _, st, _ in table(target)] == [
+        ("x", 0, "complete"),
+        ("x", 1, "complete"),
+        ("y", 0, "complete"),
+    ]
     assert counts(target) == (3 * 3, 3)  # each run's epoch (2 metrics) and probe, and its artifact
     assert studies(target) == studies(a)  # the study comes over whole: its description, spec and age
     digest = file_digest(tmp_path / "all.db")
@@ -83,7 +90,9 @@ def test_two_overlapping_databases_merge_into_their_union_once(tmp_path):
 
 
 def test_a_finished_run_replaces_a_stale_pending_or_failed_one_but_not_a_live_one(tmp_path):
-    target = fill(tmp_path / "t.db", [("x", 0, "running"), ("x", 1, "pending"), ("x", 2, "failed"), ("x", 3, "running")])
+    target = fill(
+        tmp_path / "t.db", [("x", 0, "running"), ("x", 1, "pending"), ("x", 2, "failed"), ("x", 3, "running")]
+    )
     with closing(sqlite3.connect(tmp_path / "t.db")) as conn:  # seed 0's runner died long ago; seed 3's beats now
         conn.execute("UPDATE runs SET heartbeat_at = '2000-01-01 00:00:00', host = 'gone' WHERE seed = 0")
         conn.execute("UPDATE runs SET heartbeat_at = CURRENT_TIMESTAMP, host = 'other', pid = 1 WHERE seed = 3")
@@ -96,7 +105,9 @@ def test_a_finished_run_replaces_a_stale_pending_or_failed_one_but_not_a_live_on
     notes = {r["seed"]: r["notes"] for r in store.runs()}
     attempts = {r["seed"]: r["attempts"] for r in store.runs()}
     store.close()
-    assert notes[0] == "attempt 1 (running) replaced by a merged run" and attempts[0] == 2  # the old claim is fenced out
+    assert (
+        notes[0] == "attempt 1 (running) replaced by a merged run" and attempts[0] == 2
+    )  # the old claim is fenced out
 
 
 def test_a_diverged_run_is_finished_and_a_replaced_runs_notes_keep_their_history(tmp_path):
@@ -112,8 +123,11 @@ def test_a_diverged_run_is_finished_and_a_replaced_runs_notes_keep_their_history
     (run,) = store.runs()
     store.close()
     assert run["status"] == "diverged"
-    assert run["notes"].split("\n") == ["queued by hand", "pending replaced by a merged run",
-                                        "loss not finite at epoch 1"]
+    assert run["notes"].split("\n") == [
+        "queued by hand",
+        "pending replaced by a merged run",
+        "loss not finite at epoch 1",
+    ]
     (again,) = merge([source], target)
     assert (again.replaced, again.finished_here) == (0, 1)  # diverged is an end, as complete is
 
@@ -129,8 +143,9 @@ def test_a_failed_merge_leaves_the_target_byte_identical(tmp_path):
         f.write(os.urandom(8000))
     for bad in (str(corrupt), str(tmp_path / "missing.db"), str(tmp_path / "t.db")):
         result = invoke("merge", good, bad, "--db", target)
-        assert result.exit_code == 2 and result.output.startswith("error:") and result.output.count("\n") == 1, \
+        assert result.exit_code == 2 and result.output.startswith("error:") and result.output.count("\n") == 1, (
             result.output
+        )
         assert file_digest(tmp_path / "t.db") == before
         assert sorted(p.name for p in tmp_path.glob("t.db*")) == ["t.db"]  # no log beside it either
 
@@ -165,7 +180,8 @@ def test_the_cli_says_what_it_did(tmp_path):
     assert result.exit_code == 0
     assert result.output.strip().endswith(
         "1 added, 0 replaced (pending, failed or stale here), 0 skipped (finished here already), "
-        "1 unfinished there, not imported")
+        "1 unfinished there, not imported"
+    )
     status = json.loads(invoke("status", "--db", tmp_path / "t.db", "--json").output)
     assert status["studies"][0]["counts"]["complete"] == 1
 
@@ -177,7 +193,8 @@ def test_runs_of_unknown_data_are_merged_once_whatever_data_a_later_merge_assume
         first, *later = (merge([legacy], target, assume_data=fp)[0] for fp in order)
         assert first.added == 2
         assert [(m.added, m.unassumed_before, m.assumed_before) for m in later] == (
-            [(0, 2, 0), (0, 2, 0)] if order[0] is None else [(0, 0, 2), (0, 0, 2)])
+            [(0, 2, 0), (0, 2, 0)] if order[0] is None else [(0, 0, 2), (0, 0, 2)]
+        )
         assert len(table(target)) == 2 and counts(target) == (6, 2)
     result = invoke("merge", legacy, "--db", tmp_path / "None.db", "--assume-data", "0123456789abcdef")
     assert "0 added" in result.output and "2 skipped: merged before without --assume-data" in result.output
@@ -219,7 +236,9 @@ def test_a_source_study_that_redefines_a_name_here_is_refused_or_renamed_or_repl
     assert file_digest(tmp_path / "t.db") == before and sorted(p.name for p in tmp_path.glob("t.db*")) == ["t.db"]
     assert merge([other], target, rename=["toy=toy-lr"])[0].added == 1
     assert {(st, h) for st, h, *_ in table(target)} == {("toy", "x"), ("toy-lr", "y")}
-    assert json.loads(dict((n, sp) for n, _, sp, _ in studies(target))["toy-lr"])["axes"] == {"optimizer.lr": [0.01, 0.05]}
+    assert json.loads(dict((n, sp) for n, _, sp, _ in studies(target))["toy-lr"])["axes"] == {
+        "optimizer.lr": [0.01, 0.05]
+    }
     (m,) = merge([other], target, replace_study=True)
     assert m.added == 1 and m.redefined == ["toy"]
     assert json.loads(dict((n, sp) for n, _, sp, _ in studies(target))["toy"])["axes"] == {"optimizer.lr": [0.01, 0.05]}
@@ -231,8 +250,11 @@ def test_a_url_that_does_not_parse_is_one_line_either_side(tmp_path):
     good = fill(tmp_path / "good.db", [("x", 0, "complete")])
     for args in (("://", "--db", tmp_path / "t.db"), (good, "--db", "://")):
         result = invoke("merge", *args)
-        assert result.exit_code == 2 and result.output.startswith("error: cannot parse database URL '://'") \
-            and result.output.count("\n") == 1, result.output
+        assert (
+            result.exit_code == 2
+            and result.output.startswith("error: cannot parse database URL '://'")
+            and result.output.count("\n") == 1
+        ), result.output
     assert not (tmp_path / "t.db").exists()
 
 
@@ -240,20 +262,29 @@ def test_a_damaged_source_is_refused_in_one_line_and_the_target_keeps_every_byte
     target = fill(tmp_path / "t.db", [("x", 0, "complete")])
     before = file_digest(tmp_path / "t.db")
     fill(tmp_path / "s.db", [("y", 0, "complete")])
-    for name, damage, says in (("nover.db", "DELETE FROM schema_version", "its schema_version table has no row"),
-                               ("orphan.db", "UPDATE runs SET study_id = 99", "run 1 names study id 99")):
+    for name, damage, says in (
+        ("nover.db", "DELETE FROM schema_version", "its schema_version table has no row"),
+        ("orphan.db", "UPDATE runs SET study_id = 99", "run 1 names study id 99"),
+    ):
         shutil.copy(tmp_path / "s.db", tmp_path / name)
         with closing(sqlite3.connect(tmp_path / name)) as conn:
             conn.execute(damage)
             conn.commit()
         result = invoke("merge", tmp_path / name, "--db", target)
-        assert result.exit_code == 2 and result.output.startswith("error:") and says in result.output \
-            and result.output.count("\n") == 1, result.output
+        assert (
+            result.exit_code == 2
+            and result.output.startswith("error:")
+            and says in result.output
+            and result.output.count("\n") == 1
+        ), result.output
         assert file_digest(tmp_path / "t.db") == before
     for command in (("status",), ("run", "smoke", "--device", "cpu", "--dry-run")):  # the same file, read directly
         result = invoke(*command, "--db", tmp_path / "nover.db")
-        assert result.exit_code == 2 and "its schema_version table has no row" in result.output \
-            and result.output.count("\n") == 1, result.output
+        assert (
+            result.exit_code == 2
+            and "its schema_version table has no row" in result.output
+            and result.output.count("\n") == 1
+        ), result.output
 
 
 @pytest.fixture(autouse=True)

@@ -21,14 +21,17 @@ from ablate.scheduler import QuietReporter
 from ablate.studies import expand, parse
 
 # Three classes, six images: predictions 0,0,1,1,2,0 for labels 0,1,1,2,2,0.
-LOGITS = torch.tensor([
-    [2.0, 0.0, 0.0],
-    [1.0, 0.5, 0.0],
-    [0.0, 3.0, 0.0],
-    [0.0, 1.0, 0.5],
-    [0.0, 0.0, 4.0],
-    [0.2, 0.1, 0.0],
-], dtype=torch.float64)
+LOGITS = torch.tensor(
+    [
+        [2.0, 0.0, 0.0],
+        [1.0, 0.5, 0.0],
+        [0.0, 3.0, 0.0],
+        [0.0, 1.0, 0.5],
+        [0.0, 0.0, 4.0],
+        [0.2, 0.1, 0.0],
+    ],
+    dtype=torch.float64,
+)
 LABELS = torch.tensor([0, 1, 1, 2, 2, 0])
 
 
@@ -51,7 +54,7 @@ def test_the_built_in_metrics_by_hand():
 
 def test_focal_loss_by_hand_and_gamma_zero_is_cross_entropy():
     p = torch.softmax(LOGITS, 1)[torch.arange(6), LABELS]
-    expected = (-(1 - p) ** 2 * p.log()).mean()
+    expected = (-((1 - p) ** 2) * p.log()).mean()
     assert FocalLoss(2.0)(LOGITS, LABELS).item() == pytest.approx(expected.item(), abs=1e-12)
     ce = torch.nn.functional.cross_entropy(LOGITS, LABELS)
     assert FocalLoss(0.0)(LOGITS, LABELS).item() == pytest.approx(ce.item(), abs=1e-12)
@@ -106,8 +109,9 @@ metric = "macro_f1"
 def test_metrics_are_recorded_per_epoch_and_taken_by_compare_and_claims(tmp_path):
     (tmp_path / "focal.toml").write_text(STUDY)
     db = tmp_path / "r.db"
-    summary = run_study(str(tmp_path / "focal.toml"), db=str(db), device="cpu", fuse=2,
-                        reporter=QuietReporter(lambda _: None))
+    summary = run_study(
+        str(tmp_path / "focal.toml"), db=str(db), device="cpu", fuse=2, reporter=QuietReporter(lambda _: None)
+    )
     assert summary.counts == {"complete": 4}
     with closing(sqlite3.connect(db)) as conn:
         names = {n for (n,) in conn.execute("SELECT DISTINCT name FROM metrics")}

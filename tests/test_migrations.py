@@ -25,9 +25,29 @@ ASSETS = Path(__file__).parent / "assets"
 # One per earlier version; see tests/assets/make_v*_db.py.
 FROZEN = {1: ASSETS / "results-v1.db", 2: ASSETS / "results-v2.db", 3: ASSETS / "results-v3.db"}
 V1_RUN_COLUMNS = (
-    "id", "study_id", "config_hash", "seed", "config_json", "label", "status", "device", "host", "pid",
-    "created_at", "started_at", "ended_at", "heartbeat_at", "wall_s", "epochs_done", "test_acc", "test_loss",
-    "train_acc", "train_loss", "error", "torch_version", "ablate_version",
+    "id",
+    "study_id",
+    "config_hash",
+    "seed",
+    "config_json",
+    "label",
+    "status",
+    "device",
+    "host",
+    "pid",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "heartbeat_at",
+    "wall_s",
+    "epochs_done",
+    "test_acc",
+    "test_loss",
+    "train_acc",
+    "train_loss",
+    "error",
+    "torch_version",
+    "ablate_version",
 )
 
 
@@ -70,8 +90,10 @@ def _frozen_copy(version: int, url: str) -> str:
                 if rows:
                     dst.execute(sa.insert(made.tables[table.name]), rows)
                 if "id" in table.c:  # rows came with their ids: new ones follow them
-                    dst.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                                        f"(SELECT coalesce(max(id), 0) + 1 FROM {table.name}), false)")
+                    dst.exec_driver_sql(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
+                        f"(SELECT coalesce(max(id), 0) + 1 FROM {table.name}), false)"
+                    )
             assert dst.exec_driver_sql("SELECT version FROM schema_version").scalar() == version
     finally:
         source.dispose()
@@ -166,7 +188,9 @@ def test_a_new_database_is_built_by_the_migrations_and_matches_the_models(any_db
     Store.open(any_db_url).close()
     assert _schema_diff(any_db_url) == []
     assert _typed_rows(any_db_url, "schema_version", ["version"], ("id",)) == [(SCHEMA_VERSION,)]
-    assert _typed_rows(any_db_url, "alembic_version", ["version_num"], ("version_num",)) == [(REVISIONS[SCHEMA_VERSION],)]
+    assert _typed_rows(any_db_url, "alembic_version", ["version_num"], ("version_num",)) == [
+        (REVISIONS[SCHEMA_VERSION],)
+    ]
     Store.open(any_db_url).close()  # a second open finds it current
     assert _schema_diff(any_db_url) == []
 

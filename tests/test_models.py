@@ -81,7 +81,10 @@ def test_each_activation_computes_its_definition(name):
 def test_an_unknown_activation_is_refused_naming_those_accepted():
     with pytest.raises(ConfigError) as e:
         activation("swish2", 4)
-    assert str(e.value) == "model.activation must be one of relu, leaky_relu, prelu, elu, celu, gelu, silu, mish, got 'swish2'"
+    assert (
+        str(e.value)
+        == "model.activation must be one of relu, leaky_relu, prelu, elu, celu, gelu, silu, mish, got 'swish2'"
+    )
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))
@@ -122,12 +125,15 @@ def test_pool_first_moves_max_pooling_before_bn_and_relu():
     assert [type(m).__name__ for m in layer] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
 
 
-@pytest.mark.parametrize("args, fragment", [
-    ({"kernel_size": [3, 3, 3], "depth": 2}, "model.kernel_size has 3 values for 2 layers"),
-    ({"kernel_size": 4}, "odd"),
-    ({"activation": "swish2"}, "model.activation must be one of"),
-    ({"dropout": 1.0}, "model.dropout"),
-])
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        ({"kernel_size": [3, 3, 3], "depth": 2}, "model.kernel_size has 3 values for 2 layers"),
+        ({"kernel_size": 4}, "odd"),
+        ({"activation": "swish2"}, "model.activation must be one of"),
+        ({"dropout": 1.0}, "model.dropout"),
+    ],
+)
 def test_plain_cnn_bad_arguments(args, fragment):
     with pytest.raises(ConfigError, match=None) as e:
         create_model("plain_cnn", **args)

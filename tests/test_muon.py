@@ -77,8 +77,14 @@ def test_newton_schulz_flattens_the_singular_values():
 
 def test_groups_filters_get_muon_the_rest_sgd_each_its_lr_and_decay():
     model = create_model("plain_cnn", depth=2, width=4)
-    cfg = OptimCfg(name="muon", lr=0.3, momentum=0.85, nesterov=True, weight_decay=1e-3,
-                   muon=MuonCfg(lr=0.2, bias_lr=0.05, bias_weight_decay=0.07))
+    cfg = OptimCfg(
+        name="muon",
+        lr=0.3,
+        momentum=0.85,
+        nesterov=True,
+        weight_decay=1e-3,
+        muon=MuonCfg(lr=0.2, bias_lr=0.05, bias_weight_decay=0.07),
+    )
     filters, linear, biases = build_optimizer(cfg, model, 10).param_groups
     assert filters["orthogonalize"] and all(p.ndim == 4 for p in filters["params"])
     assert (filters["lr"], filters["momentum"], filters["weight_decay"], filters["ns_steps"]) == (0.2, 0.6, 0.0, 3)
@@ -95,11 +101,22 @@ def test_its_sgd_groups_step_as_torchs_sgd():
     torch.manual_seed(0)
     ours, theirs = nn.Linear(6, 3), nn.Linear(6, 3)
     theirs.load_state_dict(ours.state_dict())
-    cfg = OptimCfg(name="muon", lr=0.1, momentum=0.85, nesterov=True, weight_decay=0.01,
-                   muon=MuonCfg(bias_lr=0.03, bias_weight_decay=0.2))
+    cfg = OptimCfg(
+        name="muon",
+        lr=0.1,
+        momentum=0.85,
+        nesterov=True,
+        weight_decay=0.01,
+        muon=MuonCfg(bias_lr=0.03, bias_weight_decay=0.2),
+    )
     a = build_optimizer(cfg, ours, 10)
-    b = torch.optim.SGD([{"params": [theirs.weight]}, {"params": [theirs.bias], "lr": 0.03, "weight_decay": 0.2}],
-                        lr=0.1, momentum=0.85, nesterov=True, weight_decay=0.01)
+    b = torch.optim.SGD(
+        [{"params": [theirs.weight]}, {"params": [theirs.bias], "lr": 0.03, "weight_decay": 0.2}],
+        lr=0.1,
+        momentum=0.85,
+        nesterov=True,
+        weight_decay=0.01,
+    )
     for _ in range(4):
         x = torch.randn(8, 6)
         for model, opt in ((ours, a), (theirs, b)):
@@ -176,8 +193,10 @@ def test_muon_keys_leave_earlier_hashes_alone_and_refuse_bad_values():
         ({"muon": {"ns_steps": 0}}, "optimizer.muon.ns_steps must be in [1, 20], got 0"),
         ({"muon": {"bias_lr": -1}}, "optimizer.muon.bias_lr must be >0.0, got -1"),
         ({"muon": {"bias_weight_decay": -1}}, "optimizer.muon.bias_weight_decay must be >= 0.0, got -1"),
-        ({"name": "muon", "muon": {"weight_decay": 0.1}},
-         "optimizer.muon.weight_decay does nothing with optimizer.muon.renormalize = true"),
+        (
+            {"name": "muon", "muon": {"weight_decay": 0.1}},
+            "optimizer.muon.weight_decay does nothing with optimizer.muon.renormalize = true",
+        ),
     ]:
         with pytest.raises(ConfigError) as err:
             from_dict({"optimizer": bad})

@@ -26,8 +26,15 @@ def test_per_gpu_gives_each_device_k_worker_slots():
 def test_points_packed_two_to_a_device_match_points_trained_alone(tmp_path):
     packed, alone = f"sqlite:///{tmp_path / 'packed.db'}", f"sqlite:///{tmp_path / 'alone.db'}"
     said: list[str] = []
-    summary = run_study("smoke", db=packed, reporter=QuietReporter(said.append), device="cpu", per_gpu=2,
-                        sets=["model.width=8"], epochs=1)
+    summary = run_study(
+        "smoke",
+        db=packed,
+        reporter=QuietReporter(said.append),
+        device="cpu",
+        per_gpu=2,
+        sets=["model.width=8"],
+        epochs=1,
+    )
     assert summary.ok and summary.counts == {"complete": 4}
     assert said[0].startswith("4 points to train on cpu, cpu;")
     run_study("smoke", db=alone, reporter=QuietReporter(lambda _: None), device="cpu", sets=["model.width=8"], epochs=1)

@@ -43,7 +43,7 @@ def test_crop_takes_a_zero_padded_window_at_every_offset():
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
     dy, dx = out[:, 0, 16, 16].long() - 16, out[:, 1, 16, 16].long() - 16
     for i, s in enumerate(source):
-        assert torch.equal(out[i], padded[s, :, dy[i]:dy[i] + 32, dx[i]:dx[i] + 32])
+        assert torch.equal(out[i], padded[s, :, dy[i] : dy[i] + 32, dx[i] : dx[i] + 32])
     assert set(zip(dy.tolist(), dx.tolist())) == {(a, b) for a in range(3) for b in range(3)}
 
 

@@ -118,8 +118,9 @@ def test_a_plugin_by_entry_point_is_identified_by_its_package_version(tmp_path, 
 
     point = importlib.metadata.EntryPoint("epnet", "eppkg", plugins.GROUP)
     point = point._for(Dist()) if hasattr(point, "_for") else point
-    monkeypatch.setattr(plugins.importlib.metadata, "entry_points",
-                        lambda group=None: [point] if group == plugins.GROUP else [])
+    monkeypatch.setattr(
+        plugins.importlib.metadata, "entry_points", lambda group=None: [point] if group == plugins.GROUP else []
+    )
     monkeypatch.setattr(plugins, "_entry_points_done", False)
     assert "epnet" in list_models()
     assert origin("epnet") == code_hash("epnet") == "eppkg==1.2.0"
@@ -178,7 +179,9 @@ def test_the_command_line_takes_plugin_files(tmp_path):
     assert result.exit_code == 0, result.output
     row = next(r for r in json.loads(result.output) if r["name"] == "clinet")
     assert row["origin"] == str((tmp_path / "net.py").resolve()) and row["params"] == 162
-    result = runner.invoke(app, ["run", str(study), "--plugin", str(tmp_path / "net.py"), "--db", str(tmp_path / "c.db")])
+    result = runner.invoke(
+        app, ["run", str(study), "--plugin", str(tmp_path / "net.py"), "--db", str(tmp_path / "c.db")]
+    )
     assert result.exit_code == 0, result.output
     assert [r[2] for r in finished(tmp_path / "c.db")] == ["complete"] * 2
 
@@ -201,18 +204,22 @@ def test_each_run_records_the_code_that_trained_it_and_status_names_a_mix(tmp_pa
     assert versions == {f"tinynet.py:{code_hash('tinynet')}"}
     # A built-in model: ablate's version and its module's hash, and none of it in the config hash.
     builtin = tmp_path / "builtin.toml"
-    builtin.write_text(STUDY.format(plugins="", model="plain_cnn", seeds=2).replace(
-        '"model.extra" = [0, 1]', '"model.depth" = [1]'))
+    builtin.write_text(
+        STUDY.format(plugins="", model="plain_cnn", seeds=2).replace('"model.extra" = [0, 1]', '"model.depth" = [1]')
+    )
     assert all(p.config.code == "" for p in expand(load(builtin)))
     run_study(str(builtin), db=str(db), reporter=quiet(), device="cpu", fuse=1)
     with closing(sqlite3.connect(db)) as conn:
-        rows = conn.execute("SELECT r.id, r.code_version, r.config_json FROM runs r JOIN studies s ON s.id = r.study_id "
-                            "WHERE s.name = 'builtin' ORDER BY r.id").fetchall()
+        rows = conn.execute(
+            "SELECT r.id, r.code_version, r.config_json FROM runs r JOIN studies s ON s.id = r.study_id "
+            "WHERE s.name = 'builtin' ORDER BY r.id"
+        ).fetchall()
         assert {r[1] for r in rows} == {f"ablate {ablate.__version__} plain_cnn.py:{code_hash('plain_cnn')}"}
         assert {json.loads(r[2])["code"] for r in rows} == {""}
         # Seed 1 trained by another ablate: the same config, two versions of the code.
-        conn.execute("UPDATE runs SET code_version = 'ablate 0.0.9 plain_cnn.py:0123456789abcdef' WHERE id = ?",
-                     (rows[1][0],))
+        conn.execute(
+            "UPDATE runs SET code_version = 'ablate 0.0.9 plain_cnn.py:0123456789abcdef' WHERE id = ?", (rows[1][0],)
+        )
         conn.commit()
     result = CliRunner().invoke(app, ["status", "builtin", "--db", str(db)])
     assert result.exit_code == 0, result.output
@@ -224,8 +231,9 @@ def test_each_run_records_the_code_that_trained_it_and_status_names_a_mix(tmp_pa
 def test_spawned_workers_packed_two_to_a_device_load_the_plugin(tmp_path):
     shutil.copy(ASSET, tmp_path / "tinynet.py")
     study = write_study(tmp_path, seeds=1)
-    summary = run_study(str(study), db=str(tmp_path / "p.db"), reporter=quiet(), device="cpu", per_gpu=2,
-                        processes=True, fuse=1)
+    summary = run_study(
+        str(study), db=str(tmp_path / "p.db"), reporter=quiet(), device="cpu", per_gpu=2, processes=True, fuse=1
+    )
     assert summary.ok and summary.counts == {"complete": 2}
     with closing(sqlite3.connect(tmp_path / "p.db")) as conn:
         assert {v for (v,) in conn.execute("SELECT code_version FROM runs")} == {f"tinynet.py:{code_hash('tinynet')}"}

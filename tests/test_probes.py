@@ -60,7 +60,9 @@ def test_first_kernels_are_a_copy_of_the_first_conv():
 
 
 TINY = {
-    "epochs": 2, "batch_size": 64, "data": {"dataset": "synthetic"},
+    "epochs": 2,
+    "batch_size": 64,
+    "data": {"dataset": "synthetic"},
     "model": {"name": "plain_cnn", "depth": 2, "width": 8},
 }
 
@@ -68,7 +70,9 @@ TINY = {
 def test_the_trainer_records_probes_when_asked():
     data = synthetic(n_train=256, n_test=64)
     probes, artifacts = [], {}
-    cfg = from_dict({**TINY, "probes": {"grad_norm_every": 2, "landscape_every": 4, "landscape_steps": [1, 2], "kernels": True}})
+    cfg = from_dict(
+        {**TINY, "probes": {"grad_norm_every": 2, "landscape_every": 4, "landscape_steps": [1, 2], "kernels": True}}
+    )
     train(cfg, data, "cpu", Hooks(probe=lambda s, v: probes.append((s, v)), artifact=artifacts.__setitem__))
     steps = 2 * (256 // 64)
     grad_steps = [s for s, v in probes if "relgrad.conv1" in v]

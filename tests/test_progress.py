@@ -35,8 +35,10 @@ def test_a_run_says_what_it_loads_then_each_epoch_with_its_seed_and_what_next(tm
     assert any(line.startswith("depth=2 activation=gelu seed=1: epoch 2/2") and "test acc" in line for line in epochs)
     assert re.search(r"smoke: 8 trained \(8 complete\), 0 already done, in [\d.]+ s", result.output)
     # the report of another database goes beside it (r/), never over the default's reports/
-    assert lines[-1] == (f"next: `ablate report --figure 0 --db {tmp_path / 'r.db'} --epochs 2 --set train_subset=64 "
-                         f"--set model.width=4 --out {tmp_path / 'r'}`")
+    assert lines[-1] == (
+        f"next: `ablate report --figure 0 --db {tmp_path / 'r.db'} --epochs 2 --set train_subset=64 "
+        f"--set model.width=4 --out {tmp_path / 'r'}`"
+    )
 
 
 def test_steps_within_an_epoch_reach_the_reporter(tmp_path, monkeypatch):
@@ -47,8 +49,14 @@ def test_steps_within_an_epoch_reach_the_reporter(tmp_path, monkeypatch):
         def step(self, worker, epoch, step, steps):
             seen.append((epoch, step, steps))
 
-    summary = run_study("smoke", db=f"sqlite:///{tmp_path / 'r.db'}", reporter=Steps(lambda _: None), device="cpu",
-                        epochs=2, sets=["train_subset=64", "model.width=4", "batch_size=16"])
+    summary = run_study(
+        "smoke",
+        db=f"sqlite:///{tmp_path / 'r.db'}",
+        reporter=Steps(lambda _: None),
+        device="cpu",
+        epochs=2,
+        sets=["train_subset=64", "model.width=4", "batch_size=16"],
+    )
     assert summary.ok
     assert {(e, s, n) for e, s, n in seen if e == 1} >= {(1, s, 4) for s in range(1, 5)}
     assert all(1 <= s <= n == 4 and e in (1, 2) for e, s, n in seen)
@@ -88,5 +96,7 @@ def test_an_interrupt_says_how_many_points_are_left_and_the_command_that_resumes
     db = tmp_path / "c.db"
     result = smoke(db)
     assert result.exit_code == 130, result.output
-    assert ("interrupted: 4 point(s) left pending; `ablate run smoke --db "
-            f"{db} --epochs 2 --set train_subset=256 --set model.width=8` resumes them") in result.output
+    assert (
+        "interrupted: 4 point(s) left pending; `ablate run smoke --db "
+        f"{db} --epochs 2 --set train_subset=256 --set model.width=8` resumes them"
+    ) in result.output

@@ -72,12 +72,26 @@ def test_a_cluster_that_accepts_and_never_answers_is_given_up_in_bounded_time(tm
         silent.listen(16)  # the kernel accepts; nobody ever reads or replies
         address = f"127.0.0.1:{silent.getsockname()[1]}"
         began = time.monotonic()
-        result = CliRunner().invoke(app, ["run", "smoke", "--backend", "ray", "--address", address,
-                                          "--connect-timeout", "2", "--db", tmp_path / "new.db"])
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                "smoke",
+                "--backend",
+                "ray",
+                "--address",
+                address,
+                "--connect-timeout",
+                "2",
+                "--db",
+                tmp_path / "new.db",
+            ],
+        )
         took = time.monotonic() - began
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines() == [
-        f"error: --address {address}: no Ray cluster answered within 2 s (--connect-timeout to wait longer)"]
+        f"error: --address {address}: no Ray cluster answered within 2 s (--connect-timeout to wait longer)"
+    ]
     assert took < 60 and not (tmp_path / "new.db").exists()
 
 
@@ -155,8 +169,14 @@ def ray_cluster(hold_file) -> Path:
     may have died long ago, or another user's. Yields the file that holds tasks after
     their first epoch (see ``_hold_after_epoch_1``)."""
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
-                 log_to_driver=False, runtime_env={"worker_process_setup_hook": _hold_after_epoch_1(str(hold_file))})
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=80 * 2**20,
+            log_to_driver=False,
+            runtime_env={"worker_process_setup_hook": _hold_after_epoch_1(str(hold_file))},
+        )
     yield hold_file
 
 
@@ -171,19 +191,24 @@ def one_thread():
 def curves(db: str, study: str):
     m = results.metrics(db=db, study=study)
     m = m[~m["name"].isin(TIMINGS)]
-    return m.sort_values(["label", "seed", "step", "name"])[["label", "seed", "step", "name", "value"]].reset_index(drop=True)
+    return m.sort_values(["label", "seed", "step", "name"])[["label", "seed", "step", "name", "value"]].reset_index(
+        drop=True
+    )
 
 
 def finals(db: str, study: str):
     r = results.runs(db=db, study=study)
-    return r.sort_values(["label", "seed"])[["label", "seed", "status", "test_acc", "test_loss", "train_loss"]].reset_index(drop=True)
+    return r.sort_values(["label", "seed"])[
+        ["label", "seed", "status", "test_acc", "test_loss", "train_loss"]
+    ].reset_index(drop=True)
 
 
 def test_smoke_on_ray_matches_the_local_backend(ray_cluster, one_thread, tmp_path):
     on_ray, local = f"sqlite:///{tmp_path / 'ray.db'}", f"sqlite:///{tmp_path / 'local.db'}"
     small = ["model.width=8"]
-    summary = run_study("smoke", db=on_ray, reporter=QuietReporter(lambda _: None), sets=small, backend="ray",
-                        device="cpu")
+    summary = run_study(
+        "smoke", db=on_ray, reporter=QuietReporter(lambda _: None), sets=small, backend="ray", device="cpu"
+    )
     assert summary.ok and summary.counts == {"complete": 4}
     run_study("smoke", db=local, reporter=QuietReporter(lambda _: None), sets=small, device="cpu")
     assert finals(on_ray, "smoke").equals(finals(local, "smoke"))
@@ -244,8 +269,11 @@ def test_a_worker_killed_mid_point_still_ends_with_every_point_complete_once(ray
     db, reference = f"sqlite:///{tmp_path / 'ray.db'}", f"sqlite:///{tmp_path / 'local.db'}"
     said: list[str] = []
     outcome: dict = {}
-    runner = threading.Thread(target=lambda: outcome.setdefault("summary", run_study(
-        str(study), db=db, reporter=QuietReporter(said.append), backend="ray", device="cpu")))
+    runner = threading.Thread(
+        target=lambda: outcome.setdefault(
+            "summary", run_study(str(study), db=db, reporter=QuietReporter(said.append), backend="ray", device="cpu")
+        )
+    )
     hold.touch()
     try:
         runner.start()
@@ -298,7 +326,8 @@ def test_a_cluster_recorded_on_this_machine_counts_only_while_it_answers(tmp_pat
 
 
 def test_a_node_that_dies_mid_study_loses_nothing_and_the_study_ends_in_the_same_call(
-        tmp_path, monkeypatch, ray_not_joined):
+    tmp_path, monkeypatch, ray_not_joined
+):
     """A head and a worker node, one CPU each, all on 127.0.0.1: the worker node is removed
     while both points are mid-run. The coordinating actor lives on the driver's node, so
     Ray's retry of the lost point's task resumes it on the head, and the call ends with both
@@ -320,9 +349,19 @@ def test_a_node_that_dies_mid_study_loses_nothing_and_the_study_ends_in_the_same
         assert cluster.address.startswith("127.0.0.1:")
         said: list[str] = []
         outcome: dict = {}
-        runner = threading.Thread(target=lambda: outcome.setdefault("summary", run_study(
-            str(study), db=f"sqlite:///{path}", reporter=QuietReporter(said.append), backend="ray", device="cpu",
-            address=cluster.address)))
+        runner = threading.Thread(
+            target=lambda: outcome.setdefault(
+                "summary",
+                run_study(
+                    str(study),
+                    db=f"sqlite:///{path}",
+                    reporter=QuietReporter(said.append),
+                    backend="ray",
+                    device="cpu",
+                    address=cluster.address,
+                ),
+            )
+        )
         runner.start()
         deadline, removed = time.monotonic() + 240, False
         while runner.is_alive() and time.monotonic() < deadline and not removed:

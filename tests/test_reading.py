@@ -17,8 +17,12 @@ from tests.test_reliability_inputs import _as_someone_else, invoke, read_only_di
 
 ASSETS = Path(__file__).parent / "assets"
 READERS = [
-    ["status"], ["status", "smoke", "--json"], ["report"], ["export", "smoke", "--out", "-"],
-    ["compare", "smoke", "--by", "model.depth"], ["run", "smoke", "--dry-run"],
+    ["status"],
+    ["status", "smoke", "--json"],
+    ["report"],
+    ["export", "smoke", "--out", "-"],
+    ["compare", "smoke", "--by", "model.depth"],
+    ["run", "smoke", "--dry-run"],
 ]
 
 

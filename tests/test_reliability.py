@@ -53,13 +53,18 @@ def one_thread():
         yield
 
 
-def start(cwd: Path, db: Path, *args: str, study: str = "smoke", pause: str | None = None, log: str = "run") -> subprocess.Popen:
+def start(
+    cwd: Path, db: Path, *args: str, study: str = "smoke", pause: str | None = None, log: str = "run"
+) -> subprocess.Popen:
     """``python -m ablate run`` in a session of its own, so its whole process group can be killed."""
     out = open(cwd / f"{log}.log", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "ablate", "run", study, "--db", str(db), "--device", "cpu", *args],
-        cwd=cwd, env=env(**({"ABLATE_TEST_PAUSE": pause} if pause else {})),
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=cwd,
+        env=env(**({"ABLATE_TEST_PAUSE": pause} if pause else {})),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -102,7 +107,8 @@ def curves(db: Path) -> dict[str, dict[tuple[int, str], float]]:
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         rows = conn.execute(
             f"SELECT r.label, m.step, m.name, m.value FROM metrics m JOIN runs r ON r.id = m.run_id "
-            f"WHERE m.name IN ({','.join('?' * len(COMPARED))})", COMPARED,
+            f"WHERE m.name IN ({','.join('?' * len(COMPARED))})",
+            COMPARED,
         ).fetchall()
     out: dict[str, dict[tuple[int, str], float]] = {}
     for label, step, name, value in rows:
@@ -221,8 +227,15 @@ def test_kill_one_worker_process_it_is_restarted_and_the_point_resumes(tmp_path,
                 killed.append(child.pid)
 
     db = tmp_path / "w.db"
-    summary = run_study("smoke", db=str(db), reporter=KillAWorker(lines.append), device="cpu",
-                        epochs=3, sets=list(SETTINGS[3::2]), processes=True)
+    summary = run_study(
+        "smoke",
+        db=str(db),
+        reporter=KillAWorker(lines.append),
+        device="cpu",
+        epochs=3,
+        sets=list(SETTINGS[3::2]),
+        processes=True,
+    )
     assert killed and summary.ok and summary.counts == {"complete": 4}
     assert any("died (exit code -9)" in line and "resumes from its checkpoint" in line for line in lines), lines
     assert any("resuming from epoch 1" in line for line in lines), lines
@@ -243,11 +256,19 @@ def test_kill_the_main_process_alone_its_worker_exits_and_the_point_resumes(tmp_
     from ablate.store import pid_alive
 
     db, ckpt = tmp_path / "m.db", tmp_path / "checkpoints" / "m"
-    code = ("from ablate.run import run_study; "
-            f"run_study('smoke', db={str(db)!r}, device='cpu', epochs=3, sets={list(SETTINGS[3::2])!r}, processes=True)")
+    code = (
+        "from ablate.run import run_study; "
+        f"run_study('smoke', db={str(db)!r}, device='cpu', epochs=3, sets={list(SETTINGS[3::2])!r}, processes=True)"
+    )
     with open(tmp_path / "main.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-                                env=env(ABLATE_TEST_PAUSE="checkpoint@2=600"), start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env(ABLATE_TEST_PAUSE="checkpoint@2=600"),
+            start_new_session=True,
+        )
     wait_for("the worker in its epoch-2 checkpoint", lambda: _checkpoint_half_written(db, ckpt), proc)
     workers = _workers_of(proc.pid)
     assert len(workers) == 1
@@ -299,8 +320,14 @@ class Poller:
             self.errors.append(repr(e))
 
     def cli_status(self) -> None:
-        done = subprocess.run([sys.executable, "-m", "ablate", "status", "--db", str(self.db), "--json"],
-                              cwd=self.cwd, env=env(), capture_output=True, text=True, timeout=WAIT_S)
+        done = subprocess.run(
+            [sys.executable, "-m", "ablate", "status", "--db", str(self.db), "--json"],
+            cwd=self.cwd,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
         if done.returncode != 0:
             self.errors.append(done.stdout + done.stderr)
         else:
@@ -308,9 +335,25 @@ class Poller:
             self.cli += 1
 
     def cli_report(self) -> None:
-        done = subprocess.run([sys.executable, "-m", "ablate", "report", "--db", str(self.db),
-                               "--out", str(self.cwd / "report"), "--figure", "0"],
-                              cwd=self.cwd, env=env(), capture_output=True, text=True, timeout=WAIT_S)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ablate",
+                "report",
+                "--db",
+                str(self.db),
+                "--out",
+                str(self.cwd / "report"),
+                "--figure",
+                "0",
+            ],
+            cwd=self.cwd,
+            env=env(),
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+        )
         if done.returncode != 0:
             self.errors.append(done.stdout + done.stderr)
         else:
@@ -364,8 +407,11 @@ def test_three_runners_two_studies_one_database(tmp_path):
         'model = { name = "plain_cnn", depth = 1, width = 8 }\n'
     )
     smoke = ("--seeds", "2", "--epochs", "1", "--set", "train_subset=256", "--set", "model.width=8")
-    procs = [start(tmp_path, db, *smoke, log="s0"), start(tmp_path, db, *smoke, log="s1"),
-             start(tmp_path, db, study=str(tiny), log="t0")]
+    procs = [
+        start(tmp_path, db, *smoke, log="s0"),
+        start(tmp_path, db, *smoke, log="s1"),
+        start(tmp_path, db, study=str(tiny), log="t0"),
+    ]
     poller = Poller(db, tmp_path)
     poller.while_running(procs)
     outs = [output(p, tmp_path, log) for p, log in zip(procs, ("s0", "s1", "t0"))]

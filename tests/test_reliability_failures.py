@@ -44,7 +44,8 @@ def curves(db: Path) -> dict:
     with closing(sqlite3.connect(db)) as conn:
         rows = conn.execute(
             f"SELECT r.label, m.step, m.name, m.value FROM metrics m JOIN runs r ON r.id = m.run_id "
-            f"WHERE m.name IN ({','.join('?' * len(COMPARED))})", COMPARED,
+            f"WHERE m.name IN ({','.join('?' * len(COMPARED))})",
+            COMPARED,
         ).fetchall()
     out: dict = {}
     for label, step, name, value in rows:
@@ -95,10 +96,13 @@ def test_a_point_that_raises_fails_with_where_and_retry_failed_trains_it_again(t
     assert curves(db) == reference
 
 
-@pytest.mark.parametrize("error", [
-    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
-    RuntimeError("CUDA error: out of memory"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+        RuntimeError("CUDA error: out of memory"),
+    ],
+)
 def test_out_of_memory_is_retried_once_at_half_the_batch_size(tmp_path, monkeypatch, error):
     sizes = []
 
@@ -115,7 +119,9 @@ def test_out_of_memory_is_retried_once_at_half_the_batch_size(tmp_path, monkeypa
     assert sizes == [64, 32, 64, 64, 64]
     first, *others = status(db)["runs"]
     assert first["status"] == "complete" and first["epochs_done"] == 2
-    assert "out of memory at batch size 64" in first["notes"] and "retried from scratch at batch size 32" in first["notes"]
+    assert (
+        "out of memory at batch size 64" in first["notes"] and "retried from scratch at batch size 32" in first["notes"]
+    )
     assert all(r["notes"] is None for r in others)
     assert "out of memory at batch size 64" in result.output
 
@@ -314,8 +320,11 @@ def test_heartbeats_come_from_the_worker_inside_a_long_epoch(tmp_path, monkeypat
     beats = []
     real_heartbeat = ablate.store.db.Store.heartbeat
     monkeypatch.setattr(ablate.worker, "HEARTBEAT_S", 0.05)
-    monkeypatch.setattr(ablate.store.db.Store, "heartbeat",
-                        lambda self, run_id, token=None: beats.append(run_id) or real_heartbeat(self, run_id, token))
+    monkeypatch.setattr(
+        ablate.store.db.Store,
+        "heartbeat",
+        lambda self, run_id, token=None: beats.append(run_id) or real_heartbeat(self, run_id, token),
+    )
 
     def slow(cfg, data, device, hooks=None, resume=None):
         inner = hooks.should_stop
@@ -357,7 +366,12 @@ def test_a_run_taken_over_by_another_runner_is_given_up_and_never_written_twice(
     assert "3 trained (3 complete)" in result.output
     runs = status(db)["runs"]
     first = runs[0]
-    assert (first["status"], first["host"], first["attempts"], first["epochs_done"]) == ("running", "another-host", 2, 0)
+    assert (first["status"], first["host"], first["attempts"], first["epochs_done"]) == (
+        "running",
+        "another-host",
+        2,
+        0,
+    )
     store = Store.open(str(db))
     assert store.metrics([first["id"]]) == []  # nothing of ours landed after the takeover
     store.close()

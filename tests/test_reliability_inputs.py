@@ -42,7 +42,9 @@ def _batches(root: Path, n: int = 20) -> Path:
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": list(rng.integers(0, 10, n))}
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
-    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}, protocol=2))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({b"label_names": [f"c{i}".encode() for i in range(10)]}, protocol=2)
+    )
     return folder
 
 
@@ -75,34 +77,79 @@ def _cases(tmp: Path, db: Path) -> dict[str, tuple[list, list[str]]]:
         "study file, invalid key": (["run", broken, "--db", url], ["broken.toml", "line 3", "lrr"]),
         "study file, invalid TOML": (["run", not_toml, "--db", url], ["not_toml.toml", "line 2"]),
         "--set unknown key": (["run", "smoke", "--set", "optimizer.lrr=1", "--db", url], ["optimizer.lrr"]),
-        "--set wrong type": (["run", "smoke", "--set", "epochs=many", "--db", url], ["epochs must be an integer", "many"]),
-        "--set negative learning rate": (["run", "smoke", "--set", "optimizer.lr=-1", "--db", url], ["optimizer.lr must be >0"]),
+        "--set wrong type": (
+            ["run", "smoke", "--set", "epochs=many", "--db", url],
+            ["epochs must be an integer", "many"],
+        ),
+        "--set negative learning rate": (
+            ["run", "smoke", "--set", "optimizer.lr=-1", "--db", url],
+            ["optimizer.lr must be >0"],
+        ),
         "--epochs 0": (["run", "smoke", "--epochs", "0", "--db", url], ["epochs must be >= 1"]),
         "--set without =": (["run", "smoke", "--set", "epochs", "--db", url], ["KEY=VALUE"]),
         "--device unknown": (["run", "smoke", "--device", "tpu", "--db", url], ["'tpu'", "accepted"]),
-        "data dir missing": (["run", "depth", "--data", tmp / "nope", "--db", url], ["nope", "does not exist", "expected"]),
-        "data dir without a layout": (["run", "depth", "--data", empty, "--db", url], ["empty", "no CIFAR-10 layout", "expected"]),
-        "data batch file truncated": (["run", "depth", "--data", truncated, "--db", url], ["data_batch_3", "truncated"]),
-        "data batch file corrupted": (["run", "depth", "--data", corrupted, "--device", "cpu", "--db", url],
-                                      ["data_batch_2", "corrupted"]),
-        "database directory missing": (["run", "smoke", "--data", good, "--db", f"sqlite:///{tmp}/no/such/x.db"],
-                                       ["no/such", "does not exist"]),
-        "database not a database": (["run", "smoke", "--db", f"sqlite:///{notes}"], ["notes.txt", "not a SQLite database"]),
-        "--checkpoints not a folder": (["run", "smoke", "--checkpoints", notes / "ckpt", "--db", url],
-                                       ["notes.txt", "not a folder", "--checkpoints"]),
-        "database of a newer ablate": (["run", "smoke", "--db", f"sqlite:///{newer}"], ["newer.db", "newer than this ablate"]),
+        "data dir missing": (
+            ["run", "depth", "--data", tmp / "nope", "--db", url],
+            ["nope", "does not exist", "expected"],
+        ),
+        "data dir without a layout": (
+            ["run", "depth", "--data", empty, "--db", url],
+            ["empty", "no CIFAR-10 layout", "expected"],
+        ),
+        "data batch file truncated": (
+            ["run", "depth", "--data", truncated, "--db", url],
+            ["data_batch_3", "truncated"],
+        ),
+        "data batch file corrupted": (
+            ["run", "depth", "--data", corrupted, "--device", "cpu", "--db", url],
+            ["data_batch_2", "corrupted"],
+        ),
+        "database directory missing": (
+            ["run", "smoke", "--data", good, "--db", f"sqlite:///{tmp}/no/such/x.db"],
+            ["no/such", "does not exist"],
+        ),
+        "database not a database": (
+            ["run", "smoke", "--db", f"sqlite:///{notes}"],
+            ["notes.txt", "not a SQLite database"],
+        ),
+        "--checkpoints not a folder": (
+            ["run", "smoke", "--checkpoints", notes / "ckpt", "--db", url],
+            ["notes.txt", "not a folder", "--checkpoints"],
+        ),
+        "database of a newer ablate": (
+            ["run", "smoke", "--db", f"sqlite:///{newer}"],
+            ["newer.db", "newer than this ablate"],
+        ),
         "status, database of a newer ablate": (["status", "--db", f"sqlite:///{newer}"], ["newer than this ablate"]),
         "report, database of a newer ablate": (["report", "--db", f"sqlite:///{newer}"], ["newer than this ablate"]),
-        "report --figure that does not exist": (["report", "--figure", "99", "--db", url], ["no figure 99", "figures: 0"]),
+        "report --figure that does not exist": (
+            ["report", "--figure", "99", "--db", url],
+            ["no figure 99", "figures: 0"],
+        ),
     }
 
 
 CASES = [
-    "unknown study", "study file, invalid key", "study file, invalid TOML", "--set unknown key", "--set wrong type",
-    "--set negative learning rate", "--epochs 0", "--set without =", "--device unknown", "data dir missing",
-    "data dir without a layout", "data batch file truncated", "data batch file corrupted",
-    "database directory missing", "database not a database", "--checkpoints not a folder", "database of a newer ablate",
-    "status, database of a newer ablate", "report, database of a newer ablate", "report --figure that does not exist",
+    "unknown study",
+    "study file, invalid key",
+    "study file, invalid TOML",
+    "--set unknown key",
+    "--set wrong type",
+    "--set negative learning rate",
+    "--epochs 0",
+    "--set without =",
+    "--device unknown",
+    "data dir missing",
+    "data dir without a layout",
+    "data batch file truncated",
+    "data batch file corrupted",
+    "database directory missing",
+    "database not a database",
+    "--checkpoints not a folder",
+    "database of a newer ablate",
+    "status, database of a newer ablate",
+    "report, database of a newer ablate",
+    "report --figure that does not exist",
 ]
 GUARDED = {  # the file each case must leave as it was, besides the shared smoke database
     "database not a database": "notes.txt",

@@ -62,8 +62,24 @@ def test_concurrent_add_runs_of_one_study(pg_url):
 
 def test_the_smoke_study_end_to_end(pg_url, tmp_path):
     """run, status, report and export through the CLI, with the URL as ``--db``."""
-    result = CliRunner().invoke(app, ["run", "smoke", "--db", pg_url, "--device", "cpu", "--epochs", "2",
-                                      "--set", "train_subset=128", "--set", "model.width=8"], catch_exceptions=False)
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "smoke",
+            "--db",
+            pg_url,
+            "--device",
+            "cpu",
+            "--epochs",
+            "2",
+            "--set",
+            "train_subset=128",
+            "--set",
+            "model.width=8",
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     status = json.loads(CliRunner().invoke(app, ["status", "--db", pg_url, "--json"]).output)
     (study,) = status["studies"]
@@ -72,6 +88,7 @@ def test_the_smoke_study_end_to_end(pg_url, tmp_path):
     result = CliRunner().invoke(app, ["report", "--db", pg_url, "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert any((tmp_path / "r").iterdir())
+
     def export(*extra: str) -> int:
         out = tmp_path / "x.csv"
         result = CliRunner().invoke(app, ["export", "smoke", "--db", pg_url, "--out", str(out), *extra])

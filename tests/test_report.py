@@ -9,8 +9,9 @@ from ablate.store import NewRun
 def _fill(store, study, spec, points, description=""):
     """points: (config dict, seed, test_acc, epoch_time); one config hash per config, as a study makes them"""
     sid = store.sync_study(study, description, spec)
-    store.add_runs(sid, [NewRun(json.dumps(cfg, sort_keys=True), seed, cfg, f"p{i}")
-                         for i, (cfg, seed, _, _) in enumerate(points)])
+    store.add_runs(
+        sid, [NewRun(json.dumps(cfg, sort_keys=True), seed, cfg, f"p{i}") for i, (cfg, seed, _, _) in enumerate(points)]
+    )
     for _, _, acc, epoch_s in points:
         claim = store.claim(sid, "cpu", "host", 1)
         store.record_epoch(claim.run_id, 1, {"test_acc": acc, "epoch_time": epoch_s, "params": 1234})
@@ -31,10 +32,16 @@ def test_results_table_sets_ours_beside_the_reports(store, tmp_path):
 
 def test_studies_without_a_figure_get_a_table(store, tmp_path):
     spec = {"axes": {"loss.label_smoothing": [0.0, 0.1]}}
-    _fill(store, "loss", spec, [
-        ({"loss": {"label_smoothing": 0.0}}, 0, 0.5, 3.0),
-        ({"loss": {"label_smoothing": 0.1}}, 0, 0.6, 5.0),
-    ], description="label smoothing")
+    _fill(
+        store,
+        "loss",
+        spec,
+        [
+            ({"loss": {"label_smoothing": 0.0}}, 0, 0.5, 3.0),
+            ({"loss": {"label_smoothing": 0.1}}, 0, 0.6, 5.0),
+        ],
+        description="label smoothing",
+    )
     write_report(store, tmp_path / "r")
     readme = (tmp_path / "r" / "README.md").read_text()
     assert "## Study `loss`" in readme
@@ -57,9 +64,11 @@ def test_readme_names_the_values_that_differ_from_the_baseline(store, tmp_path):
     spec = {"axes": {"loss.label_smoothing": [0.0, 0.1, 0.2]}}
     points = []
     for s, base in enumerate([0.50, 0.55, 0.52]):
-        points += [({"loss": {"label_smoothing": 0.0}}, s, base, 3.0),
-                   ({"loss": {"label_smoothing": 0.1}}, s, base + 0.05 + 0.001 * s, 3.0),
-                   ({"loss": {"label_smoothing": 0.2}}, s, base + (-0.01, 0.012, -0.002)[s], 3.0)]
+        points += [
+            ({"loss": {"label_smoothing": 0.0}}, s, base, 3.0),
+            ({"loss": {"label_smoothing": 0.1}}, s, base + 0.05 + 0.001 * s, 3.0),
+            ({"loss": {"label_smoothing": 0.2}}, s, base + (-0.01, 0.012, -0.002)[s], 3.0),
+        ]
     _fill(store, "loss", spec, points, description="label smoothing")
     write_report(store, tmp_path / "r")
     readme = (tmp_path / "r" / "README.md").read_text()

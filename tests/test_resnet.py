@@ -31,8 +31,11 @@ SIGNS = {
 def calls(block, x):
     """The block's leaf modules as forward calls them: (name, module) pairs."""
     seen = []
-    hooks = [m.register_forward_hook(lambda m, i, o, name=name: seen.append((name, m)))
-             for name, m in block.named_modules() if not list(m.children())]
+    hooks = [
+        m.register_forward_hook(lambda m, i, o, name=name: seen.append((name, m)))
+        for name, m in block.named_modules()
+        if not list(m.children())
+    ]
     try:
         out = block(x)
     finally:
@@ -115,16 +118,19 @@ def test_resnet_is_small_at_the_defaults():
     assert count_params(create_model("resnet")) == 308_650
 
 
-@pytest.mark.parametrize("order, stem, tail", [
-    ("original", ["Conv", "BN", "ReLU"], []),
-    ("act_preact", ["Conv", "BN"], ["ReLU"]),  # each block opens with a ReLU; so does the tail
-    ("preact", ["Conv"], ["BN", "ReLU"]),  # each block opens with BN -> ReLU (He et al. 2016)
-])
+@pytest.mark.parametrize(
+    "order, stem, tail",
+    [
+        ("original", ["Conv", "BN", "ReLU"], []),
+        ("act_preact", ["Conv", "BN"], ["ReLU"]),  # each block opens with a ReLU; so does the tail
+        ("preact", ["Conv"], ["BN", "ReLU"]),  # each block opens with BN -> ReLU (He et al. 2016)
+    ],
+)
 def test_resnet_stem_and_tail_follow_the_block(order, stem, tail):
     model = list(create_model("resnet", block=order))
     blocks = [i for i, m in enumerate(model) if isinstance(m, ResBlock)]
     assert [KIND[type(m)] for m in model[: blocks[0]]] == stem
-    assert [KIND[type(m)] for m in model[blocks[-1] + 1: -3]] == tail
+    assert [KIND[type(m)] for m in model[blocks[-1] + 1 : -3]] == tail
 
 
 def test_resnet9_has_the_reports_parameter_count():
@@ -150,10 +156,13 @@ def test_resnet18_the_reports_best_variant_runs():
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("pool_first, kinds", [
-    (True, ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]),
-    (False, ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]),
-])
+@pytest.mark.parametrize(
+    "pool_first, kinds",
+    [
+        (True, ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]),
+        (False, ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]),
+    ],
+)
 def test_resnet9_pool_first_moves_the_pool_before_bn(pool_first, kinds):
     model = create_model("resnet9", pool_first=pool_first)
     pooled = [layer for layer in model if any(isinstance(m, nn.MaxPool2d) for m in layer.children())]

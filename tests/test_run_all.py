@@ -97,8 +97,11 @@ def test_dry_run_estimates_from_the_runs_in_the_database(tiny, tmp_path):
     rate = seconds_per_flop(store, "cpu")
     items = {i.name: i for i in prepare(store, plan_all(["few", "many"], device="cpu"))}
     store.close()
-    assert rate is not None and items["few"].todo == [] and items["many"].estimate_s == pytest.approx(
-        items["many"].flops * rate)
+    assert (
+        rate is not None
+        and items["few"].todo == []
+        and items["many"].estimate_s == pytest.approx(items["many"].flops * rate)
+    )
     row = next(line for line in result.output.splitlines() if "many" in line)
     assert "6/6" in row and f"{items['many'].estimate_s / 60:.1f} min" in row
     assert "6 points left in 1 studies" in result.output
@@ -107,12 +110,20 @@ def test_dry_run_estimates_from_the_runs_in_the_database(tiny, tmp_path):
 
 def test_run_all_covers_the_reports_studies():
     names = report_studies()
-    assert not {"smoke", "speedrun", "fast_sgd"} & set(names) and {"depth", "best", "bn_lr", "fast", "relu_lr"} <= set(names)
+    assert not {"smoke", "speedrun", "fast_sgd"} & set(names) and {"depth", "best", "bn_lr", "fast", "relu_lr"} <= set(
+        names
+    )
 
 
 def test_bad_input_is_one_line(tiny, tmp_path):
-    for args in (["--budget", "soon"], ["--studies", "nosuch"], ["--set", "optimizer.lr=-1"], ["--studies", ","],
-                 ["--studies", "few,,many"], ["--studies", ""]):
+    for args in (
+        ["--budget", "soon"],
+        ["--studies", "nosuch"],
+        ["--set", "optimizer.lr=-1"],
+        ["--studies", ","],
+        ["--studies", "few,,many"],
+        ["--studies", ""],
+    ):
         result = invoke("run", "all", "--db", tiny, "--device", "cpu", *args)
         assert result.exit_code == 2 and result.output.startswith("error:") and result.output.count("\n") == 1, args
     assert not Path(tiny.removeprefix("sqlite:///")).exists()
@@ -160,12 +171,24 @@ def test_a_dry_run_finds_the_official_sets_runs_by_their_name(official):
     p = plan("real", device="cpu", download=False)
     point = p.points[1]
     sid = store.sync_study("real", "", _study_spec(p.study))
-    store.add_runs(sid, [NewRun(point.config_hash, point.seed, to_dict(point.config), point.label,
-                                "0123456789abcdef", OFFICIAL)])
+    store.add_runs(
+        sid, [NewRun(point.config_hash, point.seed, to_dict(point.config), point.label, "0123456789abcdef", OFFICIAL)]
+    )
     claim = store.claim(sid, "cpu", "h", 1)
     store.finish(claim.run_id, "complete", {"test_acc": 0.5})
-    store.add_runs(sid, [NewRun(p.points[0].config_hash, 0, to_dict(p.points[0].config), "other data",
-                                "fedcba9876543210", "CIFAR-10 copy 'x'")])
+    store.add_runs(
+        sid,
+        [
+            NewRun(
+                p.points[0].config_hash,
+                0,
+                to_dict(p.points[0].config),
+                "other data",
+                "fedcba9876543210",
+                "CIFAR-10 copy 'x'",
+            )
+        ],
+    )
     (item,) = prepare(store, plan_all(["real"], device="cpu", download=False))
     store.close()
     assert [pt.label for pt in item.todo] == [p.points[0].label]  # the official run's point is done

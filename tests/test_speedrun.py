@@ -24,8 +24,10 @@ SMALL_NET = {"name": "speednet", "widths": [8, 16, 16]}
 TINY = {
     "epochs": 3,
     "batch_size": 32,
-    "data": {"dataset": "synthetic", "aug": {"crop_padding": 2, "pad_mode": "reflect", "flip": True,
-                                             "flip_mode": "alternate"}},
+    "data": {
+        "dataset": "synthetic",
+        "aug": {"crop_padding": 2, "pad_mode": "reflect", "flip": True, "flip_mode": "alternate"},
+    },
     "model": SMALL_NET,
     "optimizer": {"lr": 0.2, "momentum": 0.85, "nesterov": True, "weight_decay": 1e-3},
     "schedule": {"name": "onecycle", "peak_at": 0.25, "final_frac": 0.1},
@@ -104,8 +106,9 @@ def test_convs_start_as_the_identity_on_their_input_channels():
     conv = model[2][0]  # 24 whitened channels -> 8
     centre = conv.weight[:, :, 1, 1]
     assert torch.equal(centre[:8, :8], torch.eye(8)) and conv.weight[:8].abs().sum() == 8
-    assert not torch.equal(create_model("speednet", widths=[8, 16, 16], dirac=False)[2][0].weight[:8, :8, 1, 1],
-                           torch.eye(8))
+    assert not torch.equal(
+        create_model("speednet", widths=[8, 16, 16], dirac=False)[2][0].weight[:8, :8, 1, 1], torch.eye(8)
+    )
 
 
 @pytest.mark.parametrize("scale", [1.0, 16.0])
@@ -184,8 +187,9 @@ def test_flip_tta_changes_the_evaluation_of_an_asymmetric_model(data):
 def test_the_trainer_evaluates_with_the_configured_tta(data):
     seen = {}
     for tta in ("none", "flip"):
-        cfg = from_dict({**TINY, "epochs": 1, "model": {"name": "plain_cnn", "depth": 2, "width": 4},
-                         "eval": {"tta": tta}})
+        cfg = from_dict(
+            {**TINY, "epochs": 1, "model": {"name": "plain_cnn", "depth": 2, "width": 4}, "eval": {"tta": tta}}
+        )
         seen[tta] = train(cfg, data, "cpu").metrics
     assert seen["flip"]["train_loss"] == seen["none"]["train_loss"]  # the same training ...
     assert seen["flip"]["test_loss"] != seen["none"]["test_loss"]  # ... evaluated another way
@@ -221,7 +225,12 @@ def test_tta_is_a_checked_config_key():
 
 def test_eval_every_skips_epochs_but_never_the_last(data):
     seen = []
-    train(from_dict({**TINY, "eval": {"every": 2}}), data, "cpu", Hooks(epoch=lambda e, m: seen.append((e, "test_acc" in m))))
+    train(
+        from_dict({**TINY, "eval": {"every": 2}}),
+        data,
+        "cpu",
+        Hooks(epoch=lambda e, m: seen.append((e, "test_acc" in m))),
+    )
     assert seen == [(1, False), (2, True), (3, True)]
 
 
@@ -306,7 +315,9 @@ def test_reflect_crop_is_a_window_of_the_reflect_padded_image(pad):
     windows = {(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)}
     seen = set()
     for i in range(len(x)):
-        matches = [(dy, dx) for dy, dx in windows if torch.equal(out[i].float(), padded[i, :, dy:dy + 10, dx:dx + 10])]
+        matches = [
+            (dy, dx) for dy, dx in windows if torch.equal(out[i].float(), padded[i, :, dy : dy + 10, dx : dx + 10])
+        ]
         assert len(matches) == 1
         seen.add(matches[0])
     assert len(seen) > 1  # the offsets vary
@@ -327,8 +338,12 @@ def test_new_keys_at_their_defaults_leave_every_existing_hash_alone():
     assert config_hash(from_dict({})) == "f889fe0e6a1f67cd"
     assert {p.config_hash for p in expand(load("fast_sgd"))} == {"e41449903a2a13a9"}
     cfg = from_dict({})
-    for key, value in [("eval", {"tta": "flip"}), ("averaging", {"name": "ema"}),
-                       ("data", {"aug": {"pad_mode": "reflect"}}), ("data", {"aug": {"flip_mode": "alternate"}})]:
+    for key, value in [
+        ("eval", {"tta": "flip"}),
+        ("averaging", {"name": "ema"}),
+        ("data", {"aug": {"pad_mode": "reflect"}}),
+        ("data", {"aug": {"flip_mode": "alternate"}}),
+    ]:
         assert config_hash(from_dict({key: value})) != config_hash(cfg)
     assert "eval" in to_dict(cfg) and "averaging" in to_dict(cfg)  # still stored with every run
 

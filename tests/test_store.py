@@ -42,7 +42,9 @@ def test_epochs_results_and_release(any_store):
     any_store.add_runs(sid, _runs(1))
     run = any_store.claim(sid, "cpu", "h", 1)
     any_store.record_epoch(run.run_id, 1, {"test_acc": 0.5, "train_loss": float("nan")})
-    any_store.record_epoch(run.run_id, 1, {"test_acc": 0.6, "train_loss": 2.0})  # a rewritten epoch replaces the old one
+    any_store.record_epoch(
+        run.run_id, 1, {"test_acc": 0.6, "train_loss": 2.0}
+    )  # a rewritten epoch replaces the old one
     assert any_store.metrics([run.run_id]) == [(1, 1, "test_acc", 0.6), (1, 1, "train_loss", 2.0)]
     assert any_store.runs("s")[0]["epochs_done"] == 1
     # Released (Ctrl-C, a dead runner), a run keeps what its checkpoint will cover...
@@ -53,8 +55,14 @@ def test_epochs_results_and_release(any_store):
     run = any_store.claim(sid, "cpu", "h", 1)
     assert (run.token, run.epochs_done) == (2, 1)
     assert any_store.resume(run.run_id, 0, [], run.token) and any_store.metrics([run.run_id]) == []
-    any_store.finish(run.run_id, "complete", {"test_acc": 0.7, "train_loss": float("inf")}, wall_s=2.0,
-                 versions={"torch": "x", "ablate": "y"}, token=run.token)
+    any_store.finish(
+        run.run_id,
+        "complete",
+        {"test_acc": 0.7, "train_loss": float("inf")},
+        wall_s=2.0,
+        versions={"torch": "x", "ablate": "y"},
+        token=run.token,
+    )
     r = any_store.runs("s")[0]
     assert (r["status"], r["test_acc"], r["train_loss"], r["torch_version"]) == ("complete", 0.7, None, "x")
     assert r["attempts"] == 2
@@ -74,7 +82,11 @@ def test_resume_keeps_the_epochs_the_checkpoint_covers_and_drops_the_rest(any_st
     assert any_store.runs("s")[0]["epochs_done"] == 2
     rows = any_store.metrics([run.run_id])
     assert {(step, name) for _, step, name, _ in rows} == {
-        (1, "test_acc"), (1, "train_loss"), (2, "test_acc"), (2, "train_loss"), (7, "grad_norm"),
+        (1, "test_acc"),
+        (1, "train_loss"),
+        (2, "test_acc"),
+        (2, "train_loss"),
+        (7, "grad_norm"),
     }
 
 

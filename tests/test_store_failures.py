@@ -45,15 +45,20 @@ def _damaged(smoke_db: Path, tmp_path: Path) -> Path:
     db = tmp_path / "damaged.db"
     shutil.copy(smoke_db, db)
     data = bytearray(db.read_bytes())
-    page = next(i for i in range(1, len(data) // PAGE) if b"train_loss" in data[i * PAGE:(i + 1) * PAGE])
-    data[page * PAGE:(page + 1) * PAGE] = bytes((i * 37 + 11) % 256 for i in range(PAGE))
+    page = next(i for i in range(1, len(data) // PAGE) if b"train_loss" in data[i * PAGE : (i + 1) * PAGE])
+    data[page * PAGE : (page + 1) * PAGE] = bytes((i * 37 + 11) % 256 for i in range(PAGE))
     db.write_bytes(bytes(data))
     return db
 
 
-@pytest.mark.parametrize("command", [  # run checks before its first write; the others meet the damaged page
-    ["run", "smoke", "--epochs", "2", *FAST], ["export", "smoke", "--metrics", "--out", "-"], ["report", "--out", "rep"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [  # run checks before its first write; the others meet the damaged page
+        ["run", "smoke", "--epochs", "2", *FAST],
+        ["export", "smoke", "--metrics", "--out", "-"],
+        ["report", "--out", "rep"],
+    ],
+)
 def test_a_damaged_database_is_reported_as_damaged_and_left_alone(command, smoke_db, tmp_path):
     db = _damaged(smoke_db, tmp_path)
     before = file_digest(db)
@@ -72,7 +77,8 @@ def test_a_damaged_databases_line_gives_the_finding_after_the_header_or_a_questi
     try:
         header = "*** in database main ***\nPage 11: btreeInitPage() returns error code 11"
         assert store._damaged(header).startswith(
-            f"database '{store.url}' is damaged (integrity_check: Page 11: btreeInitPage() returns error code 11); ")
+            f"database '{store.url}' is damaged (integrity_check: Page 11: btreeInitPage() returns error code 11); "
+        )
         assert f"database '{store.url}' is damaged (integrity_check: ?); " in store._damaged("")
     finally:
         store.close()
@@ -109,9 +115,20 @@ def test_a_full_disk_is_one_line_exit_1_and_the_run_resumes(where, smoke_db, tmp
 
         def record_then_fill(store, plan_, *args, **kwargs):
             study_id = store.sync_study(plan_.study.name, plan_.study.description, ablate.run._study_spec(plan_.study))
-            store.add_runs(study_id, [NewRun(p.config_hash, p.seed, to_dict(p.config), p.label,
-                                             plan_.identity(p).fingerprint, plan_.identity(p).name)
-                                      for p in plan_.points])
+            store.add_runs(
+                study_id,
+                [
+                    NewRun(
+                        p.config_hash,
+                        p.seed,
+                        to_dict(p.config),
+                        p.label,
+                        plan_.identity(p).fingerprint,
+                        plan_.identity(p).name,
+                    )
+                    for p in plan_.points
+                ],
+            )
             pages = _pages(db)
             sa.event.listen(store.engine, "connect", lambda conn, _: conn.execute(f"PRAGMA max_page_count={pages}"))
             store.engine.dispose()  # connections made from now on get the limit

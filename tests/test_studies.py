@@ -4,9 +4,32 @@ from ablate.config import ConfigError
 from ablate.studies import StudyError, expand, list_studies, load, parse, study_files
 
 BUILTIN = [
-    "activation", "augment_extra", "augmentation", "batchnorm", "best", "bn_lr", "channels", "cutout18", "deepmish",
-    "densenet", "depth", "downsample12", "downsample18", "dropout", "fast", "fast_sgd", "kernel", "loss", "mish18", "optimizer",
-    "ranger", "relu_lr", "resblock", "resblock18", "smoke", "speed",
+    "activation",
+    "augment_extra",
+    "augmentation",
+    "batchnorm",
+    "best",
+    "bn_lr",
+    "channels",
+    "cutout18",
+    "deepmish",
+    "densenet",
+    "depth",
+    "downsample12",
+    "downsample18",
+    "dropout",
+    "fast",
+    "fast_sgd",
+    "kernel",
+    "loss",
+    "mish18",
+    "optimizer",
+    "ranger",
+    "relu_lr",
+    "resblock",
+    "resblock18",
+    "smoke",
+    "speed",
 ]
 
 
@@ -49,7 +72,9 @@ def test_grid_is_the_product_of_the_axes_times_seeds():
     study = load("kernel")
     points = expand(study, seeds=2)
     assert len(points) == 16 * 2
-    assert {tuple(p.config.model.args["kernel_size"]) for p in points} == {(a, b) for a in (1, 3, 5, 7) for b in (1, 3, 5, 7)}
+    assert {tuple(p.config.model.args["kernel_size"]) for p in points} == {
+        (a, b) for a in (1, 3, 5, 7) for b in (1, 3, 5, 7)
+    }
     assert {p.seed for p in points} == {0, 1}
 
 
@@ -67,14 +92,17 @@ def test_overrides_apply_to_every_point_and_change_the_hash():
     assert {p.config_hash for p in plain}.isdisjoint({p.config_hash for p in changed})
 
 
-@pytest.mark.parametrize("key, value, fragment", [
-    ("optimizer.lrr", 0.1, "optimizer.lrr"),
-    ("nothing.here", 1, "unknown config key 'nothing.here'"),
-    ("optimizer.lr", "fast", "optimizer.lr must be a number"),
-    ("model.depth", 3, "is an axis"),
-    ("model.widht", 3, "model.widht"),
-    ("data.train_subset", 10, "unknown config key 'data.train_subset'"),
-])
+@pytest.mark.parametrize(
+    "key, value, fragment",
+    [
+        ("optimizer.lrr", 0.1, "optimizer.lrr"),
+        ("nothing.here", 1, "unknown config key 'nothing.here'"),
+        ("optimizer.lr", "fast", "optimizer.lr must be a number"),
+        ("model.depth", 3, "is an axis"),
+        ("model.widht", 3, "model.widht"),
+        ("data.train_subset", 10, "unknown config key 'data.train_subset'"),
+    ],
+)
 def test_bad_overrides_are_refused(key, value, fragment):
     with pytest.raises(ConfigError) as e:
         expand(load("depth"), [(key, value)])
@@ -115,7 +143,7 @@ def test_table_valued_axes_merge_or_replace(tmp_path):
         'description = "d"\nfigures = []\n[base]\nepochs = 1\n'
         'optimizer = { name = "sgd", lr = 0.1, weight_decay = 0.001 }\n'
         'model = { name = "plain_cnn", depth = 2 }\n'
-        '[axes]\n'
+        "[axes]\n"
         'optimizer = [{ lr = 0.2 }, { name = "adam", lr = 0.001 }]\n'
         'model = [{ width = 8 }, { name = "resnet" }]\n'
     )

@@ -25,9 +25,11 @@ AXES = {
 
 
 def study_text(name: str) -> str:
-    return (f'name = "{name}"\ndescription = "a study of my own ({name} axes)"\nseeds = 2\n'
-            '[base]\nepochs = 3\ndata = { dataset = "synthetic" }\nmodel = { name = "plain_cnn", depth = 1 }\n'
-            f"[axes]\n{AXES[name]}\n")
+    return (
+        f'name = "{name}"\ndescription = "a study of my own ({name} axes)"\nseeds = 2\n'
+        '[base]\nepochs = 3\ndata = { dataset = "synthetic" }\nmodel = { name = "plain_cnn", depth = 1 }\n'
+        f"[axes]\n{AXES[name]}\n"
+    )
 
 
 def fake_runs(store: Store, name: str) -> pd.DataFrame:
@@ -43,12 +45,21 @@ def fake_runs(store: Store, name: str) -> pd.DataFrame:
         digest = int(hashlib.sha256(f"{claim.label}|{claim.seed}".encode()).hexdigest()[:8], 16)
         acc = 0.3 + 0.5 * (digest % 1000) / 1000
         for epoch in (1, 2, 3):
-            store.record_epoch(claim.run_id, epoch, {"test_acc": acc * epoch / 3, "train_loss": 2.0 / epoch,
-                                                     "macro_f1": acc * 0.9 * epoch / 3}, token=claim.token)
+            store.record_epoch(
+                claim.run_id,
+                epoch,
+                {"test_acc": acc * epoch / 3, "train_loss": 2.0 / epoch, "macro_f1": acc * 0.9 * epoch / 3},
+                token=claim.token,
+            )
         store.finish(claim.run_id, "complete", {"test_acc": acc}, 1.0, token=claim.token)
-        rows.append({"run_id": claim.run_id, **{k.split(".")[-1]: v for k, v in
-                                                zip(study.axes, [p.axes[a] for a in study.axes])},
-                     "seed": claim.seed, "test_acc": acc})
+        rows.append(
+            {
+                "run_id": claim.run_id,
+                **{k.split(".")[-1]: v for k, v in zip(study.axes, [p.axes[a] for a in study.axes])},
+                "seed": claim.seed,
+                "test_acc": acc,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -56,8 +67,9 @@ def hand_summary(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return runs.groupby(by, sort=False)["test_acc"].agg(["mean", "count"]).reset_index()
 
 
-@pytest.mark.parametrize("name, by", [("one", ["width"]), ("two", ["width", "activation"]),
-                                      ("three", ["width", "activation", "lr"])])
+@pytest.mark.parametrize(
+    "name, by", [("one", ["width"]), ("two", ["width", "activation"]), ("three", ["width", "activation", "lr"])]
+)
 def test_the_generic_figure_by_axes_plots_the_means_and_redraws_byte_for_byte(tmp_path, db_url, name, by):
     store = Store.open(db_url)
     try:
@@ -96,7 +108,12 @@ def test_report_study_draws_one_study_and_metric_by_name(tmp_path, db_url):
     out = tmp_path / "r"
     result = CliRunner().invoke(app, ["report", "--study", "two", "--db", db_url, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "study-two-curves.csv", "study-two.csv", "study-two.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "README.md",
+        "study-two-curves.csv",
+        "study-two.csv",
+        "study-two.png",
+    ]
     assert "<!-- ablate:study-two -->" in (out / "README.md").read_text()
     again = CliRunner().invoke(app, ["report", "--study", "one", "--db", db_url, "--out", str(out)])
     assert again.exit_code == 0, again.output

@@ -63,8 +63,14 @@ def test_same_seed_same_numbers_on_cpu(data):
 
 
 def test_a_non_finite_loss_ends_the_run_as_diverged(data):
-    cfg = from_dict({**TINY, "epochs": 3, "optimizer": {"lr": 1e12, "weight_decay": 0.0, "momentum": 0.0},
-                     "model": {"name": "plain_cnn", "depth": 2, "width": 8, "batchnorm": False}})
+    cfg = from_dict(
+        {
+            **TINY,
+            "epochs": 3,
+            "optimizer": {"lr": 1e12, "weight_decay": 0.0, "momentum": 0.0},
+            "model": {"name": "plain_cnn", "depth": 2, "width": 8, "batchnorm": False},
+        }
+    )
     epochs = []
     result = train(cfg, data, "cpu", Hooks(epoch=lambda e, m: epochs.append(e)))
     assert result.status == "diverged" and result.wall_s > 0
@@ -74,8 +80,14 @@ def test_a_non_finite_loss_ends_the_run_as_diverged(data):
 
 def test_a_non_finite_test_loss_ends_the_run_as_diverged_at_that_epoch(data):
     # lr 1e8: the training loss of epoch 1 is still finite, the test loss is not (issue 20, item 7).
-    cfg = from_dict({**TINY, "train_subset": 64, "optimizer": {"lr": 1e8, "nesterov": True},
-                     "model": {"name": "plain_cnn", "depth": 2, "width": 4}})
+    cfg = from_dict(
+        {
+            **TINY,
+            "train_subset": 64,
+            "optimizer": {"lr": 1e8, "nesterov": True},
+            "model": {"name": "plain_cnn", "depth": 2, "width": 4},
+        }
+    )
     seen = []
     result = train(cfg, data, "cpu", Hooks(epoch=lambda e, m: seen.append((e, dict(m)))))
     assert result.status == "diverged" and result.epochs_done == 1
@@ -94,8 +106,12 @@ def test_evaluation_sees_the_averaged_weights_and_training_the_live_ones(data):
 def test_bf16_precision_trains_and_evaluates_under_autocast_on_the_cpu(data):
     # "auto" is fp32 on the CPU; "bf16" asks for autocast there too, evaluation included.
     states, first = [], {}
-    bf16 = train(from_dict({**TINY, "precision": "bf16"}), data, "cpu",
-                 Hooks(checkpoint=states.append, epoch=lambda e, m: first.setdefault("test_loss", m["test_loss"])))
+    bf16 = train(
+        from_dict({**TINY, "precision": "bf16"}),
+        data,
+        "cpu",
+        Hooks(checkpoint=states.append, epoch=lambda e, m: first.setdefault("test_loss", m["test_loss"])),
+    )
     fp32 = train(from_dict({**TINY, "precision": "fp32"}), data, "cpu")
     assert bf16.metrics["train_loss"] != fp32.metrics["train_loss"]
     model = create_model("plain_cnn", num_classes=10, depth=2, width=8)
@@ -152,8 +168,12 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(data):
     cfg = from_dict({**TINY, "epochs": 3, "model": {**TINY["model"], "dropout": 0.3}})
     whole = train(cfg, data, "cpu")
     states = []
-    train(from_dict({**TINY, "epochs": 3, "model": {**TINY["model"], "dropout": 0.3}}), data, "cpu",
-          Hooks(checkpoint=states.append, should_stop=lambda: len(states) == 1))
+    train(
+        from_dict({**TINY, "epochs": 3, "model": {**TINY["model"], "dropout": 0.3}}),
+        data,
+        "cpu",
+        Hooks(checkpoint=states.append, should_stop=lambda: len(states) == 1),
+    )
     assert [s["epoch"] for s in states] == [1]
     resumed = train(cfg, data, "cpu", resume=states[0])
     assert resumed.status == "complete" and resumed.epochs_done == 3
@@ -183,8 +203,12 @@ def test_decay_weights_only_spares_biases_and_norms():
 
 
 def test_switch_changes_optimizer_and_resumes_across_it(data):
-    d = {**TINY, "epochs": 3, "optimizer": {"name": "adam", "lr": 1e-3},
-         "switch": {"at_epoch": 1, "optimizer": {"name": "sgd", "lr": 0.01}, "schedule": {"name": "cosine"}}}
+    d = {
+        **TINY,
+        "epochs": 3,
+        "optimizer": {"name": "adam", "lr": 1e-3},
+        "switch": {"at_epoch": 1, "optimizer": {"name": "sgd", "lr": 0.01}, "schedule": {"name": "cosine"}},
+    }
     lrs, states = [], []
     whole = train(from_dict(d), data, "cpu", Hooks(epoch=lambda e, m: lrs.append(m["lr"]), checkpoint=states.append))
     assert lrs[0] == pytest.approx(1e-3) and lrs[1] == pytest.approx(0.01)  # each phase starts at its own lr

@@ -69,7 +69,9 @@ def test_variant_by_key_and_the_readme_names_it(mixed, tmp_path):
     variants = study["variants"]
     assert len(variants) == 2 and variants[0]["default"]
     assert {tuple(sorted(v["diff"].items())) for v in variants} == {  # smoke's base: 2 epochs, width 16
-        (("model.width", 8), ("train_subset", 256)), (("epochs", 1), ("model.width", 8), ("train_subset", 100))}
+        (("model.width", 8), ("train_subset", 256)),
+        (("epochs", 1), ("model.width", 8), ("train_subset", 100)),
+    }
     key = next(v["key"] for v in variants if "epochs" in v["diff"])
     result = invoke("report", "--db", mixed, "--out", tmp_path, "--variant", key[:6])
     assert result.exit_code == 0, result.output
@@ -110,8 +112,12 @@ def select_default_key(url):
 
 def test_a_variant_that_does_not_exist_is_one_line_and_writes_nothing(mixed, tmp_path):
     before = file_digest(Path(mixed.removeprefix("sqlite:///")))
-    for args in (["--variant", "epochs=7"], ["--variant", "fff"], ["--variant", "not a key"],
-                 ["--variant", "ab", "--epochs", "2"]):
+    for args in (
+        ["--variant", "epochs=7"],
+        ["--variant", "fff"],
+        ["--variant", "not a key"],
+        ["--variant", "ab", "--epochs", "2"],
+    ):
         result = invoke("report", "--figure", 0, "--db", mixed, "--out", tmp_path / "x", *args)
         assert result.exit_code == 2 and result.output.count("\n") == 1 and "error:" in result.output, args
     assert not (tmp_path / "x" / "README.md").exists()
@@ -124,8 +130,9 @@ def test_a_variant_that_does_not_exist_is_one_line_and_writes_nothing(mixed, tmp
 def _fill(store, study, axes, points, base=None, data=("fp", "synthetic")):
     """points: (config, seed, status, test_acc); one hash per config, as a study makes them."""
     sid = store.sync_study(study, "", {"base": base or {}, "axes": axes})
-    store.add_runs(sid, [NewRun(json.dumps(c, sort_keys=True), s, c, f"p{i}", *data)
-                         for i, (c, s, _, _) in enumerate(points)])
+    store.add_runs(
+        sid, [NewRun(json.dumps(c, sort_keys=True), s, c, f"p{i}", *data) for i, (c, s, _, _) in enumerate(points)]
+    )
     for _, _, status, acc in points:
         claim = store.claim(sid, "cpu", "h", 1)
         if status == "pending":
@@ -153,8 +160,9 @@ def test_the_default_variant_has_the_most_finished_runs(store):
 
 def test_key_value_pairs_that_match_several_variants_are_refused_with_the_matches_listed(store):
     axes = {"model.depth": [1, 2]}
-    points = [({"model": {"depth": d}, "epochs": e, "train_subset": 64}, 0, "complete", 0.5) for d in (1, 2)
-              for e in (2, 3)]
+    points = [
+        ({"model": {"depth": d}, "epochs": e, "train_subset": 64}, 0, "complete", 0.5) for d in (1, 2) for e in (2, 3)
+    ]
     points += [({"model": {"depth": d}, "epochs": 4}, 0, "complete", 0.5) for d in (1, 2)]
     _fill(store, "toy", axes, points)
     found = study_variants(store, "toy")
@@ -174,8 +182,10 @@ def test_a_partial_variant_says_how_many_points_it_has(store, tmp_path):
     _fill(store, "dropout", axes, points)
     (entry,) = write_report(store, tmp_path, [9])
     assert entry.note == "partial: 2 of 3 points"
-    assert "## Figure 9: Accuracy when Different Dropout is Assigned to FCLayer (partial: 2 of 3 points)" in (
-        tmp_path / "README.md").read_text()
+    assert (
+        "## Figure 9: Accuracy when Different Dropout is Assigned to FCLayer (partial: 2 of 3 points)"
+        in (tmp_path / "README.md").read_text()
+    )
 
 
 def test_two_seeds_give_clipped_intervals_printed_a_to_b(store, tmp_path):
@@ -230,7 +240,10 @@ def test_runs_of_unknown_data_beside_fingerprinted_ones_are_two_variants_every_c
     assert invoke("status", "--db", url).exit_code == 0
     for selector in ("data=0123", None):
         assert invoke("status", "dropout", "--db", url).exit_code == 0
-        for command in (("report", "--figure", 9, "--out", tmp_path / "r"), ("compare", "dropout", "--by", "model.dropout")):
+        for command in (
+            ("report", "--figure", 9, "--out", tmp_path / "r"),
+            ("compare", "dropout", "--by", "model.dropout"),
+        ):
             chosen = ("--variant", selector) if selector else ("--variant", _unknown_key(url))
             result = invoke(*command, "--db", url, *chosen)
             assert result.exit_code == 0, (command, result.output)

@@ -25,15 +25,24 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print ablate's version and exit.")) -> None:
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print ablate's version and exit."
+    ),
+) -> None:
     pass
 
 
 app.add_typer(run.app, name="run")
-for name, fn in (("status", status.status), ("report", report.report), ("export", export.export),
-                 ("compare", compare.compare), ("merge", merge.merge), ("studies", catalog.studies),
-                 ("models", catalog.models)):
+for name, fn in (
+    ("status", status.status),
+    ("report", report.report),
+    ("export", export.export),
+    ("compare", compare.compare),
+    ("merge", merge.merge),
+    ("studies", catalog.studies),
+    ("models", catalog.models),
+):
     app.command(name, help=flowed(fn.__doc__))(fn)
 hide_flag_types()
 

@@ -19,14 +19,25 @@ USER_ERRORS = (ConfigError, StoreError)
 
 DbOption = Annotated[
     Optional[str],
-    typer.Option("--db", envvar="ABLATE_DB", help=escape("Database: a SQLAlchemy URL or a file path [default: sqlite:///results.db].")),
+    typer.Option(
+        "--db",
+        envvar="ABLATE_DB",
+        help=escape("Database: a SQLAlchemy URL or a file path [default: sqlite:///results.db]."),
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
-VariantOption = Annotated[Optional[str], typer.Option(
-    "--variant", metavar="KEY|K=V,...",
-    help=escape("Which variant of the study (runs sharing one config apart from its axes and the seed): a key as "
-                "'ablate status STUDY' lists them, or KEY=VALUE pairs such as epochs=2,train_subset=256 "
-                "[default: the variant with the most finished runs]."))]
+VariantOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--variant",
+        metavar="KEY|K=V,...",
+        help=escape(
+            "Which variant of the study (runs sharing one config apart from its axes and the seed): a key as "
+            "'ablate status STUDY' lists them, or KEY=VALUE pairs such as epochs=2,train_subset=256 "
+            "[default: the variant with the most finished runs]."
+        ),
+    ),
+]
 
 
 def selection(variant: str | None, sets: list[str] | None = None, epochs: int | None = None):

@@ -13,16 +13,31 @@ from ablate.cli.common import DbOption, JsonOption, VariantOption, print_json, s
 
 def compare(
     study: Annotated[str, typer.Argument(help="A study in the database.")],
-    by: Annotated[Optional[str], typer.Option("--by", help="The axis, as 'ablate studies' names it: model.block, optimizer, ... (default: a one-axis study's axis).")] = None,
-    baseline: Annotated[Optional[str], typer.Option(
-        help="The value to compare against (default: the axis's first value with runs). A table-valued "
-             "axis's values go by their name key (adam), else by their keys (crop_padding=4,flip=True; {} "
-             "for the empty table).")] = None,
-    metric: Annotated[str, typer.Option(help="test_acc, test_loss, train_acc, train_loss, wall_s, or a derived "
-                                             "metric: epoch_time, mean_test_acc, early_test_acc, epochs_to_P (P "
-                                             "percent), acc_drops, landscape_range, grad_spread, grad_max, grad_min, "
-                                             "kernel_norm, diverged; or an evaluated one: macro_f1, class_acc.N "
-                                             "(class N), ece, or a plugin's.")] = "test_acc",
+    by: Annotated[
+        Optional[str],
+        typer.Option(
+            "--by",
+            help="The axis, as 'ablate studies' names it: model.block, optimizer, ... (default: a one-axis study's axis).",
+        ),
+    ] = None,
+    baseline: Annotated[
+        Optional[str],
+        typer.Option(
+            help="The value to compare against (default: the axis's first value with runs). A table-valued "
+            "axis's values go by their name key (adam), else by their keys (crop_padding=4,flip=True; {} "
+            "for the empty table)."
+        ),
+    ] = None,
+    metric: Annotated[
+        str,
+        typer.Option(
+            help="test_acc, test_loss, train_acc, train_loss, wall_s, or a derived "
+            "metric: epoch_time, mean_test_acc, early_test_acc, epochs_to_P (P "
+            "percent), acc_drops, landscape_range, grad_spread, grad_max, grad_min, "
+            "kernel_norm, diverged; or an evaluated one: macro_f1, class_acc.N "
+            "(class N), ece, or a plugin's."
+        ),
+    ] = "test_acc",
     db: DbOption = None,
     variant: VariantOption = None,
     json_: JsonOption = False,
@@ -63,23 +78,29 @@ def show(found) -> None:
     dropped = left_out_text(found.left_out)
     if found.baseline is None:
         if not found.hint:
-            return typer.echo(f"no run of study '{found.study}' has {found.metric} to compare ({dropped}); running the "
-                              "same settings again trains nothing: change them (a lower optimizer.lr, say)")
+            return typer.echo(
+                f"no run of study '{found.study}' has {found.metric} to compare ({dropped}); running the "
+                "same settings again trains nothing: change them (a lower optimizer.lr, say)"
+            )
         why = f" ({dropped})" if dropped else ""
         return typer.echo(f"no finished runs of study '{found.study}' to compare yet{why}: {found.hint}")
     if not found.rows:
-        return typer.echo(f"only {found.axis} = {found.baseline} has complete runs in study '{found.study}': "
-                          "nothing to compare it with")
+        return typer.echo(
+            f"only {found.axis} = {found.baseline} has complete runs in study '{found.study}': "
+            "nothing to compare it with"
+        )
     pp = found.metric.endswith("_acc")  # accuracies are fractions: differences read in points
     unit = " (pp)" if pp else ""
     typer.echo(f"{found.study}: {found.metric} by {found.axis}, against {found.baseline}; variant {found.variant}")
-    table = Table("value", "seeds", "blocks", f"diff{unit}", f"95% CI{unit}", "p", "p (Holm)", "test",
-                  "p < 0.05 (Holm)")
+    table = Table(
+        "value", "seeds", "blocks", f"diff{unit}", f"95% CI{unit}", "p", "p (Holm)", "test", "p < 0.05 (Holm)"
+    )
     for r in found.rows:
         ci = "-" if r.ci_low is None else f"{_num(r.ci_low, pp)} to {_num(r.ci_high, pp)}"
         verdict = "needs 2+ seeds" if r.p is None else "yes" if r.significant else "no"
-        table.add_row(r.value, str(r.n), str(r.blocks), _num(r.mean_diff, pp), ci, _p(r.p), _p(r.p_holm),
-                      r.test or "-", verdict)
+        table.add_row(
+            r.value, str(r.n), str(r.blocks), _num(r.mean_diff, pp), ci, _p(r.p), _p(r.p_holm), r.test or "-", verdict
+        )
     Console(width=max(120, Console().width)).print(table)
     if dropped:
         typer.echo(f"left out: {dropped}")

@@ -20,16 +20,33 @@ class Format(str, Enum):
 def export(
     study: Annotated[Optional[str], typer.Argument(help="Only this study (default: every run).")] = None,
     format_: Annotated[Format, typer.Option("--format", help="File format.")] = Format.csv,
-    out: Annotated[Optional[str], typer.Option(
-        "--out", "-o", help="File to write, - for standard output (default: STUDY.csv, runs.csv; "
-                            "STUDY-metrics.csv, metrics.csv with --metrics; the extension follows --format).")] = None,
-    metrics: Annotated[bool, typer.Option(
-        "--metrics", help="The per-epoch table (study, run_id, seed, label, step, name, value) instead of the runs.")] = False,
+    out: Annotated[
+        Optional[str],
+        typer.Option(
+            "--out",
+            "-o",
+            help="File to write, - for standard output (default: STUDY.csv, runs.csv; "
+            "STUDY-metrics.csv, metrics.csv with --metrics; the extension follows --format).",
+        ),
+    ] = None,
+    metrics: Annotated[
+        bool,
+        typer.Option(
+            "--metrics", help="The per-epoch table (study, run_id, seed, label, step, name, value) instead of the runs."
+        ),
+    ] = False,
     db: DbOption = None,
-    variant: Annotated[Optional[str], typer.Option(
-        "--variant", metavar="KEY|K=V,...|all",
-        help=escape("Which variant of the study, as for report and compare, or 'all' for every run "
-                    "[default: each study's variant with the most finished runs]."))] = None,
+    variant: Annotated[
+        Optional[str],
+        typer.Option(
+            "--variant",
+            metavar="KEY|K=V,...|all",
+            help=escape(
+                "Which variant of the study, as for report and compare, or 'all' for every run "
+                "[default: each study's variant with the most finished runs]."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Write one row per run: status, seed, final metrics (test_acc a fraction) and the config
     as dotted columns (model.depth, optimizer.lr, ...), from the variant a report draws (the

@@ -74,8 +74,10 @@ def second_interrupt_exits(store: Store, resume: str) -> Iterator[None]:
 def _stop_now(store: Store, resume: str) -> None:
     released = store.release_process(this_host(), os.getpid(), RELEASE_WAIT_S)
     if released is None:
-        what = ("the points in progress stay 'running' in a process that is gone (the database was locked); "
-                "the next run re-queues them")
+        what = (
+            "the points in progress stay 'running' in a process that is gone (the database was locked); "
+            "the next run re-queues them"
+        )
     else:
         what = f"{released} unfinished point(s) back to pending"
     text = f"stopped at once: {what}; `{resume}` resumes them\n"

@@ -13,13 +13,32 @@ from ablate.store import Store
 
 
 def report(
-    figure: Annotated[Optional[list[int]], typer.Option("--figure", "-f", help="Only this figure number; repeatable. An existing README keeps its other sections.")] = None,
-    out: Annotated[Path, typer.Option(help="Directory for figure-NN.png, figure-NN.csv and README.md.")] = Path("reports"),
+    figure: Annotated[
+        Optional[list[int]],
+        typer.Option(
+            "--figure", "-f", help="Only this figure number; repeatable. An existing README keeps its other sections."
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Directory for figure-NN.png, figure-NN.csv and README.md.")] = Path(
+        "reports"
+    ),
     db: DbOption = None,
     variant: VariantOption = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Draw the variant run with this --set, as 'ablate run' took it; repeatable.")] = None,
+    set_: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Draw the variant run with this --set, as 'ablate run' took it; repeatable.",
+        ),
+    ] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Draw the variant run with these --epochs.")] = None,
-    study: Annotated[Optional[str], typer.Option(help="Only this study: its figures of the report, else its own figure (study-NAME.png, chosen by its axes). An existing README keeps its other sections.")] = None,
+    study: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Only this study: its figures of the report, else its own figure (study-NAME.png, chosen by its axes). An existing README keeps its other sections."
+        ),
+    ] = None,
 ) -> None:
     """Write the report's figures, the numbers behind them, the report's claims checked, and a README.
 

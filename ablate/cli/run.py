@@ -41,38 +41,164 @@ def study_command(name: str, study):
 
     @app.command(name=name, help=escape(_help(study)), short_help=escape(study.description))
     def command(
-        seeds: Annotated[Optional[int], typer.Option(help=escape(f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}]."))] = None,
-        epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, overriding the study's (an optimizer switch keeps its place as a fraction of them).")] = None,
-        set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in dotted form, e.g. optimizer.lr=0.05; repeatable.")] = None,
-        data: Annotated[Optional[str], typer.Option(help="Where the study's data.dataset lives: a directory (CIFAR-10's python batches or train/ and test/ image folders; another named set in torchvision's layout), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10, and NAME beside it).")] = None,
+        seeds: Annotated[
+            Optional[int],
+            typer.Option(help=escape(f"Run seeds 0..N-1 of every grid point [study default: {study.seeds}].")),
+        ] = None,
+        epochs: Annotated[
+            Optional[int],
+            typer.Option(
+                help="Epochs per run, overriding the study's (an optimizer switch keeps its place as a fraction of them)."
+            ),
+        ] = None,
+        set_: Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--set",
+                metavar="KEY=VALUE",
+                help="Override a config key in dotted form, e.g. optimizer.lr=0.05; repeatable.",
+            ),
+        ] = None,
+        data: Annotated[
+            Optional[str],
+            typer.Option(
+                help="Where the study's data.dataset lives: a directory (CIFAR-10's python batches or train/ and test/ image folders; another named set in torchvision's layout), or 'synthetic'. Default: download into the cache ($ABLATE_DATA or ~/.cache/ablate/cifar10, and NAME beside it)."
+            ),
+        ] = None,
         db: DbOption = None,
-        device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1 (with --backend ray: auto, cpu or cuda).")] = "auto",
-        per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help=escape("Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters]."))] = None,
-        fuse: Annotated[Optional[str], typer.Option("--fuse", metavar="N|auto", help=escape("Train up to N points that share their model's shapes (seeds of a point; points that differ only in optimizer, schedule or loss) as one fused model step; 1 turns it off [default: auto, 16 on a GPU, 1 on the CPU]."))] = None,
-        compile_: Annotated[bool, typer.Option("--compile", help="torch.compile the training step, capturing CUDA graphs (CUDA only; experimental).")] = False,
-        backend: Annotated[str, typer.Option(help=escape("local: this machine's devices; ray: Ray tasks on a Ray cluster (pip install \"ablate[ray]\")."))] = "local",
-        address: Annotated[Optional[str], typer.Option(help=escape("With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here]."))] = None,
-        connect_timeout: Annotated[Optional[float], typer.Option("--connect-timeout", metavar="SECONDS", help=escape("With --backend ray: give up on a cluster that has not taken this driver after so long, with exit 2 [default: 30]."))] = None,
-        dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print the grid points, which are done, and the fused groups the rest would train in; download and train nothing.")] = False,
-        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")] = False,
-        keep_checkpoints: Annotated[bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")] = False,
-        checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/).")] = None,
-        replace_study: Annotated[bool, typer.Option("--replace-study", help="Let this file redefine a study of the same name recorded with another base or other axes (its runs stay, as another variant).")] = False,
-        max_points: Annotated[int, typer.Option("--max-points", metavar="N", help="Refuse a grid of more than N runs (grid points x seeds) before building it.")] = MAX_POINTS,
-        plugin: Annotated[Optional[list[str]], typer.Option("--plugin", metavar="FILE", help="A Python file (or module path) that registers models, losses or metrics, imported before the study; repeatable.")] = None,
+        device: Annotated[
+            str,
+            typer.Option(
+                help="auto, cpu, cuda, or a list such as cuda:0,cuda:1 (with --backend ray: auto, cpu or cuda)."
+            ),
+        ] = "auto",
+        per_gpu: Annotated[
+            Optional[int],
+            typer.Option(
+                "--per-gpu",
+                metavar="K",
+                help=escape(
+                    "Train K points at once on each GPU, each in its own process [default: 1; with --backend ray, 4 for models under 1M parameters]."
+                ),
+            ),
+        ] = None,
+        fuse: Annotated[
+            Optional[str],
+            typer.Option(
+                "--fuse",
+                metavar="N|auto",
+                help=escape(
+                    "Train up to N points that share their model's shapes (seeds of a point; points that differ only in optimizer, schedule or loss) as one fused model step; 1 turns it off [default: auto, 16 on a GPU, 1 on the CPU]."
+                ),
+            ),
+        ] = None,
+        compile_: Annotated[
+            bool,
+            typer.Option(
+                "--compile", help="torch.compile the training step, capturing CUDA graphs (CUDA only; experimental)."
+            ),
+        ] = False,
+        backend: Annotated[
+            str,
+            typer.Option(
+                help=escape(
+                    'local: this machine\'s devices; ray: Ray tasks on a Ray cluster (pip install "ablate[ray]").'
+                )
+            ),
+        ] = "local",
+        address: Annotated[
+            Optional[str],
+            typer.Option(
+                help=escape(
+                    "With --backend ray: the cluster, e.g. ray://HOST:10001 or auto [default: the running cluster, else a new one here]."
+                )
+            ),
+        ] = None,
+        connect_timeout: Annotated[
+            Optional[float],
+            typer.Option(
+                "--connect-timeout",
+                metavar="SECONDS",
+                help=escape(
+                    "With --backend ray: give up on a cluster that has not taken this driver after so long, with exit 2 [default: 30]."
+                ),
+            ),
+        ] = None,
+        dry_run_: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="Print the grid points, which are done, and the fused groups the rest would train in; download and train nothing.",
+            ),
+        ] = False,
+        retry_failed: Annotated[
+            bool, typer.Option("--retry-failed", help="Train the points that failed before again, from scratch.")
+        ] = False,
+        keep_checkpoints: Annotated[
+            bool, typer.Option("--keep-checkpoints", help="Keep each run's last checkpoint after it ends.")
+        ] = False,
+        checkpoints: Annotated[
+            Optional[Path],
+            typer.Option(
+                help="Folder for the per-epoch checkpoints (default: checkpoints/NAME/ beside the database NAME.db; for a server database, ./checkpoints/NAME/)."
+            ),
+        ] = None,
+        replace_study: Annotated[
+            bool,
+            typer.Option(
+                "--replace-study",
+                help="Let this file redefine a study of the same name recorded with another base or other axes (its runs stay, as another variant).",
+            ),
+        ] = False,
+        max_points: Annotated[
+            int,
+            typer.Option(
+                "--max-points",
+                metavar="N",
+                help="Refuse a grid of more than N runs (grid points x seeds) before building it.",
+            ),
+        ] = MAX_POINTS,
+        plugin: Annotated[
+            Optional[list[str]],
+            typer.Option(
+                "--plugin",
+                metavar="FILE",
+                help="A Python file (or module path) that registers models, losses or metrics, imported before the study; repeatable.",
+            ),
+        ] = None,
     ) -> None:
         from ablate.cli.interrupt import second_interrupt_exits
         from ablate.cli.live import reporter_for
         from ablate.run import check_writable, data_changes, dry_run, execute, pending_count, plan, reach_cluster
 
         # What selects these points again: the command that resumes them, and the report of them.
-        again = _options(db=db, data=data, seeds=seeds, epochs=epochs, sets=set_ or [], checkpoints=checkpoints,
-                         backend=backend, address=address) + [w for f in plugin or [] for w in ("--plugin", f)]
+        again = _options(
+            db=db,
+            data=data,
+            seeds=seeds,
+            epochs=epochs,
+            sets=set_ or [],
+            checkpoints=checkpoints,
+            backend=backend,
+            address=address,
+        ) + [w for f in plugin or [] for w in ("--plugin", f)]
         resume = _command("ablate", "run", str(study.path) if _by_path(name, study) else name, *again)
         with user_errors():
-            p = plan(study.path or name, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
-                     backend=backend, per_gpu=per_gpu, fuse=fuse, compile=compile_, max_points=max_points,
-                     download=not dry_run_, plugins=plugin or [])
+            p = plan(
+                study.path or name,
+                sets=set_ or [],
+                seeds=seeds,
+                epochs=epochs,
+                data=data,
+                device=device,
+                backend=backend,
+                per_gpu=per_gpu,
+                fuse=fuse,
+                compile=compile_,
+                max_points=max_points,
+                download=not dry_run_,
+                plugins=plugin or [],
+            )
             if checkpoints is not None and not dry_run_:  # before the open, which creates a new database
                 check_writable(checkpoints)
             if not dry_run_:
@@ -87,9 +213,16 @@ def study_command(name: str, study):
                 return _print_dry_run(dry_run(store, p))
             started = time.monotonic()
             with user_errors(), second_interrupt_exits(store, resume):  # the data is read before anything is written
-                summary = execute(store, p, reporter_for(), retry_failed=retry_failed,
-                                  keep_checkpoints=keep_checkpoints, checkpoints=checkpoints, address=address,
-                                  replace_study=replace_study)
+                summary = execute(
+                    store,
+                    p,
+                    reporter_for(),
+                    retry_failed=retry_failed,
+                    keep_checkpoints=keep_checkpoints,
+                    checkpoints=checkpoints,
+                    address=address,
+                    replace_study=replace_study,
+                )
             wall = time.monotonic() - started
             left = pending_count(store, p) if summary.interrupted else 0
         except KeyboardInterrupt:  # before training began: every write so far was a whole transaction
@@ -112,10 +245,15 @@ def study_command(name: str, study):
             typer.echo(f"interrupted: {left} point(s) left pending; `{resume}` resumes them", err=True)
             raise typer.Exit(130)
         figures = " ".join(f"--figure {f}" for f in p.study.figures) or f"--study {p.study.name}"
-        report = _command("ablate", "report", *figures.split(), *_options(db=db, epochs=epochs, sets=set_ or []),
-                          *_report_out(db))
-        typer.echo(f"next: `{report}`" if summary.ok else f"next: `ablate status {p.study.name}` shows the errors; "
-                   f"`{resume} --retry-failed` trains the failed points again")
+        report = _command(
+            "ablate", "report", *figures.split(), *_options(db=db, epochs=epochs, sets=set_ or []), *_report_out(db)
+        )
+        typer.echo(
+            f"next: `{report}`"
+            if summary.ok
+            else f"next: `ablate status {p.study.name}` shows the errors; "
+            f"`{resume} --retry-failed` trains the failed points again"
+        )
         if not summary.ok:
             raise typer.Exit(1)
 
@@ -136,8 +274,13 @@ def _by_path(name: str, study) -> bool:
 def _options(db=None, data=None, seeds=None, epochs=None, sets=(), checkpoints=None, backend="local", address=None):
     """The options that name a run's points again (not how they are trained)."""
     out: list[str] = []
-    for flag, value in (("--db", db), ("--data", data), ("--seeds", seeds), ("--epochs", epochs),
-                        ("--checkpoints", checkpoints)):
+    for flag, value in (
+        ("--db", db),
+        ("--data", data),
+        ("--seeds", seeds),
+        ("--epochs", epochs),
+        ("--checkpoints", checkpoints),
+    ):
         if value is not None:
             out += [flag, str(value)]
     for s in sets:
@@ -206,8 +349,12 @@ def _broken_command(name: str, message: str):
     """Stands in for a study file that does not load: listed, and refusing with the reason."""
     app = typer.Typer(add_completion=False)
 
-    @app.command(name=name, help=f"(invalid study: {message})", short_help="(invalid study file)",
-                 context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    @app.command(
+        name=name,
+        help=f"(invalid study: {message})",
+        short_help="(invalid study file)",
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    )
     def command(ctx: typer.Context) -> None:
         fail(message)
 

@@ -31,21 +31,62 @@ Example: ablate run all --budget 8m --epochs 4 --data ~/cifar10
 def all_command():
     app = typer.Typer(add_completion=False)
 
-    @app.command(name="all", short_help="Every study of the report, most figures and claims per GPU-second first.",
-                 help=flowed(_HELP))
+    @app.command(
+        name="all",
+        short_help="Every study of the report, most figures and claims per GPU-second first.",
+        help=flowed(_HELP),
+    )
     def command(
-        budget: Annotated[Optional[str], typer.Option(help="Stop cleanly once this much time is spent (90s, 8m, 1.5h); the unfinished points stay pending and the next call goes on from there.")] = None,
-        studies: Annotated[Optional[str], typer.Option(metavar="A,B,...", help="Only these studies [default: every study of the report: all but smoke and speedrun].")] = None,
-        seeds: Annotated[Optional[int], typer.Option(help="Run seeds 0..N-1 of every grid point [default: each study's own].")] = None,
-        epochs: Annotated[Optional[int], typer.Option(help="Epochs per run, for every study (an optimizer switch keeps its place as a fraction of them).")] = None,
-        set_: Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in every study; repeatable.")] = None,
+        budget: Annotated[
+            Optional[str],
+            typer.Option(
+                help="Stop cleanly once this much time is spent (90s, 8m, 1.5h); the unfinished points stay pending and the next call goes on from there."
+            ),
+        ] = None,
+        studies: Annotated[
+            Optional[str],
+            typer.Option(
+                metavar="A,B,...",
+                help="Only these studies [default: every study of the report: all but smoke and speedrun].",
+            ),
+        ] = None,
+        seeds: Annotated[
+            Optional[int], typer.Option(help="Run seeds 0..N-1 of every grid point [default: each study's own].")
+        ] = None,
+        epochs: Annotated[
+            Optional[int],
+            typer.Option(
+                help="Epochs per run, for every study (an optimizer switch keeps its place as a fraction of them)."
+            ),
+        ] = None,
+        set_: Annotated[
+            Optional[list[str]],
+            typer.Option("--set", metavar="KEY=VALUE", help="Override a config key in every study; repeatable."),
+        ] = None,
         data: Annotated[Optional[str], typer.Option(help="CIFAR-10 source, as for a study.")] = None,
         db: DbOption = None,
         device: Annotated[str, typer.Option(help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")] = "auto",
-        per_gpu: Annotated[Optional[int], typer.Option("--per-gpu", metavar="K", help="Train K points at once on each GPU.")] = None,
-        fuse: Annotated[Optional[str], typer.Option("--fuse", metavar="N|auto", help="Train up to N points that share their model's shapes as one fused step, as for a study [default: auto].")] = None,
-        dry_run_: Annotated[bool, typer.Option("--dry-run", help="Print each study's points left and the time they would take, judged from the runs in the database (with none on this kind of device, from a stated rough rate); download and train nothing.")] = False,
-        retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Train the points that failed before again.")] = False,
+        per_gpu: Annotated[
+            Optional[int], typer.Option("--per-gpu", metavar="K", help="Train K points at once on each GPU.")
+        ] = None,
+        fuse: Annotated[
+            Optional[str],
+            typer.Option(
+                "--fuse",
+                metavar="N|auto",
+                help="Train up to N points that share their model's shapes as one fused step, as for a study [default: auto].",
+            ),
+        ] = None,
+        dry_run_: Annotated[
+            bool,
+            typer.Option(
+                "--dry-run",
+                help="Print each study's points left and the time they would take, judged from the runs in the database (with none on this kind of device, from a stated rough rate); download and train nothing.",
+            ),
+        ] = False,
+        retry_failed: Annotated[
+            bool, typer.Option("--retry-failed", help="Train the points that failed before again.")
+        ] = False,
         checkpoints: Annotated[Optional[Path], typer.Option(help="Folder for the per-epoch checkpoints.")] = None,
     ) -> None:
         from ablate.cli.live import reporter_for
@@ -55,8 +96,17 @@ def all_command():
         with user_errors():
             seconds = parse_budget(budget)
             names = parse_studies(studies)
-            plans = plan_all(names, sets=set_ or [], seeds=seeds, epochs=epochs, data=data, device=device,
-                             per_gpu=per_gpu, fuse=fuse, download=not dry_run_)
+            plans = plan_all(
+                names,
+                sets=set_ or [],
+                seeds=seeds,
+                epochs=epochs,
+                data=data,
+                device=device,
+                per_gpu=per_gpu,
+                fuse=fuse,
+                download=not dry_run_,
+            )
             store = Store.open(db, create=not dry_run_)
         try:
             items = prepare(store, plans)
@@ -80,21 +130,32 @@ def all_command():
 
 
 def _print_plan(items, seconds, pace, download: bool) -> None:
-    table = Table("study", "feeds", "points left", "GFLOP left", "estimate", title="in this order", title_justify="left")
+    table = Table(
+        "study", "feeds", "points left", "GFLOP left", "estimate", title="in this order", title_justify="left"
+    )
     for i in items:
-        table.add_row(i.name, str(i.value), f"{len(i.todo)}/{len(i.plan.points)}", f"{i.flops / 1e9:,.0f}",
-                      _minutes(i.estimate_s) if i.todo else "-")
+        table.add_row(
+            i.name,
+            str(i.value),
+            f"{len(i.todo)}/{len(i.plan.points)}",
+            f"{i.flops / 1e9:,.0f}",
+            _minutes(i.estimate_s) if i.todo else "-",
+        )
     Console().print(table)
     known = [i.estimate_s for i in items if i.todo]
     total = "?" if any(e is None for e in known) else _minutes(sum(known))
     left = sum(len(i.todo) for i in items)
-    typer.echo(f"{left} points left in {sum(bool(i.todo) for i in items)} studies; about {total} ({pace.says()})"
-               + (f"; budget {_minutes(seconds)}" if seconds else ""))
+    typer.echo(
+        f"{left} points left in {sum(bool(i.todo) for i in items)} studies; about {total} ({pace.says()})"
+        + (f"; budget {_minutes(seconds)}" if seconds else "")
+    )
     if download:
         from ablate.data import downloaded
 
-        typer.echo(f"data: CIFAR-10 is not in {downloaded()[1]} yet; it is downloaded at run time "
-                   "(about 170 MB; --data DIR for a copy you have)")
+        typer.echo(
+            f"data: CIFAR-10 is not in {downloaded()[1]} yet; it is downloaded at run time "
+            "(about 170 MB; --data DIR for a copy you have)"
+        )
 
 
 def _print_outcome(items) -> bool:

@@ -62,9 +62,13 @@ def status(
             _print_points(console, s)
         for m in s.get("mixed_code", []):
             versions = ", ".join(f"{v} ({n} run(s))" for v, n in m["versions"].items())
-            console.print(f"warning: {s['name']} {m['label']} (config {m['config_hash'][:8]}) ran on "
-                          f"{len(m['versions'])} versions of the model's code: {versions}",
-                          markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"warning: {s['name']} {m['label']} (config {m['config_hash'][:8]}) ran on "
+                f"{len(m['versions'])} versions of the model's code: {versions}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     for s in found:
         for r in s["runs"]:
             if r["status"] not in ("failed", "stale"):
@@ -73,21 +77,40 @@ def status(
                 why = f"{r['stale_reason']}; the next 'ablate run {s['name']}' re-queues it to resume from its last checkpoint"
             else:
                 why = f"{r['error'] or 'no message'} ('ablate run {s['name']} --retry-failed' trains it again)"
-            console.print(f"{s['name']} run {r['id']} ({r['label']}, seed {r['seed']}) {r['status']}: {why}",
-                          markup=False, highlight=False, soft_wrap=True)
+            console.print(
+                f"{s['name']} run {r['id']} ({r['label']}, seed {r['seed']}) {r['status']}: {why}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
             if r["notes"]:
-                console.print(f"  notes: {'; '.join(r['notes'].splitlines())}", markup=False, highlight=False,
-                              soft_wrap=True)
+                console.print(
+                    f"  notes: {'; '.join(r['notes'].splitlines())}", markup=False, highlight=False, soft_wrap=True
+                )
 
 
 def _print_points(console: Console, s: dict) -> None:
     """One row per run of the chosen variant: where it sits in the grid and how it went."""
-    table = Table(*s["axes"], "seed", "status", "epochs", "test acc", "time",
-                  title=f"{s['name']}, variant {s['variant']}: {len(s['points'])} run(s)", title_justify="left")
+    table = Table(
+        *s["axes"],
+        "seed",
+        "status",
+        "epochs",
+        "test acc",
+        "time",
+        title=f"{s['name']}, variant {s['variant']}: {len(s['points'])} run(s)",
+        title_justify="left",
+    )
     for p in s["points"]:
         acc = f"{100 * p['test_acc']:.2f}%" if p["test_acc"] is not None else "-"
-        table.add_row(*(_value(p["axes"][a]) for a in s["axes"]), str(p["seed"]), p["status"],
-                      f"{p['epochs_done']}/{p['epochs']}", acc, _time(p["wall_s"]))
+        table.add_row(
+            *(_value(p["axes"][a]) for a in s["axes"]),
+            str(p["seed"]),
+            p["status"],
+            f"{p['epochs_done']}/{p['epochs']}",
+            acc,
+            _time(p["wall_s"]),
+        )
     console.print(table)
 
 
@@ -107,14 +130,23 @@ def _time(seconds: float | None) -> str:
 def _print_variants(console: Console, s: dict) -> None:
     """A study's variants: the runs that share one config apart from its axes and the seed.
     Statistics never pool two of them; reports draw the first (*) unless told otherwise."""
-    console.print(f"{s['name']}: {len(s['variants'])} variant(s); report, compare and export draw the one "
-                  "marked * (--variant KEY for another)", markup=False, highlight=False)
+    console.print(
+        f"{s['name']}: {len(s['variants'])} variant(s); report, compare and export draw the one "
+        "marked * (--variant KEY for another)",
+        markup=False,
+        highlight=False,
+    )
     table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
     for header in ("variant", "points", "seeds", *HEADERS[:4]):
         table.add_column(header, no_wrap=True)
     table.add_column("differs from the study's base", overflow="fold")
     for v in s["variants"]:
         seeds = "-" if not v["seeds"][1] else "-".join(dict.fromkeys(map(str, v["seeds"])))
-        table.add_row(v["key"] + (" *" if v["default"] else ""), f"{v['done_points']}/{v['points']}", seeds,
-                      *(str(v["counts"][c]) for c in COLUMNS[:4]), v["differs"])
+        table.add_row(
+            v["key"] + (" *" if v["default"] else ""),
+            f"{v['done_points']}/{v['points']}",
+            seeds,
+            *(str(v["counts"][c]) for c in COLUMNS[:4]),
+            v["differs"],
+        )
     console.print(table)

@@ -43,7 +43,11 @@ def model_catalog(plugins: list[str] = ()) -> list[dict]:
 
     user_code.load(list(plugins))
     return [
-        {"name": n, "params": count_params(create_model(n, num_classes=10)), "defaults": default_args(n),
-         "origin": origin(n)}
+        {
+            "name": n,
+            "params": count_params(create_model(n, num_classes=10)),
+            "defaults": default_args(n),
+            "origin": origin(n),
+        }
         for n in list_models()
     ]

@@ -55,8 +55,12 @@ class DenseLayer(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         if self.memory_efficient and self.training and torch.is_grad_enabled():
-            out = checkpoint(self.squeeze, *features, use_reentrant=False,
-                             context_fn=lambda: (contextlib.nullcontext(), self._stats_frozen()))
+            out = checkpoint(
+                self.squeeze,
+                *features,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), self._stats_frozen()),
+            )
         else:
             out = self.squeeze(*features)
         return self.conv2(self.act2(self.norm2(out)))
@@ -72,8 +76,9 @@ class DenseBlock(nn.ModuleList):
 
 def transition(c_in: int, c_out: int, act: str) -> nn.Sequential:
     """BN -> act -> 1x1 conv (compression) -> 2x2 average pool."""
-    return nn.Sequential(nn.BatchNorm2d(c_in), make_activation(act, c_in),
-                         nn.Conv2d(c_in, c_out, 1, bias=False), nn.AvgPool2d(2))
+    return nn.Sequential(
+        nn.BatchNorm2d(c_in), make_activation(act, c_in), nn.Conv2d(c_in, c_out, 1, bias=False), nn.AvgPool2d(2)
+    )
 
 
 @register_model
@@ -101,11 +106,18 @@ def densenet(
     c = 2 * growth
     layers: list[nn.Module] = [nn.Conv2d(3, c, 3, padding=1, bias=False)]
     for i, n in enumerate(blocks):
-        layers.append(DenseBlock(DenseLayer(c + j * growth, growth, bottleneck, activation, memory_efficient)
-                                 for j in range(n)))
+        layers.append(
+            DenseBlock(DenseLayer(c + j * growth, growth, bottleneck, activation, memory_efficient) for j in range(n))
+        )
         c += n * growth
         if i < len(blocks) - 1:
             layers.append(transition(c, int(c * compression), activation))
             c = int(c * compression)
-    return nn.Sequential(*layers, nn.BatchNorm2d(c), make_activation(activation, c),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
+    return nn.Sequential(
+        *layers,
+        nn.BatchNorm2d(c),
+        make_activation(activation, c),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(c, num_classes),
+    )

@@ -29,5 +29,7 @@ def per_layer(key: str, value: int | list[int], depth: int) -> list[int]:
     if isinstance(value, int):
         return [value] * depth
     if len(value) != depth:
-        raise ConfigError(f"model.{key} has {len(value)} values for {depth} layers; give one per layer or a single number")
+        raise ConfigError(
+            f"model.{key} has {len(value)} values for {depth} layers; give one per layer or a single number"
+        )
     return list(value)

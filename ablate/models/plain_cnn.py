@@ -36,7 +36,9 @@ class ConvLayer(nn.Sequential):
     """
 
     def __init__(self, c_in, c_out, kernel, act, batchnorm, pool, pool_first, stride=1):
-        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=not batchnorm)]
+        layers: list[nn.Module] = [
+            nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=not batchnorm)
+        ]
         post = ([nn.BatchNorm2d(c_out)] if batchnorm else []) + [make_activation(act, c_out)]
         if pool is None:
             layers += post

@@ -48,8 +48,13 @@ class Range:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return
         if (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
-            bounds = (f">= {self.lo}" if self.hi is None else f"<= {self.hi}" if self.lo is None
-                      else f"in [{self.lo}, {self.hi}]")
+            bounds = (
+                f">= {self.lo}"
+                if self.hi is None
+                else f"<= {self.hi}"
+                if self.lo is None
+                else f"in [{self.lo}, {self.hi}]"
+            )
             raise ConfigError(f"{key} must be {bounds}, got {value!r}")
 
 
@@ -67,8 +72,12 @@ ARG_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
 }
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, name: str | None = None,
-                   ranges: dict[str, tuple[float | None, float | None]] | None = None):
+def register_model(
+    fn: Callable[..., nn.Module] | None = None,
+    *,
+    name: str | None = None,
+    ranges: dict[str, tuple[float | None, float | None]] | None = None,
+):
     """Register ``fn`` under its own name (or ``name``); its keyword defaults are the model's
     defaults. ``ranges`` maps an argument to its (lowest, highest), None for an open side.
 
@@ -155,9 +164,11 @@ def _builder(name: str) -> Callable[..., nn.Module]:
 
         plugins.load_environment()  # a worker process: the runner's plugins, by the environment
     if name not in _BUILDERS:
-        raise UnknownModel(f"unknown model '{name}'; registered: {', '.join(sorted(_BUILDERS))}. "
-                           "Your own model: register it with ablate.models.register_model in a file "
-                           "and name that file in the study's plugins = [\"FILE\"] (or ablate run --plugin FILE)")
+        raise UnknownModel(
+            f"unknown model '{name}'; registered: {', '.join(sorted(_BUILDERS))}. "
+            "Your own model: register it with ablate.models.register_model in a file "
+            'and name that file in the study\'s plugins = ["FILE"] (or ablate run --plugin FILE)'
+        )
     return _BUILDERS[name]
 
 

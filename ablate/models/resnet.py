@@ -54,8 +54,9 @@ class ResBlock(nn.Module):
     orders differ in nothing but the residual path's wiring.
     """
 
-    def __init__(self, c_in: int, c_out: int, order: str = "original", act: str = "relu",
-                 downsample: str | None = None):
+    def __init__(
+        self, c_in: int, c_out: int, order: str = "original", act: str = "relu", downsample: str | None = None
+    ):
         super().__init__()
         check_choice("block", order, ORDERS)
         if downsample is not None:
@@ -90,8 +91,9 @@ class ResBlock(nn.Module):
         return out
 
 
-def residual_net(num_classes: int, widths: list[int], depth: int, block: str, act: str,
-                 downsample: str) -> nn.Sequential:
+def residual_net(
+    num_classes: int, widths: list[int], depth: int, block: str, act: str, downsample: str
+) -> nn.Sequential:
     """Stem 3x3 conv -> one stage of ``depth`` blocks per width, each stage after the first
     halving the map in its first block -> global average pool -> linear."""
     check_choice("block", block, ORDERS)
@@ -162,8 +164,9 @@ class Scale(nn.Module):
         return x * self.factor
 
 
-def myrtle_net(num_classes: int, width: int, residual_after: set[int], act: str, pool_first: bool,
-               downsample: str = "maxpool") -> nn.Sequential:
+def myrtle_net(
+    num_classes: int, width: int, residual_after: set[int], act: str, pool_first: bool, downsample: str = "maxpool"
+) -> nn.Sequential:
     """Myrtle.ai's DAWNBench layout: a prep conv (``width`` channels) and three conv + 2x2
     max-pool stages (2, 4 and 8 x ``width``), a residual pair after the stages in
     ``residual_after`` (0 is the prep conv), global max-pool, linear, x0.125.

@@ -70,8 +70,9 @@ class ShiftNorm(nn.BatchNorm2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias * self.bias_factor if self.bias_factor != 1 else self.bias
-        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, bias,
-                             self.training, self.momentum, self.eps)
+        return F.batch_norm(
+            x, self.running_mean, self.running_var, self.weight, bias, self.training, self.momentum, self.eps
+        )
 
 
 def dirac_conv(c_in: int, c_out: int, dirac: bool) -> nn.Conv2d:
@@ -99,8 +100,16 @@ class SpeedBlock(nn.Sequential):
 
 
 class SpeedNet(nn.Sequential):
-    def __init__(self, num_classes: int, widths: list[int], bn_momentum: float, bias_lr_scale: float,
-                 logit_scale: float, dirac: bool, whiten_eps: float):
+    def __init__(
+        self,
+        num_classes: int,
+        widths: list[int],
+        bn_momentum: float,
+        bias_lr_scale: float,
+        logit_scale: float,
+        dirac: bool,
+        whiten_eps: float,
+    ):
         whiten = PatchWhitening(3, 2, whiten_eps)
         layers: list[nn.Module] = [whiten, nn.GELU()]
         c = whiten.out_channels

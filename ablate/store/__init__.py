@@ -16,7 +16,23 @@ from ablate.store.merging import Dump, absorb, dump
 from ablate.store.schema import SCHEMA_VERSION, STATUSES
 
 __all__ = [
-    "DEFAULT_URL", "HEARTBEAT_S", "STALE_AFTER_S", "Claim", "Dump", "NewRun", "Store", "StoreError", "StoreFailure",
-    "absorb", "database_file", "default_checkpoint_dir", "dump", "pid_alive", "resolve_url", "stale_reason", "this_host",
-    "SCHEMA_VERSION", "STATUSES",
+    "DEFAULT_URL",
+    "HEARTBEAT_S",
+    "STALE_AFTER_S",
+    "Claim",
+    "Dump",
+    "NewRun",
+    "Store",
+    "StoreError",
+    "StoreFailure",
+    "absorb",
+    "database_file",
+    "default_checkpoint_dir",
+    "dump",
+    "pid_alive",
+    "resolve_url",
+    "stale_reason",
+    "this_host",
+    "SCHEMA_VERSION",
+    "STATUSES",
 ]

@@ -149,15 +149,18 @@ def _check_sqlite_file(path: Path, create: bool) -> bool:
         if create and not os.access(path, os.W_OK):
             raise StoreError(f"database '{path}' is read-only; give a writable file or a copy of it")
         if create and not os.access(parent, os.W_OK):
-            raise StoreError(f"database '{path}' is in read-only directory '{parent}' (SQLite writes its "
-                             "journal beside the file); give a writable directory")
+            raise StoreError(
+                f"database '{path}' is in read-only directory '{parent}' (SQLite writes its "
+                "journal beside the file); give a writable directory"
+            )
         return True
     if create:
         if not parent.is_dir():
             raise StoreError(f"cannot create database '{path}': directory '{parent}' does not exist")
         if not os.access(parent, os.W_OK):
-            raise StoreError(f"cannot create database '{path}': directory '{parent}' is read-only; "
-                             "give a writable directory")
+            raise StoreError(
+                f"cannot create database '{path}': directory '{parent}' is read-only; give a writable directory"
+            )
     return False
 
 
@@ -170,8 +173,10 @@ def _refuse(url: str, found: migrate.Found) -> None:
     if not found.empty and not found.ours:
         raise StoreError(f"database '{url}' holds other tables, not an ablate database")
     if found.versionless:
-        raise StoreError(f"database '{url}' is damaged: its schema_version table has no row, so its schema "
-                         "is unknown; restore it from a copy, or give another database")
+        raise StoreError(
+            f"database '{url}' is damaged: its schema_version table has no row, so its schema "
+            "is unknown; restore it from a copy, or give another database"
+        )
 
 
 def _readable_uri(path: Path, url: str) -> str:
@@ -353,7 +358,8 @@ class Store:
             if not writable:  # a server database that a reading command may not upgrade
                 raise StoreError(
                     f"database '{self.url}' has schema version {found.version or 'none'}, older than this ablate's "
-                    f"{SCHEMA_VERSION}; the next 'ablate run' with this --db upgrades it")
+                    f"{SCHEMA_VERSION}; the next 'ablate run' with this --db upgrades it"
+                )
             if self.path is not None:
                 self._wal()
             with self._upgrade_connection() as conn, conn.begin():
@@ -421,19 +427,25 @@ class Store:
     def _damaged(self, first: str) -> str:
         # Its first row may start with a header line ("*** in database main ***"): the finding follows.
         found = [line for line in first.splitlines() if line.strip() and not line.startswith("***")]
-        return (f"database '{self.url}' is damaged (integrity_check: {found[0] if found else first or '?'}); "
-                "nothing was written to it: restore it from a copy, or give another --db")
+        return (
+            f"database '{self.url}' is damaged (integrity_check: {found[0] if found else first or '?'}); "
+            "nothing was written to it: restore it from a copy, or give another --db"
+        )
 
     def _failure(self, e: DatabaseError) -> Exception | None:
         """What a database error means to the user, or None for one left as it is."""
         text = str(e.orig).lower()
         code = getattr(e.orig, "pgcode", None) or getattr(e.orig, "sqlstate", None) or ""
         if ("full" in text and ("disk" in text or "database" in text)) or "no space" in text or code == "53100":
-            return StoreFailure(f"database '{self.url}' cannot grow ({e.orig}): free some space and run again; "
-                                "recorded epochs are kept and unfinished points resume")
+            return StoreFailure(
+                f"database '{self.url}' cannot grow ({e.orig}): free some space and run again; "
+                "recorded epochs are kept and unfinished points resume"
+            )
         if "disk i/o error" in text or code.startswith("58"):
-            return StoreFailure(f"database '{self.url}' failed ({e.orig}): check the disk and run again; "
-                                "recorded epochs are kept and unfinished points resume")
+            return StoreFailure(
+                f"database '{self.url}' failed ({e.orig}): check the disk and run again; "
+                "recorded epochs are kept and unfinished points resume"
+            )
         if "malformed" in text or "not a database" in text or code == "XX001":
             return StoreError(self._damaged(self._integrity() if self.path is not None else str(e.orig)))
         return None
@@ -468,16 +480,25 @@ class Store:
         runs = list(runs)
         with self.session(write=True) as s:
             have = {
-                tuple(r) for r in s.execute(
-                    sa.select(RunRow.config_hash, RunRow.seed, RunRow.data_fp).where(RunRow.study_id == study_id))
+                tuple(r)
+                for r in s.execute(
+                    sa.select(RunRow.config_hash, RunRow.seed, RunRow.data_fp).where(RunRow.study_id == study_id)
+                )
             }
             new = [r for r in runs if (r.config_hash, r.seed, r.data_fp or "") not in have]
             for r in new:
-                s.add(RunRow(
-                    study_id=study_id, config_hash=r.config_hash, seed=r.seed, data_fp=r.data_fp or "",
-                    data_name=r.data_name, config_json=json.dumps(r.config, sort_keys=True), label=r.label,
-                    status="pending",
-                ))
+                s.add(
+                    RunRow(
+                        study_id=study_id,
+                        config_hash=r.config_hash,
+                        seed=r.seed,
+                        data_fp=r.data_fp or "",
+                        data_name=r.data_name,
+                        config_json=json.dumps(r.config, sort_keys=True),
+                        label=r.label,
+                        status="pending",
+                    )
+                )
             return len(new)
 
     @_retrying()
@@ -499,17 +520,42 @@ class Store:
                 done = s.execute(
                     sa.update(RunRow)
                     .where(RunRow.id == run_id, RunRow.status == "pending")
-                    .values(status="running", device=device, host=host, pid=pid, attempts=RunRow.attempts + 1,
-                            started_at=now, heartbeat_at=now, ended_at=None, error=None)
+                    .values(
+                        status="running",
+                        device=device,
+                        host=host,
+                        pid=pid,
+                        attempts=RunRow.attempts + 1,
+                        started_at=now,
+                        heartbeat_at=now,
+                        ended_at=None,
+                        error=None,
+                    )
                 )
                 if done.rowcount == 1:
                     row = s.execute(
-                        sa.select(RunRow.config_json, RunRow.seed, RunRow.label, RunRow.config_hash,
-                                  RunRow.attempts, RunRow.epochs_done, RunRow.data_fp, RunRow.created_at)
-                        .where(RunRow.id == run_id)
+                        sa.select(
+                            RunRow.config_json,
+                            RunRow.seed,
+                            RunRow.label,
+                            RunRow.config_hash,
+                            RunRow.attempts,
+                            RunRow.epochs_done,
+                            RunRow.data_fp,
+                            RunRow.created_at,
+                        ).where(RunRow.id == run_id)
                     ).one()
-                    return Claim(run_id, json.loads(row.config_json), row.seed, row.label, row.config_hash,
-                                 row.attempts, row.epochs_done, row.data_fp or None, row.created_at)
+                    return Claim(
+                        run_id,
+                        json.loads(row.config_json),
+                        row.seed,
+                        row.label,
+                        row.config_hash,
+                        row.attempts,
+                        row.epochs_done,
+                        row.data_fp or None,
+                        row.created_at,
+                    )
 
     def _own(self, s: Session, run_id: int, token: int | None, **values: Any) -> bool:
         """Touch the run (heartbeat, plus ``values``) if it is still the claim ``token``'s.
@@ -540,8 +586,9 @@ class Store:
             return True
 
     @_retrying()
-    def resume(self, run_id: int, epoch: int, history: list[tuple[int, dict[str, float]]],
-               token: int | None = None) -> bool:
+    def resume(
+        self, run_id: int, epoch: int, history: list[tuple[int, dict[str, float]]], token: int | None = None
+    ) -> bool:
         """A claimed run starts again from the end of ``epoch`` (0: from scratch).
 
         ``history`` holds the epochs its checkpoint covers; they are written (again), and
@@ -557,9 +604,11 @@ class Store:
                 s.execute(sa.delete(ArtifactRow).where(ArtifactRow.run_id == run_id))
                 return True
             names = sorted({k for _, m in history for k in m})
-            s.execute(sa.delete(MetricRow).where(
-                MetricRow.run_id == run_id, MetricRow.step > epoch, MetricRow.name.in_(names)
-            ))
+            s.execute(
+                sa.delete(MetricRow).where(
+                    MetricRow.run_id == run_id, MetricRow.step > epoch, MetricRow.name.in_(names)
+                )
+            )
             for e, m in history:
                 _put_metrics(s, run_id, e, m)
             return True
@@ -597,18 +646,26 @@ class Store:
             q = sa.update(RunRow).where(RunRow.id == run_id)
             if token is not None:
                 q = q.where(RunRow.status == "running", RunRow.attempts == token)
-            return s.execute(
-                q.values(
-                    status=status, ended_at=utcnow(), wall_s=wall_s, error=error,
-                    torch_version=versions.get("torch"), ablate_version=versions.get("ablate"),
-                    **({"code_version": versions["code"]} if versions.get("code") else {}),
-                    **{k: _finite(metrics.get(k)) for k in RESULT_COLUMNS},
-                )
-            ).rowcount == 1
+            return (
+                s.execute(
+                    q.values(
+                        status=status,
+                        ended_at=utcnow(),
+                        wall_s=wall_s,
+                        error=error,
+                        torch_version=versions.get("torch"),
+                        ablate_version=versions.get("ablate"),
+                        **({"code_version": versions["code"]} if versions.get("code") else {}),
+                        **{k: _finite(metrics.get(k)) for k in RESULT_COLUMNS},
+                    )
+                ).rowcount
+                == 1
+            )
 
     @_retrying()
-    def put_artifact(self, run_id: int, name: str, data: bytes, dtype: str, shape: list[int],
-                     token: int | None = None) -> bool:
+    def put_artifact(
+        self, run_id: int, name: str, data: bytes, dtype: str, shape: list[int], token: int | None = None
+    ) -> bool:
         with self.session(write=True) as s:
             if not self._own(s, run_id, token):
                 return False
@@ -636,8 +693,11 @@ class Store:
         most ``wait_s`` for the write lock: for a runner stopping at once, which cannot wait
         for the lock another runner holds. Returns how many, or None when the lock did not
         come in time; those runs are then found stale, their process being gone."""
-        q = (sa.update(RunRow).where(RunRow.status == "running", RunRow.host == host, RunRow.pid == pid)
-             .values(status="pending", device=None, host=None, pid=None, started_at=None, heartbeat_at=None))
+        q = (
+            sa.update(RunRow)
+            .where(RunRow.status == "running", RunRow.host == host, RunRow.pid == pid)
+            .values(status="pending", device=None, host=None, pid=None, started_at=None, heartbeat_at=None)
+        )
         try:
             with self.engine.execution_options(ablate_write=True).connect() as conn:
                 if conn.dialect.name == "sqlite":  # before BEGIN IMMEDIATE, which waits as long as it says
@@ -650,8 +710,9 @@ class Store:
             return None
 
     @_retrying()
-    def requeue_stale(self, study_id: int | None, older_than_s: float = STALE_AFTER_S,
-                      host: str | None = None) -> list[dict[str, Any]]:
+    def requeue_stale(
+        self, study_id: int | None, older_than_s: float = STALE_AFTER_S, host: str | None = None
+    ) -> list[dict[str, Any]]:
         """Runs left `running` by a runner that is gone go back to pending, to be resumed.
 
         Gone: its process on this host no longer exists, or it sent no heartbeat for
@@ -670,12 +731,23 @@ class Store:
                 if reason is None:
                     continue
                 # Swapped only if nothing moved since it was judged: not re-claimed, no new beat.
-                beat = RunRow.heartbeat_at.is_(None) if row.heartbeat_at is None else RunRow.heartbeat_at == row.heartbeat_at
+                beat = (
+                    RunRow.heartbeat_at.is_(None)
+                    if row.heartbeat_at is None
+                    else RunRow.heartbeat_at == row.heartbeat_at
+                )
                 done = s.execute(
                     sa.update(RunRow)
                     .where(RunRow.id == row.id, RunRow.status == "running", RunRow.attempts == row.attempts, beat)
-                    .values(status="pending", device=None, host=None, pid=None, started_at=None,
-                            heartbeat_at=None, notes=_append(row.notes, f"attempt {row.attempts} re-queued: {reason}"))
+                    .values(
+                        status="pending",
+                        device=None,
+                        host=None,
+                        pid=None,
+                        started_at=None,
+                        heartbeat_at=None,
+                        notes=_append(row.notes, f"attempt {row.attempts} re-queued: {reason}"),
+                    )
                 )
                 if done.rowcount == 1:
                     out.append({"id": row.id, "label": row.label, "reason": reason})
@@ -723,7 +795,9 @@ class Store:
             return out
 
     @_retrying()
-    def metrics(self, run_ids: Iterable[int], names: Iterable[str] | None = None) -> list[tuple[int, int, str, float | None]]:
+    def metrics(
+        self, run_ids: Iterable[int], names: Iterable[str] | None = None
+    ) -> list[tuple[int, int, str, float | None]]:
         """Long-format (run_id, step, name, value) rows of the given runs."""
         run_ids = list(run_ids)
         if not run_ids:
@@ -737,7 +811,9 @@ class Store:
             return [tuple(r) for r in s.execute(q.order_by(MetricRow.run_id, MetricRow.step, MetricRow.name))]
 
     @_retrying()
-    def artifacts(self, run_ids: Iterable[int], name: str | None = None) -> list[tuple[int, str, bytes, str, list[int]]]:
+    def artifacts(
+        self, run_ids: Iterable[int], name: str | None = None
+    ) -> list[tuple[int, str, bytes, str, list[int]]]:
         """(run_id, name, raw bytes, dtype, shape) of the given runs' stored arrays."""
         with self.session() as s:
             q = sa.select(ArtifactRow).where(ArtifactRow.run_id.in_(list(run_ids)))
@@ -748,9 +824,9 @@ class Store:
 
 def _put_metrics(s: Session, run_id: int, step: int, values: dict[str, float]) -> None:
     """Upsert named scalars at one step; other names at that step (probes) stay."""
-    s.execute(sa.delete(MetricRow).where(
-        MetricRow.run_id == run_id, MetricRow.step == step, MetricRow.name.in_(list(values))
-    ))
+    s.execute(
+        sa.delete(MetricRow).where(MetricRow.run_id == run_id, MetricRow.step == step, MetricRow.name.in_(list(values)))
+    )
     s.add_all(MetricRow(run_id=run_id, step=step, name=k, value=_finite(v)) for k, v in values.items())
 
 

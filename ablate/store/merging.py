@@ -32,14 +32,23 @@ def dump(store: Store) -> Dump:
     artifacts. What ``absorb`` takes; read in one transaction, so it is consistent."""
     try:
         with store.session() as s:
-            studies = {r.id: {"name": r.name, "description": r.description, "spec_json": r.spec_json,
-                              "created_at": r.created_at} for r in s.scalars(sa.select(StudyRow))}
+            studies = {
+                r.id: {
+                    "name": r.name,
+                    "description": r.description,
+                    "spec_json": r.spec_json,
+                    "created_at": r.created_at,
+                }
+                for r in s.scalars(sa.select(StudyRow))
+            }
             runs = [_as_dict(r) for r in s.scalars(sa.select(RunRow).order_by(RunRow.id))]
             for r in runs:
                 sid = r.pop("study_id")
                 if sid not in studies:  # SQLite checks the foreign key only where it was on when written
-                    raise StoreError(f"database '{store.url}' is damaged: run {r['id']} names study id {sid}, "
-                                     "which it does not hold; restore it from a copy, or merge another database")
+                    raise StoreError(
+                        f"database '{store.url}' is damaged: run {r['id']} names study id {sid}, "
+                        "which it does not hold; restore it from a copy, or merge another database"
+                    )
                 r["study"] = studies[sid]["name"]
             metrics: dict[int, list[tuple]] = {}
             for m in s.execute(sa.select(MetricRow.run_id, MetricRow.step, MetricRow.name, MetricRow.value)):
@@ -60,8 +69,13 @@ ON_CONFLICT = ("keep", "replace")
 
 
 @_retrying(integrity=True)
-def absorb(store: Store, dumps: list[Dump], assume: tuple[str, str] | None = None, on_conflict: str = "keep",
-           redefine: list[set[str]] | None = None) -> list[dict[str, Any]]:
+def absorb(
+    store: Store,
+    dumps: list[Dump],
+    assume: tuple[str, str] | None = None,
+    on_conflict: str = "keep",
+    redefine: list[set[str]] | None = None,
+) -> list[dict[str, Any]]:
     """Import the finished runs of ``dumps`` (other databases'), all in one transaction.
 
     A run is (study, config hash, seed, data fingerprint). One already finished here
@@ -89,17 +103,20 @@ def absorb(store: Store, dumps: list[Dump], assume: tuple[str, str] | None = Non
     return out
 
 
-def _absorb(s: Session, dump: Dump, assume: tuple[str, str] | None, on_conflict: str, redefine: set[str],
-            now, host: str) -> dict[str, Any]:
+def _absorb(
+    s: Session, dump: Dump, assume: tuple[str, str] | None, on_conflict: str, redefine: set[str], now, host: str
+) -> dict[str, Any]:
     counts: dict[str, Any] = dict.fromkeys(
-        ("added", "replaced", "finished_here", "running_here", "unfinished", "unassumed_before", "assumed_before"), 0)
+        ("added", "replaced", "finished_here", "running_here", "unfinished", "unassumed_before", "assumed_before"), 0
+    )
     counts["conflicts"] = []
     ids = {r.name: r for r in s.scalars(sa.select(StudyRow))}
     for st in dump.studies:
         row = ids.get(st["name"])
         if row is None:
-            row = StudyRow(name=st["name"], description=st["description"], spec_json=st["spec_json"],
-                           created_at=st["created_at"])
+            row = StudyRow(
+                name=st["name"], description=st["description"], spec_json=st["spec_json"], created_at=st["created_at"]
+            )
             s.add(row)
             s.flush()
             ids[st["name"]] = row
@@ -115,14 +132,23 @@ def _absorb(s: Session, dump: Dump, assume: tuple[str, str] | None, on_conflict:
         values["data_fp"] = values["data_fp"] or ""
         point = (values["study_id"], values["config_hash"], values["seed"])
         target = here.get((*point, values["data_fp"]))
-        if not values["data_fp"] and (json.loads(values["config_json"]).get("data") or {}).get("dataset") != "synthetic":
+        if (
+            not values["data_fp"]
+            and (json.loads(values["config_json"]).get("data") or {}).get("dataset") != "synthetic"
+        ):
             if target is not None:  # unknown data matches unknown data, whatever this merge assumes
                 if assume and target.status in FINISHED and _same_row(target, values):
                     counts["unassumed_before"] += 1
                     continue
             else:
-                earlier = next((r for (*p, fp), r in here.items() if tuple(p) == point and fp
-                                and _same_row(r, values) and (not assume or fp != assume[0])), None)
+                earlier = next(
+                    (
+                        r
+                        for (*p, fp), r in here.items()
+                        if tuple(p) == point and fp and _same_row(r, values) and (not assume or fp != assume[0])
+                    ),
+                    None,
+                )
                 if earlier is not None:
                     counts["assumed_before"] += 1
                     continue
@@ -141,26 +167,44 @@ def _absorb(s: Session, dump: Dump, assume: tuple[str, str] | None, on_conflict:
             if not differ:
                 counts["finished_here"] += 1
                 continue
-            counts["conflicts"].append({"study": run["study"], "label": target.label, "seed": target.seed,
-                                        "here_id": target.id, "there_id": run["id"], "differ": differ,
-                                        "kept": "here" if on_conflict == "keep" else "source"})
+            counts["conflicts"].append(
+                {
+                    "study": run["study"],
+                    "label": target.label,
+                    "seed": target.seed,
+                    "here_id": target.id,
+                    "there_id": run["id"],
+                    "differ": differ,
+                    "kept": "here" if on_conflict == "keep" else "source",
+                }
+            )
             if on_conflict == "keep":
                 continue
             what = ", ".join(f"{k} {a} here, {b} merged" for k, a, b in differ)
-            _replace(s, target, values, f"attempt {target.attempts} ({target.status}) replaced by a merged run "
-                                        f"with other numbers ({what})")
+            _replace(
+                s,
+                target,
+                values,
+                f"attempt {target.attempts} ({target.status}) replaced by a merged run with other numbers ({what})",
+            )
             counts["replaced"] += 1
         elif target.status == "running" and stale_reason(_as_dict(target), now, host) is None:
             counts["running_here"] += 1
             continue
         else:
-            was = f"attempt {target.attempts} ({target.status})" if target.attempts else target.status  # pending, never run
+            was = (
+                f"attempt {target.attempts} ({target.status})" if target.attempts else target.status
+            )  # pending, never run
             _replace(s, target, values, f"{was} replaced by a merged run")
             counts["replaced"] += 1
-        s.add_all(MetricRow(run_id=target.id, step=step, name=name, value=value)
-                  for step, name, value in dump.metrics.get(run["id"], []))
-        s.add_all(ArtifactRow(run_id=target.id, name=name, dtype=dtype, shape=shape, data=data)
-                  for name, dtype, shape, data in dump.artifacts.get(run["id"], []))
+        s.add_all(
+            MetricRow(run_id=target.id, step=step, name=name, value=value)
+            for step, name, value in dump.metrics.get(run["id"], [])
+        )
+        s.add_all(
+            ArtifactRow(run_id=target.id, name=name, dtype=dtype, shape=shape, data=data)
+            for name, dtype, shape, data in dump.artifacts.get(run["id"], [])
+        )
     return counts
 
 

@@ -23,18 +23,32 @@ out = Path(sys.argv[1]).resolve()
 out.unlink(missing_ok=True)
 url = f"sqlite:///{out}"
 for epochs in (1, 2):
-    run_study("smoke", db=url, device="cpu", epochs=epochs, sets=["train_subset=128"], data="synthetic",
-              checkpoints=str(out.parent / "v2-checkpoints"))
+    run_study(
+        "smoke",
+        db=url,
+        device="cpu",
+        epochs=epochs,
+        sets=["train_subset=128"],
+        data="synthetic",
+        checkpoints=str(out.parent / "v2-checkpoints"),
+    )
 store = Store.open(url)
 complete = store.runs("smoke")[0]["id"]
 store.put_artifact(complete, "kernels.conv1", bytes(range(8)), "uint8", [2, 4])
-sid = store.sync_study("legacy", "runs in every state", {"base": {}, "axes": {}, "seeds": 3, "figures": [], "path": None})
+sid = store.sync_study(
+    "legacy", "runs in every state", {"base": {}, "axes": {}, "seeds": 3, "figures": [], "path": None}
+)
 store.add_runs(sid, [NewRun("feedc0de", seed, {"epochs": 2, "seed": seed}, f"legacy seed={seed}") for seed in range(3)])
 failed = store.claim(sid, "cpu", "old-host", 4242)
 store.record_epoch(failed.run_id, 1, {"test_acc": 0.25, "train_loss": 2.0}, token=failed.token)
 store.add_note(failed.run_id, "attempt 1 re-queued: its process is gone", token=failed.token)
-store.finish(failed.run_id, "failed", error="RuntimeError: boom (at train.py:1 in train)",
-             versions={"torch": "2.x", "ablate": "0.1.0"}, token=failed.token)
+store.finish(
+    failed.run_id,
+    "failed",
+    error="RuntimeError: boom (at train.py:1 in train)",
+    versions={"torch": "2.x", "ablate": "0.1.0"},
+    token=failed.token,
+)
 running = store.claim(sid, "cpu", "old-host", 4242)
 store.record_epoch(running.run_id, 1, {"test_acc": 0.5, "train_loss": float("nan")}, token=running.token)
 store.close()

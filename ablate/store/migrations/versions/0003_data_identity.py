@@ -44,10 +44,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("data_name", sa.String(200)))
         batch.drop_constraint(old, type_="unique")
         batch.create_unique_constraint("uq_runs_identity", ["study_id", "config_hash", "seed", "data_fp"])
-    runs = sa.table("runs", sa.column("id", sa.Integer), sa.column("config_json", sa.Text),
-                    sa.column("data_fp", sa.String), sa.column("data_name", sa.String))
+    runs = sa.table(
+        "runs",
+        sa.column("id", sa.Integer),
+        sa.column("config_json", sa.Text),
+        sa.column("data_fp", sa.String),
+        sa.column("data_name", sa.String),
+    )
     synthetic = [
-        row.id for row in conn.execute(sa.select(runs.c.id, runs.c.config_json))
+        row.id
+        for row in conn.execute(sa.select(runs.c.id, runs.c.config_json))
         if (json.loads(row.config_json).get("data") or {}).get("dataset") == "synthetic"
     ]
     if synthetic:
