@@ -82,3 +82,13 @@ def test_one_seed_adds_no_significance_line(store, tmp_path):
     _fill(store, "loss", spec, [({"loss": {"label_smoothing": v}}, 0, 0.5 + v, 3.0) for v in (0.0, 0.1)])
     write_report(store, tmp_path / "r")
     assert "Differ from the baseline" not in (tmp_path / "r" / "README.md").read_text()
+
+
+def test_the_smoke_figure_is_left_out_until_smoke_has_runs(store, tmp_path):
+    """Figure 0 is CI's, not the report's: a report of the report's studies has no empty
+    "Figure 0: Smoke study" section."""
+    spec = {"axes": {"model.dropout": [0.0, 0.5]}}
+    _fill(store, "dropout", spec, [({"model": {"dropout": d}}, 0, 0.5, 3.0) for d in (0.0, 0.5)])
+    write_report(store, tmp_path / "r")
+    readme = (tmp_path / "r" / "README.md").read_text()
+    assert "## Figure 0" not in readme and "## Figure 9" in readme and "## Figure 4" in readme
