@@ -939,7 +939,9 @@ def _heatmap(ax: Axes, summary: pd.DataFrame, axes: list[str], numeric: dict[str
                     fontsize="small",
                     color="black" if values[i, j] > middle else "white",
                 )
-    ax.figure.colorbar(image, ax=ax, label=f"{label(metric)} (mean)")
+    # The bar reads as the cells do: percent for an accuracy.
+    percent = _percent() if _is_fraction(metric) else None
+    ax.figure.colorbar(image, ax=ax, label=f"{label(metric)} (mean)", format=percent)
 
 
 def _curve_summary(points: pd.DataFrame, axes: list[str], curves: pd.DataFrame) -> pd.DataFrame:

@@ -138,3 +138,19 @@ def test_the_generic_figure_takes_an_evaluated_metric(tmp_path, db_url):
     assert set(csv["metric"]) == {"macro_f1"}
     expected = runs.assign(f1=runs["test_acc"] * 0.9).groupby("width")["f1"].mean()
     assert np.allclose(csv.set_index("model.width")["mean"].sort_index(), expected.sort_index())
+
+
+def test_an_accuracy_heatmap_s_colour_bar_reads_in_percent_as_its_cells_do():
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import PercentFormatter
+
+    from ablate import figures
+
+    summary = pd.DataFrame({"a": [1, 1, 2, 2], "b": [0, 1, 0, 1], "mean": [0.41, 0.45, 0.41, 0.475]})
+    for metric, percent in (("test_acc", True), ("macro_f1", True), ("test_loss", False)):
+        fig = Figure()
+        figures._heatmap(fig.subplots(), summary, ["a", "b"], {"a": True, "b": True}, metric)
+        bar = fig.axes[1].yaxis.get_major_formatter()
+        assert isinstance(bar, PercentFormatter) == percent, metric
+        if percent:
+            assert bar(0.45, 0) == "45%"
