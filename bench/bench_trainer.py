@@ -5,11 +5,20 @@ A, B, B, A so that machine noise falls on both; the ratio of medians is the over
 the trainer (callbacks, schedule, metric accumulation, evaluation excluded from both).
 
     python bench/bench_trainer.py [--data DIR] [--n 10000] [--repeats 5] [--device cpu]
+
+``--census STUDY`` counts instead of timing: the leaf aten ops (about the kernels) per training
+step of the study's first point through ablate's trainer, against a bare loop of the same
+model, augmentation, loss and plain SGD step. ablate's count is the difference between
+epochs of 2 and 4 steps, so what an epoch does once (evaluation, the model's build) falls
+out; the bare loop is counted over its steps alone.
+
+    python bench/bench_trainer.py --census speedrun [--batch 64]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import time
@@ -70,6 +79,61 @@ def ablate_epoch(data, device: torch.device, seed: int) -> float:
     return train(cfg, data, device).metrics["epoch_time"]
 
 
+def _aten_ops(fn) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    # Leaves: aten ops that call no other aten op, about the kernels a step launches.
+    return sum(1 for e in prof.events()
+               if e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children))
+
+
+def census(study: str, batch: int, steps: tuple[int, int] = (2, 4)) -> dict:
+    """aten ops per training step: ablate's trainer against a bare loop, on the CPU."""
+    from ablate.loss import build_loss
+    from ablate.studies import expand, load
+
+    overrides = [("batch_size", batch), ("epochs", 1), ("precision", "fp32"), ("data.dataset", "synthetic"),
+                 ("eval.every", 1)]
+    cfg = expand(load(study), overrides)[0].config
+    device = torch.device("cpu")
+
+    def ablate_steps(k: int) -> int:
+        data = synthetic(n_train=k * batch, n_test=batch)
+        train(cfg, data, device)  # warm: the first call builds what later ones reuse
+        return _aten_ops(lambda: train(cfg, data, device))
+
+    def bare_steps(k: int) -> int:
+        data = synthetic(n_train=k * batch, n_test=batch)
+        model = create_model(cfg.model.name, **cfg.model.args)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
+                              nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay)
+        loss_fn = build_loss(cfg.loss, len(data.classes))
+        gen = torch.Generator().manual_seed(0)
+        # Random flips: alternating ones need the epoch's flags, which a bare loop would draw once per epoch.
+        aug = dataclasses.replace(cfg.data.aug, flip_mode="random")
+        model.train()
+
+        def loop():
+            for i in range(k):
+                idx = torch.arange(i * batch, (i + 1) * batch)
+                x = normalize(augment(data.train_x[idx], aug, gen))
+                loss = loss_fn(model(x), data.train_y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+        loop()  # warm
+        return _aten_ops(loop)
+
+    (k1, k2) = steps
+    ours = (ablate_steps(k2) - ablate_steps(k1)) / (k2 - k1)
+    bare = bare_steps(k2) / k2
+    return {"study": study, "batch": batch, "torch": torch.__version__, "ablate_ops_per_step": ours,
+            "bare_ops_per_step": bare, "ratio": ours / bare}
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -82,7 +146,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", default="bench/out/trainer.json")
+    ap.add_argument("--census", metavar="STUDY", help="count aten ops per step instead of timing")
+    ap.add_argument("--batch", type=int, default=64, help="with --census: the batch size (counts barely depend on it)")
     args = ap.parse_args()
+    if args.census:
+        result = census(args.census, args.batch)
+        print(f"{args.census}: ablate {result['ablate_ops_per_step']:.0f} aten ops per step, bare loop "
+              f"{result['bare_ops_per_step']:.0f}: {result['ratio']:.2f}x")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).with_name("census.json").write_text(json.dumps(result, indent=2))
+        return
     device = torch.device(args.device)
     data = subset(load(args.data) if args.data else synthetic(n_train=args.n, n_test=1000), args.n).to(device)
 
