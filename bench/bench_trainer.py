@@ -85,8 +85,11 @@ def _aten_ops(fn) -> int:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
     # Leaves: aten ops that call no other aten op, about the kernels a step launches.
-    return sum(1 for e in prof.events()
-               if e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children))
+    return sum(
+        1
+        for e in prof.events()
+        if e.name.startswith("aten::") and not any(c.name.startswith("aten::") for c in e.cpu_children)
+    )
 
 
 def census(study: str, batch: int, steps: tuple[int, int] = (2, 4)) -> dict:
@@ -94,8 +97,13 @@ def census(study: str, batch: int, steps: tuple[int, int] = (2, 4)) -> dict:
     from ablate.loss import build_loss
     from ablate.studies import expand, load
 
-    overrides = [("batch_size", batch), ("epochs", 1), ("precision", "fp32"), ("data.dataset", "synthetic"),
-                 ("eval.every", 1)]
+    overrides = [
+        ("batch_size", batch),
+        ("epochs", 1),
+        ("precision", "fp32"),
+        ("data.dataset", "synthetic"),
+        ("eval.every", 1),
+    ]
     cfg = expand(load(study), overrides)[0].config
     device = torch.device("cpu")
 
@@ -107,8 +115,13 @@ def census(study: str, batch: int, steps: tuple[int, int] = (2, 4)) -> dict:
     def bare_steps(k: int) -> int:
         data = synthetic(n_train=k * batch, n_test=batch)
         model = create_model(cfg.model.name, **cfg.model.args)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
-                              nesterov=cfg.optimizer.nesterov, weight_decay=cfg.optimizer.weight_decay)
+        opt = torch.optim.SGD(
+            model.parameters(),
+            lr=cfg.optimizer.lr,
+            momentum=cfg.optimizer.momentum,
+            nesterov=cfg.optimizer.nesterov,
+            weight_decay=cfg.optimizer.weight_decay,
+        )
         loss_fn = build_loss(cfg.loss, len(data.classes))
         gen = torch.Generator().manual_seed(0)
         # Random flips: alternating ones need the epoch's flags, which a bare loop would draw once per epoch.
@@ -130,8 +143,14 @@ def census(study: str, batch: int, steps: tuple[int, int] = (2, 4)) -> dict:
     (k1, k2) = steps
     ours = (ablate_steps(k2) - ablate_steps(k1)) / (k2 - k1)
     bare = bare_steps(k2) / k2
-    return {"study": study, "batch": batch, "torch": torch.__version__, "ablate_ops_per_step": ours,
-            "bare_ops_per_step": bare, "ratio": ours / bare}
+    return {
+        "study": study,
+        "batch": batch,
+        "torch": torch.__version__,
+        "ablate_ops_per_step": ours,
+        "bare_ops_per_step": bare,
+        "ratio": ours / bare,
+    }
 
 
 def _sync(device: torch.device) -> None:
@@ -151,8 +170,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.census:
         result = census(args.census, args.batch)
-        print(f"{args.census}: ablate {result['ablate_ops_per_step']:.0f} aten ops per step, bare loop "
-              f"{result['bare_ops_per_step']:.0f}: {result['ratio']:.2f}x")
+        print(
+            f"{args.census}: ablate {result['ablate_ops_per_step']:.0f} aten ops per step, bare loop "
+            f"{result['bare_ops_per_step']:.0f}: {result['ratio']:.2f}x"
+        )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).with_name("census.json").write_text(json.dumps(result, indent=2))
         return
