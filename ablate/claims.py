@@ -65,6 +65,7 @@ import pandas as pd
 from ablate import derived, stats
 from ablate import metrics as metrics_
 from ablate.config import ConfigError, flatten
+from ablate.stats import design
 
 CHECKS = (
     "best",
@@ -429,16 +430,23 @@ class Contrast:
 
 
 def evaluate(
-    claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str = "", more_seeds: str = ""
+    claim: Claim,
+    runs: pd.DataFrame,
+    axes: dict[str, list[Any]],
+    study: str = "",
+    more_seeds: str = "",
+    fill: str = "",
 ) -> Verdict:
     """``claim`` over ``runs``: one variant's runs, with ``claim.metric`` as a column.
-    ``more_seeds`` is the command that would add seeds to them, for an untested verdict."""
-    verdict = _evaluate(claim, runs, axes, study, more_seeds or f"ablate run {study or 'STUDY'} --seeds 3")
+    ``more_seeds`` is the command that would add seeds to them, for an untested verdict;
+    ``fill`` the one that runs what a "not run" verdict lacks."""
+    more_seeds = more_seeds or f"ablate run {study or 'STUDY'} --seeds 3"
+    verdict = _evaluate(claim, runs, axes, more_seeds, fill or f"ablate run {study or 'STUDY'}")
     verdict.study = study
     return verdict
 
 
-def _evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], study: str, more_seeds: str) -> Verdict:
+def _evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], more_seeds: str, fill: str) -> Verdict:
     check = describe(claim, axes)
     metric = claim.metric
     runs = where(runs, claim, axes)
@@ -446,11 +454,11 @@ def _evaluate(claim: Claim, runs: pd.DataFrame, axes: dict[str, list[Any]], stud
         why = f"no finished run records {metric}" + (
             f" ({derived.describe(metric)})" if derived.is_derived(metric) else ""
         )
-        return Verdict(claim, "not run", check, "-", f"{why}: ablate run {study}".rstrip(": "))
+        return Verdict(claim, "not run", check, "-", f"{why}: {fill}")
     try:
         family, mode, means = _family(claim, runs, axes)
     except _NotRun as e:
-        return Verdict(claim, "not run", check, "-", str(e))
+        return Verdict(claim, "not run", check, "-", f"{e}: {fill}")
     return _decide(claim, check, family, mode, means, more_seeds)
 
 
@@ -462,9 +470,11 @@ def _family(claim: Claim, runs: pd.DataFrame, axes) -> tuple[list[Contrast], str
     """The claim's comparisons, "all" or "any" of which must hold, and a line of means."""
     m = claim.metric
     if claim.check in NO_AXIS:
-        return [_one_sample(claim, runs)], "all", ""
+        contrast, means = _one_sample(claim, runs)
+        return [contrast], "all", means
     if claim.check == "steadier":
-        return [_steadier(claim, runs, axes)], "all", ""
+        contrast, means = _steadier(claim, runs, axes)
+        return [contrast], "all", means
     values = axes[claim.axis]
     low = derived.lower_is_better(m)
     exact = m in derived.DISCRETE
@@ -555,8 +565,9 @@ def decide_family(claim: Claim, diffs: np.ndarray) -> str:
     return _decide(claim, "", family, mode, "", "").verdict
 
 
-def _one_sample(claim: Claim, runs: pd.DataFrame) -> Contrast:
-    """at_least / at_most: the per-seed mean (over the points ``where`` leaves) against the level."""
+def _one_sample(claim: Claim, runs: pd.DataFrame) -> tuple[Contrast, str]:
+    """at_least / at_most: the per-seed mean (over the points ``where`` leaves) against the
+    level; and the line of its mean."""
     from ablate.variants import is_config_column
 
     m = claim.metric
@@ -565,24 +576,24 @@ def _one_sample(claim: Claim, runs: pd.DataFrame) -> Contrast:
     varying = [c for c in points if done[c].astype(str).nunique() > 1]
     per_seed = done.groupby("seed")[m].mean()
     per_block = done.groupby(varying, dropna=False)[m].mean() if varying else done[m].agg(["mean"])
-    n, k = len(per_seed), len(per_block)
-    design = f"{n} seed{'s' if n != 1 else ''}" + (f" x {k} blocks ({', '.join(varying)})" if k > 1 else "")
     level = claim.threshold * _scale(m)
     kind = "above" if claim.check == "at_least" else "below"
     # Differences from the level, so the evidence reads "+0.53 pp" above 92%.
-    return Contrast(
+    contrast = Contrast(
         f"mean vs {derived.fmt(m, level)}",
         kind,
         0.0,
         (per_seed - level).tolist(),
         list(per_block.to_numpy() - level),
-        design,
+        design(len(per_seed), len(per_block), varying),
         m,
         m in derived.DISCRETE,
     )
+    return contrast, f"mean {derived.fmt(m, float(per_seed.mean()))}"
 
 
-def _steadier(claim: Claim, runs: pd.DataFrame, axes) -> Contrast:
+def _steadier(claim: Claim, runs: pd.DataFrame, axes) -> tuple[Contrast, str]:
+    """The per-seed difference of the spreads over ``over``; and the line of both spreads."""
     from ablate.compare import _same
 
     others = [a for a in axes if a not in (claim.axis, claim.over) and a in runs.columns]
@@ -603,31 +614,24 @@ def _steadier(claim: Claim, runs: pd.DataFrame, axes) -> Contrast:
     d = (mine[both] - theirs[both]).rename("d").reset_index()
     per_seed = d.groupby("seed")["d"].mean()
     per_block = d.groupby(others, dropna=False)["d"].mean() if others else d["d"].agg(["mean"])
-    n, k = len(per_seed), len(per_block)
-    design = f"{n} seed{'s' if n != 1 else ''}" + (f" x {k} blocks ({', '.join(others)})" if k > 1 else "")
-    c = Contrast(
+    contrast = Contrast(
         f"spread with {claim.value} vs {claim.than}",
         "below",
         0.0,
         per_seed.tolist(),
         list(per_block.to_numpy()),
-        design,
+        design(len(per_seed), len(per_block), others),
         metric,
     )
-    c.spreads = (float(mine[both].mean()), float(theirs[both].mean()))
-    return c
+    means = (
+        f"spread {derived.fmt(metric, float(mine[both].mean()))} with {claim.value}, "
+        f"{derived.fmt(metric, float(theirs[both].mean()))} with {claim.than}"
+    )
+    return contrast, means
 
 
 def _decide(claim: Claim, check: str, family: list[Contrast], mode: str, means: str, more_seeds: str) -> Verdict:
     k = len(family)
-    if claim.check == "steadier":
-        mine, theirs = family[0].spreads
-        means = (
-            f"spread {derived.fmt(claim.metric, mine)} with {claim.value}, "
-            f"{derived.fmt(claim.metric, theirs)} with {claim.than}"
-        )
-    elif claim.check in NO_AXIS:
-        means = f"mean {derived.fmt(claim.metric, family[0].mean + claim.threshold * _scale(claim.metric))}"
     lead = f"{means}; " if means else ""
     untested = [c for c in family if c.n < 2]
     if untested:

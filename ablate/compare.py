@@ -63,11 +63,7 @@ class Row:
         return p is not None and p < ALPHA
 
     def design(self) -> str:
-        """ "3 seeds x 5 blocks (model.channels.1)", or "3 seeds"."""
-        seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
-        if self.blocks <= 1:
-            return seeds
-        return f"{seeds} x {self.blocks} blocks ({', '.join(self.block_axes)})"
+        return stats.design(self.n, self.blocks, self.block_axes)
 
 
 @dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-DEFAULT_DB = "sqlite:///results.db"  # the store's default (ablate.store.db.DEFAULT_URL)
+from ablate.store import DEFAULT_URL
 
 
 def _cell(value: Any) -> str:
@@ -30,7 +30,7 @@ def run_command(
             parts.append("--data DIR")
     if retry_failed:
         parts.append("--retry-failed")
-    if db and db != DEFAULT_DB:
+    if db and db != DEFAULT_URL:
         parts.append(f"--db {db}")
     return " ".join(parts)
 
@@ -53,5 +53,5 @@ def left_out(runs, metric: str = "test_acc") -> dict[str, int]:
 
 def left_out_text(counts: dict[str, int]) -> str:
     """``6 diverged without test_acc, 2 failed``; empty when nothing was left out."""
-    order = sorted(counts, key=lambda k: (not k.endswith("_acc") and " without " not in k, k))
+    order = sorted(counts, key=lambda k: (" without " not in k, k))  # finished without it first
     return ", ".join(f"{counts[k]} {k}" for k in order)

@@ -133,9 +133,7 @@ def footer(view: View) -> str:
     """What the numbers of a study's figure and table are: data, epochs, subset, seeds, CI,
     and the runs left out of them."""
     v = view.variant
-    measured = v.finished[v.finished["test_acc"].notna()] if "test_acc" in v.finished else v.finished.iloc[0:0]
-    per_point = measured.groupby("config_hash")["seed"].nunique().reindex(v.runs["config_hash"].unique(), fill_value=0)
-    low, high = (int(per_point.min()), int(per_point.max())) if len(per_point) else (0, 0)
+    low, high = v.seeds(measured="test_acc")
     epochs = v.common.get("epochs")
     subset = v.common.get("train_subset")
     devices = sorted(set(v.finished["device"].dropna())) if "device" in v.finished else []
@@ -331,9 +329,7 @@ def check_claims(store: Store, views: Views) -> list[claims_.Verdict]:
                 why = view.problem or rerun(view, store.url, None)
                 out.append(claims_.Verdict(claim, "not run", claims_.describe(claim, axes), "-", why, name))
                 continue
-            verdict = claims_.evaluate(claim, runs, axes, name, rerun(view, store.url))
-            if verdict.verdict == "not run" and not view.problem:
-                verdict.why = _not_run_why(verdict.why, view, store.url)
+            verdict = claims_.evaluate(claim, runs, axes, name, rerun(view, store.url), rerun(view, store.url, None))
             dropped = left_out_text(left_out(claims_.where(_claim_runs(view, runs), claim, axes), claim.metric))
             if dropped:
                 verdict.evidence = ("" if verdict.evidence == "-" else verdict.evidence + "; ") + f"left out: {dropped}"
@@ -345,12 +341,6 @@ def _claim_runs(view: View, runs: pd.DataFrame) -> pd.DataFrame:
     """Every run of the drawn variant, the finished ones with their derived metrics."""
     unsettled = view.variant.runs[~view.variant.runs["status"].isin(DONE)]
     return pd.concat([runs, unsettled], ignore_index=True) if len(unsettled) else runs
-
-
-def _not_run_why(why: str, view: View, db: str) -> str:
-    """A claim's "not run" reason, its closing command replaced by one that does it."""
-    head = why.rsplit(": ablate run", 1)[0] if ": ablate run" in why else why
-    return f"{head}: {rerun(view, db, None)}"
 
 
 def _section_key(section: str) -> tuple:

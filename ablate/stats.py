@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import special as _special
-from scipy import stats as _scipy_stats
 
 SUMMARY_COLUMNS = ["mean", "ci_low", "ci_high", "n"]
 ACCURACY = (0.0, 1.0)  # an accuracy's interval never leaves what an accuracy can be
@@ -43,7 +42,7 @@ def mean_ci(values, level: float = 0.95, bounds: tuple[float, float] | None = No
     if n == 1:
         return mean, math.nan, math.nan, 1
     sem = float(x.std(ddof=1)) / math.sqrt(n)
-    half = float(_scipy_stats.t.ppf((1.0 + level) / 2.0, n - 1)) * sem
+    half = float(_special.stdtrit(n - 1, (1.0 + level) / 2.0)) * sem  # Student t's quantile
     low, high = mean - half, mean + half
     if bounds is not None:
         low, high = max(low, bounds[0]), min(high, bounds[1])
@@ -122,6 +121,12 @@ class PairedTest:
         return p if math.isnan(p) else min(1.0, 2 * p)
 
 
+def design(seeds: int, blocks: int, axes: list[str]) -> str:
+    """ "3 seeds x 5 blocks (model.channels.1)", or "3 seeds": what a test is over."""
+    text = f"{seeds} seed{'s' if seeds != 1 else ''}"
+    return text if blocks <= 1 else f"{text} x {blocks} blocks ({', '.join(axes)})"
+
+
 def _clean(values) -> np.ndarray:
     x = pd.to_numeric(pd.Series(np.asarray(values, dtype=object).ravel()), errors="coerce").to_numpy(dtype=float)
     return x[~np.isnan(x)]
@@ -152,23 +157,18 @@ def paired_test(diffs, bound: float = 0.0, exact: bool = False, level: float = 0
     differences with no spread (all equal: the t statistic is undefined, and "p = 0" would
     claim a certainty two or three seeds cannot give)."""
     d = _clean(diffs)
-    n = int(d.size)
+    mean, low, high, n = mean_ci(d, level)
     if n < 2:
-        mean = float(d.mean()) if n else math.nan
         return PairedTest(mean, math.nan, math.nan, n, math.nan, math.nan, "", math.nan)
-    mean = float(d.mean())
     shifted = d - bound
     flat = _flat(d)
-    se = float(d.std(ddof=1)) / math.sqrt(n)
-    half = float(_special.stdtrit(n - 1, (1.0 + level) / 2.0)) * se
-    low, high = mean - half, mean + half
     if exact or flat:
         above, below = sign_flip(shifted)
         if flat:
             low = high = math.nan
         nonzero = int(np.count_nonzero(np.abs(shifted) > 1e-12 * max(1.0, float(np.abs(d).max()))))
         return PairedTest(mean, low, high, n, above, below, "exact sign-flip", sign_flip_floor(nonzero))
-    stat = (mean - bound) / se
+    stat = (mean - bound) / (float(d.std(ddof=1)) / math.sqrt(n))
     return PairedTest(
         mean, low, high, n, float(_special.stdtr(n - 1, -stat)), float(_special.stdtr(n - 1, stat)), "paired t", 0.0
     )
@@ -196,19 +196,3 @@ def holm(pvalues) -> list[float]:
         running = max(running, min(1.0, (k - rank) * p[i]))
         out[i] = running
     return out.tolist()
-
-
-def paired(diffs, level: float = 0.95) -> tuple[float, float, float, int, float]:
-    """Paired comparison from the per-seed differences (variant minus baseline).
-
-    Returns ``(mean, low, high, n, p)``: the mean difference, its Student-t confidence
-    interval and the two-sided p-value of :func:`paired_test` (the paired t-test, or the exact
-    sign-flip test where the differences have no spread). Under two seeds there is nothing
-    to test: ``low``, ``high`` and ``p`` are NaN.
-
-    Example:
-        >>> round(paired([0.02, 0.03, 0.025])[4], 3)  # better by 2-3 points on each of 3 seeds
-        0.013
-    """
-    t = paired_test(diffs, level=level)
-    return t.mean, t.low, t.high, t.n, t.p

@@ -132,9 +132,15 @@ class Variant:
         stamps = pd.concat([self.runs["ended_at"], self.runs["created_at"]]).dropna()
         return stamps.max() if len(stamps) else None
 
-    def seeds(self) -> tuple[int, int]:
-        """The fewest and most finished seeds of one of its points (0, 0 with none)."""
-        n = self.finished.groupby("config_hash")["seed"].nunique()
+    def seeds(self, measured: str | None = None) -> tuple[int, int]:
+        """The fewest and most finished seeds of one of its points (0, 0 with none). With
+        ``measured`` (a metric), the seeds whose runs have it, over every recorded point: a
+        point whose runs all diverged without it counts 0, as its plotted n does."""
+        if measured is None:
+            n = self.finished.groupby("config_hash")["seed"].nunique()
+        else:
+            has = self.finished[self.finished[measured].notna()] if measured in self.finished else self.finished[:0]
+            n = has.groupby("config_hash")["seed"].nunique().reindex(self.runs["config_hash"].unique(), fill_value=0)
         return (int(n.min()), int(n.max())) if len(n) else (0, 0)
 
     @property

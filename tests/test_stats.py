@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ablate.stats import mean_ci, summarize
+from ablate.stats import mean_ci, paired_test, summarize
+
+
+def paired(diffs, level=0.95):
+    """(mean, low, high, n, p) of the paired test: the tuple these tests read."""
+    t = paired_test(diffs, level=level)
+    return t.mean, t.low, t.high, t.n, t.p
+
 
 T_975_2 = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of freedom (tables)
 T_975_1 = 12.706204736174705
@@ -79,8 +86,6 @@ def test_summarize_empty_frame():
 def test_paired_matches_scipys_paired_t_test():
     from scipy import stats as scipy_stats
 
-    from ablate.stats import paired
-
     a, b = [0.71, 0.74, 0.70, 0.73], [0.70, 0.72, 0.69, 0.70]
     mean, low, high, n, p = paired(np.subtract(a, b))
     assert n == 4 and mean == pytest.approx(0.0175)
@@ -91,7 +96,7 @@ def test_paired_matches_scipys_paired_t_test():
 def test_paired_needs_two_and_equal_differences_are_tested_exactly():
     """Equal differences leave the t statistic undefined; the exact sign-flip test gives what
     three seeds can carry: p = 2 / 2**3, never 0."""
-    from ablate.stats import paired, paired_test
+    from ablate.stats import paired_test
 
     mean, low, high, n, p = paired([0.02])
     assert (mean, n) == (0.02, 1) and all(math.isnan(v) for v in (low, high, p))
@@ -175,13 +180,11 @@ def test_values_read_from_a_database_with_nulls_count_as_missing():
     # A column with NULLs can arrive as Python objects: None, not NaN.
     values = pd.Series([0.5, None, 0.7], dtype=object)
     assert mean_ci(values) == pytest.approx(mean_ci([0.5, 0.7]))
-    from ablate.stats import paired
 
     assert paired(pd.Series([0.02, None, 0.03, 0.025], dtype=object)) == pytest.approx(paired([0.02, 0.03, 0.025]))
 
 
 def test_paired_interval_follows_the_level():
-    from ablate.stats import paired
 
     d = [0.02, 0.03, 0.025, 0.01]
     assert paired(d, level=0.8)[1:3] == pytest.approx(mean_ci(d, level=0.8)[1:3])

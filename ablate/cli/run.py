@@ -293,12 +293,13 @@ def _options(db=None, data=None, seeds=None, epochs=None, sets=(), checkpoints=N
 def _report_out(db: str | None) -> list[str]:
     """``--out scratch`` beside ``--db scratch.db``: the report of another database goes
     beside it, not over the reports/ of the default one. Nothing for a server database."""
-    if db is None:
+    from ablate.store import database_file
+
+    path = database_file(db)
+    if db is None or path is None or path == database_file(None):
         return []
-    path = db.removeprefix("sqlite:///") if db.startswith("sqlite:///") else db if "://" not in db else None
-    if path is None or Path(path).name == "results.db":
-        return []
-    return ["--out", str(Path(path).with_suffix(""))]
+    # A path as the user wrote it (scratch.db -> scratch); a URL by the file it names.
+    return ["--out", str((Path(db) if "://" not in db else path).with_suffix(""))]
 
 
 def _command(*words: str) -> str:
