@@ -13,6 +13,7 @@ per-epoch training times, evaluations excluded. The JSON is rewritten after ever
 run cut short by a timeout still leaves the seeds that finished.
 
     python bench/bench_fast.py --data DIR [--seeds 5] [--set epochs=1] [--budget 90] [--out F]
+        [--compile] [--profile-steps 20]   # then one run more, 20 of its steps profiled
 """
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ from ablate.studies import load as load_study
 from ablate.train import Hooks, train
 
 WARMUP_SEED = 1000  # not one of the timed seeds
+PROFILE_SEED = 2000
+PROFILE_SKIP = 10  # steps before the profiler records
 
 
-def timed_train(cfg, data: Dataset, device: torch.device, compile: bool = False) -> dict:
+def timed_train(cfg, data: Dataset, device: torch.device, compile: bool = False, after_step=None) -> dict:
+    """One run through ``train``, timed; ``after_step()`` is called after every training step."""
     epochs: list[dict] = []
-    hooks = Hooks(epoch=lambda e, m: epochs.append(dict(m, epoch=e)))
+    stop = None if after_step is None else lambda: after_step() or False  # polled after every step
+    hooks = Hooks(epoch=lambda e, m: epochs.append(dict(m, epoch=e)), should_stop=stop)
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize(device)
@@ -78,6 +83,47 @@ def summarise(runs: list[dict]) -> dict:
     }
 
 
+def profiled_run(cfg, data: Dataset, device: torch.device, compile: bool, steps: int, out: Path) -> dict:
+    """One more run with the profiler on for ``steps`` training steps, after ``PROFILE_SKIP`` steps
+    (the compile, cuDNN's autotuning and the allocator's first requests are behind them). Its table
+    goes to ``out`` (text); the JSON keeps the top ops and the kernels launched per step."""
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table: dict = {}
+
+    def ready(prof) -> None:
+        events = prof.key_averages()
+        out.write_text(events.table(sort_by=sort, row_limit=40))
+        device_time = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))  # noqa: E731
+        kernels = [e for e in events if device_time(e) > 0]
+        top = sorted(events, key=(device_time if device.type == "cuda" else lambda e: e.self_cpu_time_total))[::-1]
+        table.update(
+            steps=steps,
+            kernels_per_step=sum(e.count for e in kernels) / steps if kernels else None,
+            device_ms_per_step=sum(device_time(e) for e in kernels) / steps / 1000 if kernels else None,
+            cpu_ms_per_step=sum(e.self_cpu_time_total for e in events) / steps / 1000,
+            top=[
+                {"op": e.key, "count": e.count, "self_device_us": device_time(e), "self_cpu_us": e.self_cpu_time_total}
+                for e in top[:25]
+            ],
+            table=str(out),
+        )
+
+    with profile(
+        activities=activities,
+        schedule=schedule(wait=PROFILE_SKIP, warmup=2, active=steps, repeat=1),
+        on_trace_ready=ready,
+    ) as prof:
+        run = timed_train(cfg, data, device, compile, after_step=prof.step)
+    return (
+        {"run": run, **table}
+        if table
+        else {"run": run, "missing": f"the run took fewer than {PROFILE_SKIP + 2 + steps} steps"}
+    )
+
+
 def fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
@@ -101,6 +147,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--budget", type=float, help="seconds: start no run that would end past this")
     ap.add_argument("--compile", action="store_true", help="torch.compile the step (ablate run --compile; CUDA only)")
+    ap.add_argument("--profile-steps", type=int, default=0, help="then one run more, profiling N of its steps")
     ap.add_argument("--out", default="bench/out/fast.json")
     args = ap.parse_args()
     began = time.perf_counter()
@@ -174,6 +221,13 @@ def main() -> None:
         report["interrupted"] = True
         write_json(out, report)
         raise SystemExit(130) from None
+    if args.profile_steps:
+        cfg = dataclasses.replace(base, seed=PROFILE_SEED)
+        report["profile"] = profiled_run(
+            cfg, data, device, args.compile, args.profile_steps, out.with_name(out.stem + "_profile.txt")
+        )
+        write_json(out, report)
+        print(f"profile of {args.profile_steps} steps: {out.with_name(out.stem + '_profile.txt')}")
     s = summarise(report["runs"])
     if s["n"]:
         print(

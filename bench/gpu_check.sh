@@ -6,6 +6,9 @@
 #                          and the record, airbench94_muon
 #   PART=baseline          issue 5 (measured on 2026-11-30, ../shared/gpu-runs/): fast and speedrun
 #                          against airbench94, --per-gpu packing, the figure suite
+#   PART=speedrun          issue 22: the record, airbench94_muon (unmodified; 10 runs after its
+#                          compile warm-up), beside ablate's speedrun eager and --compile (10 seeds
+#                          each after a full-length warm-up run), and a profile of 20 compiled steps
 #   PART=suite             issue 13: the whole time left to `ablate run all` (3 seeds, 4 epochs,
 #                          --per-gpu 8; SUITE_SEEDS, SUITE_EPOCHS, SUITE_PER_GPU change them), going on
 #                          from the repository's results.db; then `ablate merge` its results.db here
@@ -45,6 +48,18 @@
 #                                 compile: the guess) + 3 runs of about 1.3 s (2026-11-30, H200)
 #   compiled        55 s   ~45 s  the same with --compile (torch.compile, CUDA graphs)
 #   finish          35 s   ~10 s  summary.json, tarballs
+# PART=speedrun (on an H200; the record's 1.29 s and ablate's legacy speedrun's 2.51 s per run are
+# 2026-11-30's; the compile times are guesses):
+#   step          cap     expected
+#   environment   (none)    ~8 s
+#   data         90+60 s   ~10 s
+#   tests           45 s   ~20 s  pytest tests/test_speedrun.py tests/test_record_parity.py
+#   speedrun        90 s   ~30 s  ablate's speedrun eager: 1 full-length warm-up + 10 seeds
+#   airbench_muon  150 s  ~110 s? the record: 1 warm-up (its max-autotune compile) + 10 runs
+#   compiled       150 s   ~90 s? speedrun --compile: 1 full-length warm-up (the compile) + 10 seeds,
+#                                 then one run more with 20 of its steps profiled
+#   finish          35 s   ~10 s  summary.json (its "speedrun" part: mean and std of accuracy and
+#                                 seconds for each side, and the ratios), tarballs
 # PART=baseline:
 #   step          cap     expected on an H100
 #   environment   (none)    ~8 s  wheels into /tmp/site, versions, nvidia-smi
@@ -68,7 +83,7 @@ REPO=$PWD
 OUT="${OUT:-bench/out/gpu}"
 DEVICE="${DEVICE:-cuda}"
 QUICK="${QUICK:-0}"          # 1: tiny settings, to check the script itself on a CPU
-PART="${PART:-fusion}"       # fusion | baseline | suite (above)
+PART="${PART:-fusion}"       # fusion | baseline | speedrun | suite (above)
 DEADLINE="${DEADLINE:-520}"  # seconds after the start by which everything has ended
 RESERVE=35
 mkdir -p "$OUT"
@@ -178,8 +193,43 @@ if [ "$PART" = fusion ]; then
     [ "$QUICK" = 1 ] || air_runs=3
 fi
 
+if [ "$PART" = speedrun ]; then
+    tests=(tests/test_speedrun.py tests/test_record_parity.py)
+    [ "$QUICK" = 1 ] && tests=(tests/test_record_parity.py)
+fi
 [ "$PART" = suite ] || step "tests on $DEVICE"
-[ "$PART" = suite ] || timed pytest "$([ "$PART" = fusion ] && echo 45 || echo 60)" python3 -m pytest -q -x -p no:cacheprovider --junitxml="$work/bench/pytest.xml" "${tests[@]}"
+[ "$PART" = suite ] || timed pytest "$([ "$PART" = fusion ] || [ "$PART" = speedrun ] && echo 45 || echo 60)" python3 -m pytest -q -x -p no:cacheprovider --junitxml="$work/bench/pytest.xml" "${tests[@]}"
+
+if [ "$PART" = speedrun ]; then
+    # Ten of each, every side after a warm-up as long as a timed run (the record's own warm-up
+    # is a whole run on random labels, its compile inside it): ablate eager first, then the
+    # record, then ablate compiled with a profile of 20 of its steps.
+    if [ "$QUICK" = 1 ]; then
+        # a width a CPU trains in seconds; 16 steps, room for a profile of 2 after its 10 + 2 skipped
+        sr_args=(--seeds 2 --set train_subset=256 --set batch_size=16 --set epochs=1 --set "model.widths=[8,16,16]"
+                 --test-subset 100)
+        sr_runs=2
+        sr_profile=2
+    else
+        sr_args=(--seeds 10)
+        sr_runs=10
+        sr_profile=20
+    fi
+    step "speedrun through ablate.train, eager (1 warm-up + ${sr_args[1]} seeds)"
+    timed speedrun 90 python3 bench/bench_fast.py --study speedrun --data "$data" --device "$DEVICE" "${sr_args[@]}" \
+        --budget 80 --out "$work/bench/speedrun.json"
+    step "the record, airbench94_muon (unmodified; compiled in its warm-up, off its clock; $sr_runs runs)"
+    if [ -f .device/airbench/airbench94_muon.py ]; then
+        timed airbench_muon 150 python3 bench/bench_airbench.py --airbench .device/airbench/airbench94_muon.py \
+            --root "$work/airbench" --runs "$sr_runs" --budget 140 --out "$work/bench/airbench_muon.json"
+    else
+        echo "no .device/airbench/airbench94_muon.py (run bench/prepare_device.sh)"
+        echo '{"skipped": "airbench94_muon.py not brought (bench/prepare_device.sh)"}' > "$work/bench/airbench_muon.json"
+    fi
+    step "speedrun through ablate.train, --compile (1 warm-up + ${sr_args[1]} seeds, then $sr_profile steps profiled)"
+    timed compiled 150 python3 bench/bench_fast.py --study speedrun --data "$data" --device "$DEVICE" "${sr_args[@]}" \
+        --compile --profile-steps "$sr_profile" --budget 140 --out "$work/bench/speedrun_compiled.json"
+fi
 
 if [ "$PART" = fusion ]; then
     step "fusion: fused groups against one at a time and packing, 20-epoch points"
@@ -190,7 +240,7 @@ if [ "$PART" = fusion ]; then
         --out "$work/bench/recipes.json"
 fi
 
-if [ "$PART" != suite ]; then   # the suite part gives all its time to the studies
+if [ "$PART" != suite ] && [ "$PART" != speedrun ]; then   # the suite part gives all its time to the studies
 step "airbench94 (unmodified; $air_runs runs after a warm-up)"
 if [ -f .device/airbench/airbench94.py ]; then
     timed airbench "$([ "$PART" = fusion ] && echo 35 || echo 70)" python3 bench/bench_airbench.py --airbench .device/airbench/airbench94.py \
@@ -211,7 +261,7 @@ if [ -f studies/speedrun.toml ]; then
         --data "$data" --device "$DEVICE" "${fast_args[@]}" --budget 50 --out "$work/bench/speedrun.json"
 fi
 fi
-if [ "$PART" != suite ]; then
+if [ "$PART" != suite ] && [ "$PART" != speedrun ]; then
 step "the record, airbench94_muon (unmodified; compiled in its warm-up, off its clock; $air_runs runs)"
 if [ -f .device/airbench/airbench94_muon.py ]; then
     timed airbench_muon 120 python3 bench/bench_airbench.py --airbench .device/airbench/airbench94_muon.py \
@@ -319,6 +369,18 @@ versus["note"] = ("same data (CIFAR-10 JPEG copy, decoded once by ablate); ablat
                   "train_seconds its per-epoch training times alone; airbench: its own clock (whitening "
                   "init, training, final evaluation with test-time augmentation)")
 
+speedrun = {}  # PART=speedrun: each side's spread, and ablate against the record
+for side, name in (("record", "airbench_muon"), ("eager", "speedrun"), ("compiled", "speedrun_compiled")):
+    d = read(work / f"bench/{name}.json")
+    speedrun[side] = {k: d.get(k) for k in ("n", "mean_acc", "std_acc", "mean_acc_no_tta", "mean_seconds", "std_seconds",
+                                             "mean_train_seconds", "skipped", "missing") if d.get(k) is not None}
+    if side != "record":
+        speedrun[side]["time_ratio_over_record"] = ratio(d.get("mean_seconds"), record.get("mean_seconds"))
+        speedrun[side]["acc_minus_record"] = diff(d.get("mean_acc"), record.get("mean_acc"))
+    if isinstance(d.get("profile"), dict):
+        speedrun[side]["profile"] = {k: v for k, v in d["profile"].items() if k != "top"}
+        speedrun[side]["profile"]["top"] = d["profile"].get("top", [])[:12]
+
 packing = read(work / "bench/packing.json")
 if isinstance(packing.get("results"), list):
     for r in packing["results"]:
@@ -364,6 +426,7 @@ summary = {
     "data": read(work / "bench/data.json"),
     "tests": tests,
     "fast_vs_airbench": versus,
+    "speedrun": speedrun if part == "speedrun" else None,
     "packing": packing,
     "fusion": fusion,
     "recipes": read(work / "bench/recipes.json"),
@@ -389,6 +452,10 @@ s = json.load(open(sys.argv[1]))
 print(f"\n{'step':<22}{'rc':>5}{'seconds':>9}{'timeout':>9}")
 for x in s["steps"]:
     print(f"{x['step']:<22}{'skip' if x['skipped'] else x['rc']:>5}{x['seconds']:>9.1f}{x['timeout_s']:>9}")
+for side, d in (s.get("speedrun") or {}).items():
+    if d.get("n"):
+        print(f"speedrun {side:<9} n={d['n']} acc {d['mean_acc']:.4f} +- {d['std_acc']:.4f}  "
+              f"{d['mean_seconds']:.2f} +- {d['std_seconds']:.2f} s/run  x{d.get('time_ratio_over_record')} of the record")
 v = s["fast_vs_airbench"]
 for side in ("airbench94", "airbench94_muon", "ablate_fast", "ablate_speedrun", "ablate_speedrun_compiled"):
     if side not in v:
