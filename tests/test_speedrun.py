@@ -101,6 +101,18 @@ def test_whitening_weights_and_bn_scales_are_frozen_the_rest_trains(data):
     assert not torch.equal(norms[0].bias, before["2.2.bias"])
 
 
+def test_head_std_rescales_the_heads_default_init():
+    torch.manual_seed(0)
+    default = create_model("speednet", widths=[8, 16, 16])[-2].weight
+    torch.manual_seed(0)
+    unit = create_model("speednet", widths=[8, 16, 16], head_std=1.0)[-2].weight
+    assert unit.std().item() == pytest.approx(1.0, rel=1e-5) and default.std() < 0.5  # 1/sqrt(16) bound
+    assert torch.allclose(unit, default / default.std())  # the same draw, rescaled
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="model.head_std must be >0"):
+            expand(load("speedrun"), [("model.head_std", bad)])
+
+
 def test_convs_start_as_the_identity_on_their_input_channels():
     model = create_model("speednet", widths=[8, 16, 16])
     conv = model[2][0]  # 24 whitened channels -> 8
@@ -346,6 +358,12 @@ def test_new_keys_at_their_defaults_leave_every_existing_hash_alone():
     ]:
         assert config_hash(from_dict({key: value})) != config_hash(cfg)
     assert "eval" in to_dict(cfg) and "averaging" in to_dict(cfg)  # still stored with every run
+    # speednet's later arguments at their defaults build what it built, under the same hash.
+    net = {"name": "speednet", "widths": [8, 16, 16]}
+    assert config_hash(from_dict({"model": {**net, "head_std": None, "whiten_bias_steps": None}})) == config_hash(
+        from_dict({"model": net})
+    )
+    assert config_hash(from_dict({"model": {**net, "whiten_bias_steps": 75}})) != config_hash(from_dict({"model": net}))
 
 
 def test_speedrun_study_runs_an_epoch_on_cpu():
