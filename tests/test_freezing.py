@@ -20,8 +20,14 @@ TINY = {
     "batch_size": 32,
     "data": {"dataset": "synthetic", "aug": {"crop_padding": 2, "pad_mode": "reflect", "flip": True}},
     "model": {"name": "speednet", "widths": [8, 16, 16], "whiten_bias_steps": STEPS, "bias_lr_scale": 1.0},
-    "optimizer": {"name": "muon", "lr": 2.0, "momentum": 0.85, "nesterov": True, "weight_decay": 0.0,
-                  "muon": {"bias_lr": 1.0}},
+    "optimizer": {
+        "name": "muon",
+        "lr": 2.0,
+        "momentum": 0.85,
+        "nesterov": True,
+        "weight_decay": 0.0,
+        "muon": {"bias_lr": 1.0},
+    },
     "schedule": {"name": "linear"},
 }
 
@@ -107,7 +113,9 @@ def test_a_resumed_run_ends_as_an_unbroken_one(stop_after, data, monkeypatch):
     assert len(states) == stop_after
     applied = []  # (steps done, the bias still trained?) at each call
     apply = Freeze.apply
-    monkeypatch.setattr(Freeze, "apply", lambda f, done: (apply(f, done), applied.append((done, f.params["0.bias"].requires_grad))))
+    monkeypatch.setattr(
+        Freeze, "apply", lambda f, done: (apply(f, done), applied.append((done, f.params["0.bias"].requires_grad)))
+    )
     resumed = train(from_dict(TINY), data, "cpu", resume=states[-1])
     # Past its steps the bias is frozen before the first step (its lr is 0 by then anyway:
     # the freeze only saves its backward, which the numbers alone would not show).

@@ -176,5 +176,13 @@ def speednet(
     if whiten_bias_steps is not None and whiten_bias_steps < 1:
         raise ConfigError(f"model.whiten_bias_steps must be >= 1 (or none for the whole run), got {whiten_bias_steps}")
     return SpeedNet(
-        num_classes, list(widths), bn_momentum, bias_lr_scale, logit_scale, dirac, whiten_eps, head_std, whiten_bias_steps
+        num_classes,
+        list(widths),
+        bn_momentum,
+        bias_lr_scale,
+        logit_scale,
+        dirac,
+        whiten_eps,
+        head_std,
+        whiten_bias_steps,
     )
