@@ -105,6 +105,18 @@ def test_the_trainer_freezes_the_bias_after_its_steps(data):
     assert not torch.equal(free[1], free[2])  # without the freeze it goes on moving
 
 
+def test_an_optimizer_switch_before_the_freeze_gives_the_bias_its_steps_left(data):
+    sgd = {"name": "sgd", "lr": 0.05, "momentum": 0.9}
+    d = {**TINY, "switch": {"at_epoch": 1, "optimizer": sgd, "schedule": {"name": "linear"}}}
+    whole = train(from_dict(d), data, "cpu")
+    states = []
+    train(from_dict(d), data, "cpu", Hooks(checkpoint=states.append, should_stop=lambda: len(states) == 2))
+    *_, own = states[-1]["optimizer"]["param_groups"]  # the second phase's: 1 of the bias's 4 steps left
+    assert own["train_steps"] == 1 and len(own["params"]) == 1
+    resumed = train(from_dict(d), data, "cpu", resume=states[-1])
+    assert resumed.metrics["test_loss"] == whole.metrics["test_loss"]
+
+
 @pytest.mark.parametrize("stop_after", [1, 2])  # resumed before the freeze, and past it
 def test_a_resumed_run_ends_as_an_unbroken_one(stop_after, data, monkeypatch):
     whole = train(from_dict(TINY), data, "cpu")
