@@ -71,6 +71,7 @@ class MuonCfg:
     momentum: float = 0.6  # the filters'
     nesterov: bool = True  # the filters'
     ns_steps: int = 3  # Newton-Schulz iterations; 3 leaves the singular values in about [0.5, 1.5]
+    ns_dtype: str = "bfloat16"  # the iterations' dtype: bfloat16 (the record's) | float32 (for fp32 parity)
     # Rescale each filter bank to a norm of sqrt(filters) (mean filter norm 1) before each step:
     # the weights' scale stays fixed, so lr alone sets the step's relative size.
     renormalize: bool = True
@@ -94,12 +95,12 @@ class OptimCfg:
 
 @dataclass(frozen=True)
 class ScheduleCfg:
-    name: str = "cosine"  # constant | step | cosine | onecycle | onecycle3
+    name: str = "cosine"  # constant | step | cosine | onecycle | onecycle3 | linear
     warmup_epochs: float = 0.0  # linear warmup before constant, step and cosine
     step_every: int = 10  # step: epochs between decays
     gamma: float = 0.1  # step: decay factor
     peak_at: float = 0.25  # onecycle, onecycle3: fraction of training at the peak learning rate
-    final_frac: float = 0.0  # cosine, onecycle, onecycle3: final lr as a fraction of the peak
+    final_frac: float = 0.0  # cosine, onecycle, onecycle3, linear: final lr as a fraction of the peak
     # onecycle3: the level it starts from and comes back to, as a fraction of the peak
     # (torch's OneCycleLR starts at 1/div_factor = 1/25).
     start_frac: float = 0.04
@@ -183,7 +184,8 @@ class RunConfig:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "adadelta", "ranger", "ranger21", "muon")
-SCHEDULES = ("constant", "step", "cosine", "onecycle", "onecycle3")
+# linear: 1 -> final_frac in a straight line over the run (airbench94_muon's, to 0).
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "onecycle3", "linear")
 CHOICES = {
     "data.dataset": ("cifar10", "cifar100", "svhn", "mnist", "fashion_mnist", "folders", "synthetic"),
     "data.pipeline": ("device", "pil"),
@@ -197,6 +199,8 @@ CHOICES = {
     "switch.schedule.name": SCHEDULES,
     "precision": ("auto", "fp32", "bf16"),
     "loss.smoothing_form": ("pytorch", "report"),
+    "optimizer.muon.ns_dtype": ("bfloat16", "float32"),
+    "switch.optimizer.muon.ns_dtype": ("bfloat16", "float32"),
 }
 # Classes per data set, for the checks that need them before the data are loaded.
 # Image folders have as many as they have folders: checked when they are read.
@@ -484,13 +488,19 @@ LATER_KEYS = (
     "loss.focal_gamma",
     "optimizer.muon",
     "switch.optimizer.muon",
+    # Inside a muon table that is not at its defaults (the one above then stays in).
+    "optimizer.muon.ns_dtype",
+    "switch.optimizer.muon.ns_dtype",
 )
 
 
 # Model arguments added after runs were first recorded, with the value that builds what was
 # built before them. Studies store every argument resolved, so a new one would otherwise
 # change the hash of every config of that model; at this value it stays out.
-LATER_MODEL_ARGS = {"resnet12": {"downsample": "maxpool"}}
+LATER_MODEL_ARGS = {
+    "resnet12": {"downsample": "maxpool"},
+    "speednet": {"head_std": None, "whiten_bias_steps": None},
+}
 
 
 def config_hash(cfg: RunConfig) -> str:
@@ -505,8 +515,8 @@ def config_hash(cfg: RunConfig) -> str:
         *parents, leaf = key.split(".")
         node, default = d, defaults
         for part in parents:
-            node, default = node[part], default[part]
-        if node[leaf] == default[leaf]:
+            node, default = node.get(part, {}), default[part]
+        if leaf in node and node[leaf] == default[leaf]:
             del node[leaf]
     model = d["model"]
     for arg, before in LATER_MODEL_ARGS.get(model["name"], {}).items():

@@ -38,10 +38,11 @@ def param_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 
-def orthogonalize(m: torch.Tensor, steps: int, eps: float = 1e-7) -> torch.Tensor:
-    """About U V^T of m = U S V^T (2-D) by ``steps`` Newton-Schulz iterations, in bf16."""
+def orthogonalize(m: torch.Tensor, steps: int, eps: float = 1e-7, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
+    """About U V^T of m = U S V^T (2-D) by ``steps`` Newton-Schulz iterations, in ``dtype``
+    (the record's bf16; float32 to compare with it step by step in fp32)."""
     a, b, c = NS_COEFFICIENTS
-    x = m.bfloat16()
+    x = m.to(dtype)
     x = x / (x.norm() + eps)  # every singular value at most 1, where the iteration converges
     tall = x.shape[0] > x.shape[1]
     if tall:
@@ -73,6 +74,7 @@ class Muon(torch.optim.Optimizer):
             weight_decay=weight_decay,
             orthogonalize=False,
             ns_steps=3,
+            ns_dtype="bfloat16",
             renormalize=False,
         )
         super().__init__(groups, defaults)
@@ -95,7 +97,9 @@ class Muon(torch.optim.Optimizer):
                         p.mul_(1 - lr * wd)
                     if group["renormalize"]:  # the clamp only spares an all-zero bank a NaN
                         p.mul_(math.sqrt(p.shape[0]) / p.norm().clamp_min(1e-30))
-                    p.add_(orthogonalize(update.reshape(len(update), -1), group["ns_steps"]).view_as(p), alpha=-lr)
+                    flat = update.reshape(len(update), -1)
+                    dtype = getattr(torch, group["ns_dtype"])
+                    p.add_(orthogonalize(flat, group["ns_steps"], dtype=dtype).view_as(p), alpha=-lr)
                 else:
                     grad = p.grad.add(p, alpha=wd) if wd else p.grad
                     if momentum:
@@ -128,6 +132,7 @@ def muon_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
             "nesterov": muon.nesterov,
             "weight_decay": muon.weight_decay,
             "ns_steps": muon.ns_steps,
+            "ns_dtype": muon.ns_dtype,
             "renormalize": muon.renormalize,
         },
         {"params": [p for p in params if p.ndim not in (0, 1, 4)]},
@@ -140,16 +145,42 @@ def muon_groups(model: nn.Module, cfg: OptimCfg) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(cfg: OptimCfg, model: nn.Module, total_steps: int) -> torch.optim.Optimizer:
+def own_groups(groups: list[dict], model: nn.Module, steps_left: dict[str, int]) -> list[dict]:
+    """``groups`` with each parameter named in ``steps_left`` moved to a group of its own
+    (its former group's settings, and ``train_steps``: how many steps it trains), appended
+    last so the others keep their places; one with no step left is left out."""
+    if not steps_left:
+        return groups
+    names = {id(p): name for name, p in model.named_parameters()}
+    kept, own = [], []
+    for group in groups:
+        params = []
+        for p in group["params"]:
+            name = names.get(id(p))
+            if name not in steps_left:
+                params.append(p)
+            elif steps_left[name] > 0:
+                settings = {k: v for k, v in group.items() if k != "params"}
+                own.append({**settings, "params": [p], "train_steps": steps_left[name]})
+        if params:
+            kept.append({**group, "params": params})
+    return kept + own
+
+
+def build_optimizer(
+    cfg: OptimCfg, model: nn.Module, total_steps: int, steps_left: dict[str, int] | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer ``cfg`` over ``model``'s trained parameters; those named in ``steps_left``
+    (``ablate.freezing``) train that many steps only, each in a group of its own."""
     if cfg.name == "muon":
         return Muon(
-            muon_groups(model, cfg),
+            own_groups(muon_groups(model, cfg), model, steps_left or {}),
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov and cfg.momentum > 0,
             weight_decay=cfg.weight_decay,
         )
-    groups = param_groups(model, cfg)
+    groups = own_groups(param_groups(model, cfg), model, steps_left or {})
     if cfg.name == "sgd":
         return torch.optim.SGD(
             groups,
@@ -178,6 +209,8 @@ def build_optimizer(cfg: OptimCfg, model: nn.Module, total_steps: int) -> torch.
 def lr_factor(cfg: ScheduleCfg, step: int, total: int, steps_per_epoch: int) -> float:
     """The learning rate at ``step`` (0-based, of ``total``) as a fraction of the configured one."""
     t = step / max(total, 1)
+    if cfg.name == "linear":
+        return 1 - (1 - cfg.final_frac) * t
     if cfg.name == "onecycle":
         # Linear up to the peak, linear down to final_frac: the DAWNBench ResNet-9 shape.
         if t < cfg.peak_at:
@@ -209,10 +242,21 @@ def build_schedule(cfg: ScheduleCfg, optimizer, epochs: int, steps_per_epoch: in
     """A per-step schedule: call ``step()`` after every optimizer step.
 
     Ranger21 runs its own warmup and warm-down, so it gets a constant factor rather than
-    a second schedule multiplied onto its own.
+    a second schedule multiplied onto its own. A group that trains ``train_steps`` only
+    (``own_groups``) gets the schedule squeezed into them, and 0 after: for ``linear`` to 0,
+    airbench94_muon's whitening-bias rule, 1 - step / steps.
     """
     total = epochs * steps_per_epoch
     own_schedule = type(optimizer).__name__ == "Ranger21"
+
+    def factor(span: int):
+        def f(step: int) -> float:
+            if step >= span:
+                return 0.0
+            return 1.0 if own_schedule else lr_factor(cfg, step, span, steps_per_epoch)
+
+        return f
+
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 1.0 if own_schedule else lr_factor(cfg, step, total, steps_per_epoch)
+        optimizer, [factor(group.get("train_steps", total)) for group in optimizer.param_groups]
     )

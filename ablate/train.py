@@ -30,6 +30,7 @@ from ablate.augment import alternating_flips, augment, normalize
 from ablate.averaging import WeightAverage
 from ablate.config import RunConfig
 from ablate.data import Dataset, subset
+from ablate.freezing import Freeze
 from ablate.fusion import SHARED, Stack, compiled, member_losses, why_alone
 from ablate.loss import build_loss
 from ablate.models import create_model
@@ -108,6 +109,7 @@ class _Run:
         self.rng = _rng_states() if own_rng else None
         self.memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
+        self.freeze = Freeze(self.model)
         self.batch = min(cfg.batch_size, len(data.train_y))
         self.steps = steps_per_epoch(cfg, len(data.train_y))
         self.params = sum(p.numel() for p in self.model.parameters())
@@ -133,7 +135,8 @@ class _Run:
         else:
             optim, sched, epochs = switch.optimizer, switch.schedule, cfg.epochs - switch.at_epoch
         self.phase = phase
-        self.optimizer = build_optimizer(optim, self.model, epochs * self.steps)
+        done = (switch.at_epoch if phase == 2 else 0) * self.steps  # the run's steps before this phase
+        self.optimizer = build_optimizer(optim, self.model, epochs * self.steps, self.freeze.steps_left(done))
         self.schedule = build_schedule(sched, self.optimizer, epochs, self.steps)
 
     def phase_of(self, epoch: int) -> int:
@@ -175,6 +178,7 @@ class _Run:
                 torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.epoch = state["epoch"]
         self.metrics, self.earlier_s = dict(state["metrics"]), state["wall_s"]
+        self.freeze.apply(self.epoch * self.steps)  # past its steps, a parameter starts frozen
 
     def end(self, status: str, epochs_done: int, wall_s: float) -> None:
         self.result = RunResult(status, epochs_done, self.metrics, wall_s)
@@ -322,6 +326,7 @@ def train_group(
                 _probe(run, step, *((x, y) if len(live) == 1 else (x[j], y[j])), autocast)
                 run.optimizer.step()
                 run.schedule.step()
+                run.freeze.apply(step)
                 if run.average:
                     run.average.update(run.model, step)
             # Accumulate on the device: a .item() per step would stall the GPU queue.

@@ -13,6 +13,9 @@ epochs of 2 and 4 steps, so what an epoch does once (evaluation, the model's bui
 out; the bare loop is counted over its steps alone.
 
     python bench/bench_trainer.py --census speedrun [--batch 64]
+
+(``speedrun`` is the record airbench94_muon's recipe since issue 22; the baseline in
+bench/RESULTS.md counted airbench94's, now ``speedrun_legacy``.)
 """
 
 from __future__ import annotations

@@ -69,8 +69,9 @@
 #   airbench        70 s   ~35 s  airbench94, unmodified: 1 warm-up + 5 runs, its own clock
 #   fast           100 s   ~50 s  ablate's fast recipe through ablate.train: 1 warm-up (2 epochs)
 #                                 + 5 seeds of 12 epochs
-#   speedrun        60 s   ~30 s  the same for the 'speedrun' recipe (airbench94's techniques in
-#                                 ablate), only where studies/speedrun.toml exists
+#   speedrun        60 s   ~30 s  the same for the 'speedrun' recipe (the record airbench94_muon's
+#                                 recipe in ablate; airbench94's is speedrun_legacy), only where
+#                                 studies/speedrun.toml exists
 #   airbench_muon  120 s   ~90 s? the record, as in PART=fusion, 5 runs
 #   packing        165 s  ~150 s  depth study at --per-gpu 1, 2, 4, 8: 30 s window + wind-down each
 #   suite         the rest ~160 s `ablate run all` from the repository's results.db: most figures
@@ -256,7 +257,7 @@ timed fast 100 python3 bench/bench_fast.py --study fast --data "$data" --device 
     --budget 90 --out "$work/bench/fast.json"
 fi
 if [ -f studies/speedrun.toml ]; then
-    step "speedrun recipe through ablate.train (airbench94's techniques)"
+    step "speedrun recipe through ablate.train (the record airbench94_muon's recipe)"
     timed speedrun "$([ "$PART" = fusion ] && echo 40 || echo 60)" python3 bench/bench_fast.py --study speedrun \
         --data "$data" --device "$DEVICE" "${fast_args[@]}" --budget 50 --out "$work/bench/speedrun.json"
 fi

@@ -193,6 +193,7 @@ def test_muon_keys_leave_earlier_hashes_alone_and_refuse_bad_values():
         ({"muon": {"ns_steps": 0}}, "optimizer.muon.ns_steps must be in [1, 20], got 0"),
         ({"muon": {"bias_lr": -1}}, "optimizer.muon.bias_lr must be >0.0, got -1"),
         ({"muon": {"bias_weight_decay": -1}}, "optimizer.muon.bias_weight_decay must be >= 0.0, got -1"),
+        ({"muon": {"ns_dtype": "float16"}}, "optimizer.muon.ns_dtype must be one of bfloat16, float32, got 'float16'"),
         (
             {"name": "muon", "muon": {"weight_decay": 0.1}},
             "optimizer.muon.weight_decay does nothing with optimizer.muon.renormalize = true",
@@ -202,3 +203,21 @@ def test_muon_keys_leave_earlier_hashes_alone_and_refuse_bad_values():
             from_dict({"optimizer": bad})
         assert str(err.value).startswith(message) and "\n" not in str(err.value)
     from_dict({"optimizer": {"name": "muon", "muon": {"weight_decay": 0.1, "renormalize": False}}})
+
+
+def test_ns_dtype_float32_orthogonalises_in_float32_and_keeps_older_muon_hashes():
+    m = torch.randn(8, 36, generator=torch.Generator().manual_seed(1))
+    exact = orthogonalize(m.double(), 3, dtype=torch.float64)
+    fp32, bf16 = orthogonalize(m, 3, dtype=torch.float32), orthogonalize(m, 3)
+    assert fp32.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    assert (fp32 - exact).abs().max() < 1e-5 < (bf16.double() - exact).abs().max()
+    model = nn.Conv2d(4, 8, 3, bias=False)
+    opt = build_optimizer(OptimCfg(name="muon", muon=MuonCfg(ns_dtype="float32")), model, 10)
+    assert opt.param_groups[0]["ns_dtype"] == "float32"
+    # A muon table written before ns_dtype keeps its hash; float32 is another config.
+    tuned = {"optimizer": {"name": "muon", "muon": {"lr": 0.3}}}
+    with_default = {"optimizer": {"name": "muon", "muon": {"lr": 0.3, "ns_dtype": "bfloat16"}}}
+    assert config_hash(from_dict(with_default)) == config_hash(from_dict(tuned))
+    assert config_hash(from_dict({"optimizer": {"name": "muon", "muon": {"lr": 0.3, "ns_dtype": "float32"}}})) != (
+        config_hash(from_dict(tuned))
+    )

@@ -60,3 +60,13 @@ def test_start_frac_is_range_checked_and_left_out_of_the_hash_at_its_default():
     assert config_hash(from_dict({"schedule": {"start_frac": 0.04}})) == base
     assert config_hash(from_dict({"schedule": {"start_frac": 0.1}})) != base
     assert config_hash(from_dict({"switch": {"schedule": {"start_frac": 0.1}}})) != base
+
+
+def test_linear_falls_in_a_straight_line_from_1_to_final_frac():
+    # airbench94_muon's lr = initial x (1 - step / total), step 0-based: final_frac 0.
+    assert factors(ScheduleCfg(name="linear")) == pytest.approx([1 - s / TOTAL for s in range(TOTAL + 1)])
+    f = factors(ScheduleCfg(name="linear", final_frac=0.2, peak_at=0.5, warmup_epochs=3))
+    assert (f[0], f[100], f[TOTAL]) == pytest.approx((1.0, 0.6, 0.2))  # no warmup, no peak: a line
+    assert from_dict({"schedule": {"name": "linear"}}).schedule.name == "linear"
+    with pytest.raises(ConfigError, match="schedule.name must be one of .*linear, got 'linea'"):
+        from_dict({"schedule": {"name": "linea"}})

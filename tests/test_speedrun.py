@@ -101,6 +101,18 @@ def test_whitening_weights_and_bn_scales_are_frozen_the_rest_trains(data):
     assert not torch.equal(norms[0].bias, before["2.2.bias"])
 
 
+def test_head_std_rescales_the_heads_default_init():
+    torch.manual_seed(0)
+    default = create_model("speednet", widths=[8, 16, 16])[-2].weight
+    torch.manual_seed(0)
+    unit = create_model("speednet", widths=[8, 16, 16], head_std=1.0)[-2].weight
+    assert unit.std().item() == pytest.approx(1.0, rel=1e-5) and default.std() < 0.5  # 1/sqrt(16) bound
+    assert torch.allclose(unit, default / default.std())  # the same draw, rescaled
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="model.head_std must be >0"):
+            expand(load("speedrun"), [("model.head_std", bad)])
+
+
 def test_convs_start_as_the_identity_on_their_input_channels():
     model = create_model("speednet", widths=[8, 16, 16])
     conv = model[2][0]  # 24 whitened channels -> 8
@@ -346,17 +358,49 @@ def test_new_keys_at_their_defaults_leave_every_existing_hash_alone():
     ]:
         assert config_hash(from_dict({key: value})) != config_hash(cfg)
     assert "eval" in to_dict(cfg) and "averaging" in to_dict(cfg)  # still stored with every run
+    # speednet's later arguments at their defaults build what it built, under the same hash.
+    net = {"name": "speednet", "widths": [8, 16, 16]}
+    assert config_hash(from_dict({"model": {**net, "head_std": None, "whiten_bias_steps": None}})) == config_hash(
+        from_dict({"model": net})
+    )
+    assert config_hash(from_dict({"model": {**net, "whiten_bias_steps": 75}})) != config_hash(from_dict({"model": net}))
 
 
-def test_speedrun_study_runs_an_epoch_on_cpu():
-    study = load("speedrun")
+def test_speedrun_legacy_study_keeps_its_hash_and_runs_an_epoch_on_cpu():
+    study = load("speedrun_legacy")
     assert study.size == 1 and study.reported is None and "94.0%" in study.description
     (point,) = expand(study)
+    assert point.config_hash == "cb9f93bd915cd611"  # what `speedrun` had before it became the record's
     cfg = point.config
     assert cfg.model.name == "speednet" and cfg.averaging.name == "lookahead" and cfg.eval.tta == "flip_translate"
     assert cfg.data.aug.flip_mode == "alternate" and cfg.data.aug.pad_mode == "reflect"
     assert count_params(create_model(cfg.model.name, **cfg.model.args)) == 1_972_792
     overrides = [("epochs", 1), ("batch_size", 32), ("train_subset", 64), ("data.dataset", "synthetic")]
+    (point,) = expand(study, overrides)
+    result = train(point.config, synthetic(n_train=64, n_test=32), "cpu")
+    assert result.status == "complete" and result.epochs_done == 1 and 0 <= result.metrics["test_acc"] <= 1
+
+
+def test_speedrun_study_is_the_records_recipe_and_runs_an_epoch_on_cpu():
+    study = load("speedrun")
+    assert study.size == 1 and study.reported is None and "94.01%" in study.description
+    assert any("f1c599c" in line for line in study.assumed)
+    (point,) = expand(study)
+    cfg = point.config
+    assert (cfg.epochs, cfg.batch_size, cfg.averaging.name, cfg.schedule.name) == (8, 2000, "none", "linear")
+    assert (cfg.eval.tta, cfg.eval.every, cfg.loss.label_smoothing) == ("flip_translate", 8, 0.2)
+    args = cfg.model.args
+    assert (args["head_std"], args["whiten_bias_steps"], args["bias_lr_scale"]) == (1.0, 75, 1.0)
+    assert args["logit_scale"] == 1 / 256 and args["bn_momentum"] == 0.4
+    opt = cfg.optimizer
+    assert opt.name == "muon" and (opt.muon.lr, opt.muon.momentum, opt.muon.ns_steps) == (0.24, 0.6, 3)
+    # The record's summed-loss lrs x 2000 and decays / 2000: lr x decay stays 2e-6 x 2000 a step.
+    assert opt.lr == pytest.approx(0.67 * 2000) and opt.muon.bias_lr == pytest.approx(0.053 * 2000)
+    assert opt.lr * opt.weight_decay == pytest.approx(4e-3, rel=1e-4)
+    assert opt.muon.bias_lr * opt.muon.bias_weight_decay == pytest.approx(4e-3, rel=1e-4)
+    assert count_params(create_model(cfg.model.name, **args)) == 1_972_792
+    overrides = [("epochs", 1), ("batch_size", 32), ("train_subset", 64), ("data.dataset", "synthetic")]
+    overrides += [("model.widths", [8, 16, 16]), ("model.whiten_bias_steps", 1)]  # tiny; the freeze inside
     (point,) = expand(study, overrides)
     result = train(point.config, synthetic(n_train=64, n_test=32), "cpu")
     assert result.status == "complete" and result.epochs_done == 1 and 0 <= result.metrics["test_acc"] <= 1

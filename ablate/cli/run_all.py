@@ -47,7 +47,7 @@ def all_command():
             Optional[str],
             typer.Option(
                 metavar="A,B,...",
-                help="Only these studies [default: every study of the report: all but smoke and speedrun].",
+                help="Only these studies [default: every study of the report: all but smoke, speedrun, speedrun_legacy and fast_sgd].",
             ),
         ] = None,
         seeds: Annotated[

@@ -69,6 +69,7 @@ ARG_RANGES: dict[str, tuple[str, Callable[[float], bool]]] = {
     "bias_lr_scale": (">0", lambda v: v > 0),
     "logit_scale": (">0", lambda v: v > 0),
     "whiten_eps": (">0", lambda v: v > 0),
+    "head_std": (">0", lambda v: v > 0),
 }
 
 

@@ -7,6 +7,13 @@ conv3x3 -> max-pool 2 -> BN -> GELU -> conv3x3 -> BN -> GELU -> global max-pool 
 a bias-free linear layer -> a fixed logit scale. 1,972,792 parameters at the defaults
 (1,971,352 of them trained: not the whitening filters, nor the BN scales).
 
+Two arguments give airbench94_muon's details (None, the default, builds the net as before):
+``head_std`` rescales the head's default init to that standard deviation (the record's 1),
+and ``whiten_bias_steps`` trains the whitening bias for that many optimizer steps only
+(the record's 3 epochs), through ``frozen_after``, a protocol any model may offer: the
+optimizer gives such a parameter a group whose schedule is squeezed into those steps, and
+the trainer freezes it after them (``ablate.freezing``).
+
 The whitening filters come from the training images: the trainer calls ``init_from_data``
 once at the start of a fresh run; a resumed run gets them back from its checkpoint.
 """
@@ -109,6 +116,8 @@ class SpeedNet(nn.Sequential):
         logit_scale: float,
         dirac: bool,
         whiten_eps: float,
+        head_std: float | None = None,
+        whiten_bias_steps: int | None = None,
     ):
         whiten = PatchWhitening(3, 2, whiten_eps)
         layers: list[nn.Module] = [whiten, nn.GELU()]
@@ -116,11 +125,23 @@ class SpeedNet(nn.Sequential):
         for w in widths:
             layers.append(SpeedBlock(c, w, bn_momentum, bias_lr_scale, dirac))
             c = w
-        layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(c, num_classes, bias=False), Scale(logit_scale)]
+        head = nn.Linear(c, num_classes, bias=False)
+        if head_std is not None:
+            with torch.no_grad():
+                head.weight.mul_(head_std / head.weight.std())
+        layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), head, Scale(logit_scale)]
         super().__init__(*layers)
+        self.whiten_bias_steps = whiten_bias_steps
 
     def init_from_data(self, images: torch.Tensor) -> None:
         self[0].init_from_data(images)
+
+    def frozen_after(self) -> dict[str, int]:
+        """Parameters that train for a number of optimizer steps only: name -> steps.
+
+        A frozen whitening bias leaves nothing before the first block needing a gradient,
+        so the backward pass stops there."""
+        return {} if self.whiten_bias_steps is None else {"0.bias": self.whiten_bias_steps}
 
 
 @register_model
@@ -132,13 +153,17 @@ def speednet(
     logit_scale: float = 1 / 9,
     dirac: bool = True,
     whiten_eps: float = 5e-4,
+    head_std: float | None = None,
+    whiten_bias_steps: int | None = None,
 ) -> nn.Module:
     """airbench94's net: whitening, three conv-pool-BN-GELU blocks of ``widths``, max-pool,
     linear, x ``logit_scale``.
 
     ``bn_momentum`` 0.4 is airbench's 0.6 in the other convention; ``bias_lr_scale`` speeds
     up the BN shifts under SGD (see ``ShiftNorm``); ``dirac`` starts each conv's first
-    filters as the identity.
+    filters as the identity; ``head_std`` (None: PyTorch's init) rescales the head's init
+    to that standard deviation; ``whiten_bias_steps`` (None: the whole run) is how many
+    optimizer steps the whitening bias trains before it is frozen.
     """
     if not widths or any(w < 1 for w in widths):
         raise ConfigError(f"model.widths must be one or more positive widths, got {widths}")
@@ -146,4 +171,18 @@ def speednet(
         raise ConfigError(f"model.bn_momentum must be in (0, 1], got {bn_momentum}")
     if bias_lr_scale <= 0 or logit_scale <= 0 or whiten_eps <= 0:
         raise ConfigError("model.bias_lr_scale, model.logit_scale and model.whiten_eps must be > 0")
-    return SpeedNet(num_classes, list(widths), bn_momentum, bias_lr_scale, logit_scale, dirac, whiten_eps)
+    if head_std is not None and not head_std > 0:
+        raise ConfigError(f"model.head_std must be > 0 (or none for PyTorch's init), got {head_std}")
+    if whiten_bias_steps is not None and whiten_bias_steps < 1:
+        raise ConfigError(f"model.whiten_bias_steps must be >= 1 (or none for the whole run), got {whiten_bias_steps}")
+    return SpeedNet(
+        num_classes,
+        list(widths),
+        bn_momentum,
+        bias_lr_scale,
+        logit_scale,
+        dirac,
+        whiten_eps,
+        head_std,
+        whiten_bias_steps,
+    )
