@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ablate import metrics as evaluated_metrics
-from ablate.augment import alternating_flips, augment, normalize
+from ablate.augment import augment, crops, flip_coins, index_only, normalize, prepare
 from ablate.averaging import WeightAverage
 from ablate.config import RunConfig
 from ablate.data import Dataset, subset
@@ -114,6 +114,11 @@ class _Run:
         self.loss_fn = build_loss(cfg.loss, len(data.classes))
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(cfg.seed)
+        aug = cfg.data.aug
+        # Alternating flip's coins, drawn once per run and kept on the device.
+        self.coins = (
+            flip_coins(len(data.train_y), cfg.seed, device) if aug.flip and aug.flip_mode == "alternate" else None
+        )
         self.epoch = 0
         self.phase = 0
         self.start_phase(1)
@@ -162,7 +167,11 @@ class _Run:
         self.model.load_state_dict(state["model"])
         if state["phase"] != self.phase:
             self.start_phase(state["phase"])
+        # How to step (fused, foreach) is this device's choice, not the checkpoint's.
+        how = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, own in zip(self.optimizer.param_groups, how):
+            group.update(own)
         self.schedule.load_state_dict(state["schedule"])
         if self.average:
             self.average.load_state_dict(state["average"])
@@ -182,19 +191,21 @@ class _Run:
             self.hooks.end(self.result)
 
 
-def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int):
+def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int, prepared: torch.Tensor | None = None):
     """Shuffle on the device, augment whole batches there: no workers, no host copies.
 
     One run: x [B, ...], y [B]. Several: x [G, B, ...], y [G, B], each run's share drawn from
     its own generator exactly as alone. ``runs`` is read at every step: a run that leaves
     the group mid-epoch (stopped) leaves its share out from the next step on.
+
+    ``prepared``: the training set as ``augment.prepare`` made it for ``aug`` (index-only),
+    channels-last on CUDA: each batch is gathered from it in one op, bitwise the batch that
+    augmenting and normalising the uint8 images gives. None: the uint8 path, every batch.
     """
     n, device = len(data.train_y), data.train_y.device
-    perms, flips = {}, {}
-    for r in runs:
-        if aug.flip and aug.flip_mode == "alternate":
-            flips[r] = alternating_flips(n, r.cfg.seed, epoch, device)
-        perms[r] = torch.randperm(n, device=device, generator=r.gen)
+    perms = {r: torch.randperm(n, device=device, generator=r.gen) for r in runs}
+    flips = {r: r.coins[1 - epoch % 2] for r in runs if r.coins is not None}  # a view: no draw, no copy
+    channels_last = runs[0].memory_format == torch.channels_last
     b = runs[0].batch
     for i in range(runs[0].steps):
         live = list(runs)
@@ -206,9 +217,11 @@ def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int):
         if flips:
             shares = [flips[r][ix] for r, ix in zip(live, idxs)]
             flip = shares[0] if one else torch.cat(shares)
-        x = normalize(augment(data.train_x[idx], aug, gens, flip), stats=data.stats).contiguous(
-            memory_format=live[0].memory_format
-        )
+        if prepared is not None:
+            x = crops(prepared, idx, aug, gens, flip, channels_last)
+        else:
+            x = normalize(augment(data.train_x[idx], aug, gens, flip), stats=data.stats)
+            x = x.contiguous(memory_format=live[0].memory_format)
         y = data.train_y[idx]
         if not one:
             x, y = x.view(len(live), b, *x.shape[1:]), y.view(len(live), b)
@@ -284,11 +297,15 @@ def train_group(
         raise ValueError(f"cannot train fused: the runs resume from epochs {sorted({r.epoch for r in runs})}")
     amp = autocast_dtype(first.precision, device)
     autocast = lambda: _autocast(device, amp)  # noqa: E731
-    loader = None
+    loader, prepared, aug = None, None, first.data.aug
     if first.data.pipeline == "pil":  # alone: check_group refuses it in a group
         from ablate.pil_pipeline import pil_loader  # torchvision's transforms: only for this baseline
 
-        loader = pil_loader(data.train_x, data.train_y, first.data.aug, runs[0].batch, first.seed)
+        loader = pil_loader(data.train_x, data.train_y, aug, runs[0].batch, first.seed)
+    elif index_only(aug):
+        # Normalised and padded once per run, in the step's dtype; each step only gathers.
+        channels_last = runs[0].memory_format == torch.channels_last
+        prepared = prepare(data.train_x, aug, amp or torch.float32, data.stats, channels_last)
 
     def elapsed(run: _Run) -> float:
         return run.earlier_s + time.perf_counter() - start
@@ -306,7 +323,7 @@ def train_group(
         loss_sum = torch.zeros(len(live), device=device)
         correct = torch.zeros(len(live), device=device, dtype=torch.long)
         batches = (
-            _device_batches(data, first.data.aug, live, epoch)
+            _device_batches(data, aug, live, epoch, prepared)
             if loader is None
             else _pil_batches(loader, device, runs[0])
         )
