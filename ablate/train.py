@@ -50,6 +50,9 @@ class Hooks:
     probe: Callable[[int, dict[str, float]], None] | None = None  # probe scalars at a global step (1-based)
     artifact: Callable[[str, np.ndarray], None] | None = None  # an array kept after the run ends
     checkpoint: Callable[[dict[str, Any]], None] | None = None  # state to resume from, after each epoch
+    # ``checkpoint`` is called only in a run projected (time so far / epochs done x epochs) to
+    # last at least this long: a shorter one would spend a large share of itself on snapshots.
+    checkpoint_after_s: float = 0.0
     should_stop: Callable[[], bool] | None = None  # polled after every step
     end: Callable[[RunResult], None] | None = None  # the run has ended; in a group, before its mates
 
@@ -414,7 +417,7 @@ def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_
         run.metrics.update(evaluated_metrics.compute(torch.cat(logits), data.test_y, len(data.classes)))
     run.epoch = epoch
     # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
-    if hooks.checkpoint and epoch < cfg.epochs:
+    if hooks.checkpoint and epoch < cfg.epochs and elapsed(run) / epoch * cfg.epochs >= hooks.checkpoint_after_s:
         hooks.checkpoint(run.state(run.metrics, elapsed(run)))
     if hooks.epoch:
         hooks.epoch(epoch, run.metrics)

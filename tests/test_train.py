@@ -181,6 +181,14 @@ def test_the_loop_reads_nothing_back_from_the_device_per_step(data, monkeypatch)
         assert counts[0] == counts[1] > 0, counts
 
 
+def test_a_run_projected_shorter_than_checkpoint_after_s_is_not_checkpointed(data):
+    cfg = from_dict({**TINY, "epochs": 3, "train_subset": 128})
+    for after_s, epochs in ((0.0, [1, 2]), (3600.0, [])):  # a tiny run lasts well under an hour
+        states = []
+        train(cfg, data, "cpu", Hooks(checkpoint=states.append, checkpoint_after_s=after_s))
+        assert [s["epoch"] for s in states] == epochs
+
+
 def test_warmup_ramps_up_linearly():
     cfg = ScheduleCfg(name="cosine", warmup_epochs=1)
     assert [lr_factor(cfg, s, 100, 10) for s in range(3)] == pytest.approx([0.1, 0.2, 0.3])
