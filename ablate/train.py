@@ -243,6 +243,7 @@ def train(
     hooks: Hooks | None = None,
     resume: dict[str, Any] | None = None,
     compile: bool = False,
+    backend: str | None = None,
 ) -> RunResult:
     """Train ``cfg`` on ``data``, evaluating after every epoch: a group of one.
 
@@ -250,7 +251,7 @@ def train(
     that epoch and, on the CPU, ends with the numbers of a run that never stopped.
     A non-finite loss, train or test, ends the run as ``diverged`` at that epoch.
     """
-    return train_group([cfg], data, device, [hooks or Hooks()], [resume], compile)[0]
+    return train_group([cfg], data, device, [hooks or Hooks()], [resume], compile, backend)[0]
 
 
 def check_group(cfgs: Sequence[RunConfig]) -> None:
@@ -274,11 +275,19 @@ def train_group(
     hooks: Sequence[Hooks] | None = None,
     resumes: Sequence[dict[str, Any] | None] | None = None,
     compile: bool = False,
+    backend: str | None = None,
 ) -> list[RunResult]:
     """Train the runs ``cfgs`` together, one result each (see ``train``).
 
     More than one run: they must agree on ``fusion.SHARED``, and resume (if at all) from the
-    same epoch. ``compile``: torch.compile the step on CUDA (ignored on the CPU).
+    same epoch. ``compile``: torch.compile the step's forward and loss, as one function, on
+    CUDA (ignored on the CPU); ``backend`` compiles with that torch.compile backend on any
+    device (the tests: ``aot_eager`` on the CPU).
+
+    Compiling costs the first step of the first run in a process; a later run of the same
+    model in that process reuses it (its model is a new object, not a new graph). Each shape
+    change costs one more compile where it happens: a member leaving a group, a parameter
+    frozen (``requires_grad_(False)``), the last partial group of a study.
     """
     check_group(cfgs)
     hooks = list(hooks) if hooks is not None else [Hooks() for _ in cfgs]
@@ -287,7 +296,7 @@ def train_group(
     if device.type == "cuda":
         # Fixed shapes every step: let cuDNN time its kernels once and keep the fastest.
         torch.backends.cudnn.benchmark = True
-    compile = compile and device.type == "cuda"
+    compile = compile and (device.type == "cuda" or backend is not None)
     start = time.perf_counter()
     first = cfgs[0]
     data = with_channels(subset(data, first.train_subset), first.model.name).to(device)
@@ -314,7 +323,7 @@ def train_group(
         return run.earlier_s + time.perf_counter() - start
 
     live = list(runs)
-    forwards: dict[tuple[int, ...], Callable] = {}  # by who is in the group: rebuilt only when that changes
+    steps: dict[tuple[int, ...], Callable] = {}  # by who is in the group: rebuilt only when that changes
     for epoch in range(runs[0].epoch + 1, first.epochs + 1):
         for run in live:
             if run.phase_of(epoch) != run.phase:
@@ -322,7 +331,7 @@ def train_group(
             run.model.train()
         t0 = time.perf_counter()
         lrs = [run.optimizer.param_groups[0]["lr"] for run in live]
-        forward = _forward(live, compile, forwards)
+        forward_loss = _step(live, compile, backend, steps)
         loss_sum = torch.zeros(len(live), device=device)
         correct = torch.zeros(len(live), device=device, dtype=torch.long)
         batches = (
@@ -332,8 +341,7 @@ def train_group(
         )
         for i, (x, y) in enumerate(batches):
             with autocast():
-                out = forward(x)
-                loss = _loss(live, out, y)
+                out, loss = forward_loss(x, y)
             for run in live:
                 run.optimizer.zero_grad(set_to_none=True)
             (loss if loss.dim() == 0 else loss.sum()).backward()  # a member's loss reaches only its own weights
@@ -356,7 +364,7 @@ def train_group(
                 if not live:
                     return [run.result for run in runs]
                 loss_sum, correct, lrs = loss_sum[keep], correct[keep], [lrs[j] for j in keep]
-                forward = _forward(live, compile, forwards)
+                forward_loss = _step(live, compile, backend, steps)
         seen = runs[0].steps * runs[0].batch
         train_time = time.perf_counter() - t0
         for run, lr, total, right in zip(list(live), lrs, loss_sum.tolist(), correct.tolist()):  # one sync per epoch
@@ -377,14 +385,6 @@ def train_group(
             run.hooks.artifact("kernels.conv1", first_kernels(run.model))
         run.end("complete", first.epochs, elapsed(run))
     return [run.result for run in runs]
-
-
-def _loss(live: list[_Run], out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """A lone run's loss (a scalar), or each member's [G]."""
-    if len(live) == 1:
-        return live[0].loss_fn(out, y)
-    same = all(run.cfg.loss == live[0].cfg.loss for run in live)
-    return member_losses([run.loss_fn for run in live], out, y, same)
 
 
 def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_Run], float]) -> bool:
@@ -424,15 +424,37 @@ def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_
     return True
 
 
-def _forward(live: list[_Run], compile: bool, cache: dict) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The step's model: a lone run's own module, or the members stacked (``fusion.Stack``)."""
+def _step(live: list[_Run], compile: bool, backend: str | None, cache: dict) -> Callable:
+    """The step's forward and loss as one function of (x, y): a lone run's own module and its
+    loss (a scalar), or the members stacked (``fusion.Stack``) and each member's loss [G].
+    Compiled, it is one graph: forward and loss, and their backward."""
     key = tuple(id(run) for run in live)
     if key not in cache:
-        if len(live) > 1:
-            cache[key] = Stack([run.model for run in live], compile)
+        if len(live) == 1:
+            step = _lone_step(live[0].model, live[0].loss_fn)
         else:
-            cache[key] = compiled(live[0].model) if compile else live[0].model
+            same = all(run.cfg.loss == live[0].cfg.loss for run in live)
+            step = _stacked_step(Stack([run.model for run in live]), [run.loss_fn for run in live], same)
+        cache[key] = compiled(step, backend) if compile else step
     return cache[key]
+
+
+def _lone_step(model: nn.Module, loss_fn: nn.Module) -> Callable:
+    # A closure, not a method: torch.compile keys its graphs by this code object and guards
+    # on the tensors, so the next run's new model finds the graph already compiled.
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(x)
+        return out, loss_fn(out, y)
+
+    return step
+
+
+def _stacked_step(stack: Stack, loss_fns: list[nn.Module], same: bool) -> Callable:
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = stack(x)
+        return out, member_losses(loss_fns, out, y, same)
+
+    return step
 
 
 def _probe(run: _Run, step: int, x: torch.Tensor, y: torch.Tensor, autocast) -> None:

@@ -217,7 +217,7 @@ def test_a_resumed_members_checkpoints_keep_the_lone_runs_random_state(data):
 
 
 def test_compile_is_for_cuda_only_and_changes_nothing_on_the_cpu(data, monkeypatch):
-    def refuse(fn):
+    def refuse(fn, *args):
         raise AssertionError("torch.compile asked for on the CPU")
 
     monkeypatch.setattr("ablate.train.compiled", refuse)
