@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -422,6 +422,17 @@ def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_
     if hooks.epoch:
         hooks.epoch(epoch, run.metrics)
     return True
+
+
+def warm_up(cfgs: Sequence[RunConfig], data: Dataset, device: str | torch.device, backend: str | None = None) -> None:
+    """One whole compiled run of the group ``cfgs`` on dummy labels, nothing reported, so that
+    a timed run of the same configs after it in this process compiles nothing: every graph
+    its step needs, each shape change included (a parameter frozen after N steps), is made
+    here. As the record does it; ``ablate run --compile`` does not, so a worker's first run
+    of a model pays its compiles on its own clock."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, len(data.classes), data.train_y.shape, generator=g).to(data.train_y.device)
+    train_group(cfgs, replace(data, train_y=labels), device, compile=True, backend=backend)
 
 
 def _step(live: list[_Run], compile: bool, backend: str | None, cache: dict) -> Callable:

@@ -13,7 +13,7 @@ from torch._dynamo.utils import counters
 import ablate.train
 from ablate.config import from_dict
 from ablate.data import synthetic
-from ablate.train import Hooks, train, train_group
+from ablate.train import Hooks, train, train_group, warm_up
 
 TINY = {
     "epochs": 1,
@@ -80,3 +80,13 @@ def test_a_parameter_frozen_mid_run_costs_one_recompile_and_no_more(data, monkey
     steps.clear()
     train(cfg, data, "cpu", Hooks(should_stop=freeze_after_step_1), compile=True, backend="aot_eager")
     assert graphs() == 2  # the next run, before and after its freeze: both graphs are there
+
+
+def test_a_warm_up_compiles_every_graph_the_timed_run_needs(data):
+    cfg = from_dict({**TINY, "seed": 3})
+    warm_up([cfg], data, "cpu", backend="aot_eager")
+    assert graphs() == 1
+    timed = train(cfg, data, "cpu", compile=True, backend="aot_eager")
+    assert graphs() == 1
+    # The warm-up trained other weights on other labels: none of it reaches the timed run.
+    assert timed.metrics["test_loss"] == pytest.approx(train(cfg, data, "cpu").metrics["test_loss"], abs=1e-4)
