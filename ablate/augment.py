@@ -63,8 +63,89 @@ def alternating_flips(n: int, seed: int, epoch: int, device: torch.device | str 
     The coins come from their own generator seeded by ``seed``, so any epoch's flags are known
     without replaying the epochs before it, and a resumed run flips as an uninterrupted one.
     """
-    first = torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5
-    return (first ^ (epoch % 2 == 0)).to(device)
+    return flip_coins(n, seed, device)[1 - epoch % 2]
+
+
+def flip_coins(n: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """[2, n] bool on ``device``: row 0 the flags of every odd epoch, row 1 of every even one.
+
+    Drawn once per run: a trainer picks an epoch's row, a view, with no host draw or copy."""
+    # Drawn on the host whatever the device: a CUDA generator would draw other coins.
+    first = (torch.rand(n, generator=torch.Generator().manual_seed(seed)) < 0.5).to(device)
+    return torch.stack([first, ~first])
+
+
+def index_only(aug: AugCfg) -> bool:
+    """Whether ``aug`` only moves pixels (crop, flip): then every augmented pixel is a copy of
+    a pixel of the padded image, and the set can be normalised and padded once (``prepare``)."""
+    return not (aug.jitter > 0 or aug.rotate > 0 or aug.cutout > 0)
+
+
+def prepare(
+    x: torch.Tensor, aug: AugCfg, dtype: torch.dtype = torch.float32, stats=None, channels_last: bool = False
+) -> torch.Tensor:
+    """uint8 [N, C, H, W] ``x``, padded by ``aug.crop_padding`` and normalised into ``dtype``
+    once, for ``crops`` to read every batch from; stored [N, H', W', C] if ``channels_last``.
+
+    Padded in uint8 before normalising, as ``augment`` pads: a zero-padded pixel is then a
+    black one normalised (-mean / std), and every value is bitwise what ``normalize`` gives
+    ``augment``'s batch."""
+    if not index_only(aug):
+        raise ValueError("prepare takes an augmentation that only crops and flips")
+    p, (n, c, h, w) = aug.crop_padding, x.shape
+    if p and aug.pad_mode == "reflect":
+        if p >= min(h, w):
+            raise ValueError(f"reflect padding must be smaller than the image, got {p} for {h}x{w}")
+        rows = _mirror(torch.arange(-p, h + p, device=x.device), h)
+        cols = _mirror(torch.arange(-p, w + p, device=x.device), w)
+    shape = (n, h + 2 * p, w + 2 * p, c) if channels_last else (n, c, h + 2 * p, w + 2 * p)
+    out = torch.empty(shape, dtype=dtype, device=x.device)
+    # In chunks: the whole set in float32 at once would be a second, larger copy of it.
+    for i in range(0, n, 4096):
+        part = x[i : i + 4096]
+        if p and aug.pad_mode == "reflect":
+            part = part[:, :, rows][:, :, :, cols]
+        elif p:
+            part = F.pad(part, (p, p, p, p))
+        part = normalize(part, dtype, stats)
+        out[i : i + 4096] = part.permute(0, 2, 3, 1) if channels_last else part
+    return out
+
+
+def crops(
+    prepared: torch.Tensor,
+    idx: torch.Tensor,
+    aug: AugCfg,
+    generator: Generators,
+    flips: torch.Tensor | None = None,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """The augmented, normalised batch of images ``idx``, gathered from ``prepare``'s set in
+    one indexing op: the crop's offsets and the flip fold into the index. Draws what
+    ``augment`` draws, in its order, so the batch is bitwise ``normalize(augment(...))``.
+
+    ``channels_last``: ``prepared`` is [N, H', W', C] and the batch comes back as a
+    channels-last view [B, C, H, W]; otherwise both are [.., C, H, W], contiguous."""
+    p, b = aug.crop_padding, len(idx)
+    c, hp, wp = (prepared.shape[3], *prepared.shape[1:3]) if channels_last else prepared.shape[1:]
+    h, w = hp - 2 * p, wp - 2 * p
+    device = prepared.device
+    rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
+    if p:
+        dy, dx = _randint(2 * p + 1, b, prepared, generator), _randint(2 * p + 1, b, prepared, generator)
+    if aug.flip:
+        if aug.flip_mode == "alternate":
+            if flips is None or flips.shape != idx.shape:
+                raise ValueError("flip_mode 'alternate' needs one flip flag per image (alternating_flips)")
+            coin = flips
+        else:
+            coin = _draw(lambda k, one: torch.rand(k, generator=one, device=device), generator, b) < 0.5
+        cols = torch.where(coin.view(-1, 1), cols.flip(0), cols)  # a flipped window reads right to left
+    rows, cols = (dy + rows, dx + cols) if p else (rows.expand(b, h), cols.expand(b, w))
+    if channels_last:
+        return prepared[idx.view(-1, 1, 1), rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    channel = torch.arange(c, device=device).view(1, -1, 1, 1)
+    return prepared[idx.view(-1, 1, 1, 1), channel, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 def normalize(x: torch.Tensor, dtype: torch.dtype = torch.float32, stats=None) -> torch.Tensor:

@@ -18,6 +18,27 @@ from ablate.task import Task
 
 TEST_PAUSE_ENV = "ABLATE_TEST_PAUSE"
 
+# A run projected to take less than this writes no per-epoch checkpoint: in a 1.3 s run the
+# writes (with fsync) are a large share of the time, and a crash loses less than this.
+SHORT_RUN_S = 30.0
+# Seconds standing in for SHORT_RUN_S: the tests' tiny runs set 0 to checkpoint every epoch.
+CHECKPOINT_AFTER_ENV = "ABLATE_CHECKPOINT_AFTER_S"
+
+
+def checkpoint_after_s() -> float:
+    """The projected run length from which a run checkpoints: ``ABLATE_CHECKPOINT_AFTER_S``
+    if set, else ``SHORT_RUN_S``."""
+    value = os.environ.get(CHECKPOINT_AFTER_ENV, "").strip()
+    if not value:
+        return SHORT_RUN_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ValueError(f"{CHECKPOINT_AFTER_ENV} must be a number of seconds >= 0, got {value!r}")
+    return seconds
+
 
 def test_pause(stage: str, epoch: int | None = None) -> None:
     """Sleep where ``ABLATE_TEST_PAUSE`` says, so the reliability tests can kill a runner at

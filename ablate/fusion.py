@@ -106,7 +106,7 @@ class Stack:
     """The members' modules as one batched module: ``stack(x)`` with x [G, B, ...] gives
     the members' outputs [G, B, ...], each from its own parameters and buffers."""
 
-    def __init__(self, models: Iterable[nn.Module], compile: bool = False):
+    def __init__(self, models: Iterable[nn.Module]):
         self.models = list(models)
         template = self.models[0]
         self.param_names = [n for n, _ in template.named_parameters()]
@@ -121,12 +121,8 @@ class Stack:
         # randomness="error" (the default), said aloud: a random op here would give every
         # member masks other than its own, so it must fail rather than train quietly.
         self.forward = torch.func.vmap(one, randomness="error")
-        self.step = compiled(self._step) if compile else self._step
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.step(x)
-
-    def _step(self, x: torch.Tensor) -> torch.Tensor:
         params = {n: torch.stack(ps) for n, ps in zip(self.param_names, self.params)}
         buffers = {n: torch.stack(bs) for n, bs in zip(self.buffer_names, self.buffers)}
         out = self.forward(params, buffers, x)
@@ -137,13 +133,14 @@ class Stack:
         return out
 
 
-def compiled(fn: Callable) -> Callable:
+def compiled(fn: Callable, backend: str | None = None) -> Callable:
     """``fn`` through torch.compile in a mode that captures CUDA graphs (the step has fixed
     shapes), or ``fn`` itself, with a warning, if compiling fails at the first call.
 
-    Optional and off by default (``ablate run --compile``); on CUDA only. Not measured on
-    the CPU of this project: bench/gpu_check.sh measures it."""
-    fast = torch.compile(fn, mode="reduce-overhead")
+    Optional and off by default (``ablate run --compile``), on CUDA. ``backend``: compile with
+    that backend instead, on any device; the tests compile on the CPU with ``aot_eager``.
+    bench/gpu_check.sh measures the CUDA mode."""
+    fast = torch.compile(fn, mode="reduce-overhead") if backend is None else torch.compile(fn, backend=backend)
     chosen: list[Callable] = []
 
     def call(*args):

@@ -12,6 +12,7 @@ gives every other parameter SGD; one optimizer holds both kinds of group, so the
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -86,26 +87,46 @@ class Muon(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
+            if not group["orthogonalize"]:
+                self._sgd(group)
+                continue
             lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if group["orthogonalize"]:
-                    update = self._momentum(state, p.grad, momentum, group["nesterov"])
-                    if wd:
-                        p.mul_(1 - lr * wd)
-                    if group["renormalize"]:  # the clamp only spares an all-zero bank a NaN
-                        p.mul_(math.sqrt(p.shape[0]) / p.norm().clamp_min(1e-30))
-                    flat = update.reshape(len(update), -1)
-                    dtype = getattr(torch, group["ns_dtype"])
-                    p.add_(orthogonalize(flat, group["ns_steps"], dtype=dtype).view_as(p), alpha=-lr)
-                else:
-                    grad = p.grad.add(p, alpha=wd) if wd else p.grad
-                    if momentum:
-                        grad = self._momentum(state, grad, momentum, group["nesterov"])
-                    p.add_(grad, alpha=-lr)
+                update = self._momentum(self.state[p], p.grad, momentum, group["nesterov"])
+                if wd:
+                    p.mul_(1 - lr * wd)
+                if group["renormalize"]:  # the clamp only spares an all-zero bank a NaN
+                    p.mul_(math.sqrt(p.shape[0]) / p.norm().clamp_min(1e-30))
+                flat = update.reshape(len(update), -1)
+                dtype = getattr(torch, group["ns_dtype"])
+                p.add_(orthogonalize(flat, group["ns_steps"], dtype=dtype).view_as(p), alpha=-lr)
         return loss
+
+    def _sgd(self, group: dict) -> None:
+        """torch.optim.SGD's step on a whole group at once (torch._foreach ops: a few
+        launches, not a few per parameter); on the CPU bitwise the per-tensor step."""
+        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        params = [p for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        grads = [p.grad for p in params]
+        if wd:
+            grads = torch._foreach_add(grads, params, alpha=wd)
+        if momentum:
+            states = [self.state[p] for p in params]
+            old = [i for i, st in enumerate(states) if "momentum_buffer" in st]
+            for st, g in zip(states, grads):  # a first step's buffer is the gradient, as torch's SGD starts it
+                if "momentum_buffer" not in st:
+                    st["momentum_buffer"] = torch.clone(g).detach()
+            if old:
+                bufs = [states[i]["momentum_buffer"] for i in old]
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, [grads[i] for i in old])
+            bufs = [st["momentum_buffer"] for st in states]
+            grads = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
+        torch._foreach_add_(params, grads, alpha=-lr)
 
     @staticmethod
     def _momentum(state: dict, grad: torch.Tensor, momentum: float, nesterov: bool) -> torch.Tensor:
@@ -167,6 +188,16 @@ def own_groups(groups: list[dict], model: nn.Module, steps_left: dict[str, int])
     return kept + own
 
 
+def one_step(kind: type, model: nn.Module) -> dict:
+    """How torch's ``kind`` should step on CUDA: fused (one kernel for every tensor) where
+    this torch offers it, else foreach (a few launches per group, not per tensor). Nothing
+    on the CPU: torch's own choice there is the per-tensor step every recorded run took.
+    Neither is config: the update is the same, up to rounding on CUDA."""
+    if not all(p.is_cuda for p in model.parameters()):
+        return {}
+    return {"fused": True} if "fused" in inspect.signature(kind).parameters else {"foreach": True}
+
+
 def build_optimizer(
     cfg: OptimCfg, model: nn.Module, total_steps: int, steps_left: dict[str, int] | None = None
 ) -> torch.optim.Optimizer:
@@ -188,11 +219,16 @@ def build_optimizer(
             momentum=cfg.momentum,
             nesterov=cfg.nesterov and cfg.momentum > 0,
             weight_decay=cfg.weight_decay,
+            **one_step(torch.optim.SGD, model),
         )
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(
+            groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **one_step(torch.optim.Adam, model)
+        )
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(
+            groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **one_step(torch.optim.AdamW, model)
+        )
     if cfg.name == "adadelta":
         return torch.optim.Adadelta(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     import pytorch_optimizer  # only the runs that ask for it pay its import

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ablate import metrics as evaluated_metrics
-from ablate.augment import alternating_flips, augment, normalize
+from ablate.augment import augment, crops, flip_coins, index_only, normalize, prepare
 from ablate.averaging import WeightAverage
 from ablate.config import RunConfig
 from ablate.data import Dataset, subset
@@ -51,6 +51,9 @@ class Hooks:
     probe: Callable[[int, dict[str, float]], None] | None = None  # probe scalars at a global step (1-based)
     artifact: Callable[[str, np.ndarray], None] | None = None  # an array kept after the run ends
     checkpoint: Callable[[dict[str, Any]], None] | None = None  # state to resume from, after each epoch
+    # ``checkpoint`` is called only in a run projected (time so far / epochs done x epochs) to
+    # last at least this long: a shorter one would spend a large share of itself on snapshots.
+    checkpoint_after_s: float = 0.0
     should_stop: Callable[[], bool] | None = None  # polled after every step
     end: Callable[[RunResult], None] | None = None  # the run has ended; in a group, before its mates
 
@@ -116,6 +119,11 @@ class _Run:
         self.loss_fn = build_loss(cfg.loss, len(data.classes))
         self.gen = torch.Generator(device=device)
         self.gen.manual_seed(cfg.seed)
+        aug = cfg.data.aug
+        # Alternating flip's coins, drawn once per run and kept on the device.
+        self.coins = (
+            flip_coins(len(data.train_y), cfg.seed, device) if aug.flip and aug.flip_mode == "alternate" else None
+        )
         self.epoch = 0
         self.phase = 0
         self.start_phase(1)
@@ -165,7 +173,11 @@ class _Run:
         self.model.load_state_dict(state["model"])
         if state["phase"] != self.phase:
             self.start_phase(state["phase"])
+        # How to step (fused, foreach) is this device's choice, not the checkpoint's.
+        how = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, own in zip(self.optimizer.param_groups, how):
+            group.update(own)
         self.schedule.load_state_dict(state["schedule"])
         if self.average:
             self.average.load_state_dict(state["average"])
@@ -186,19 +198,21 @@ class _Run:
             self.hooks.end(self.result)
 
 
-def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int):
+def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int, prepared: torch.Tensor | None = None):
     """Shuffle on the device, augment whole batches there: no workers, no host copies.
 
     One run: x [B, ...], y [B]. Several: x [G, B, ...], y [G, B], each run's share drawn from
     its own generator exactly as alone. ``runs`` is read at every step: a run that leaves
     the group mid-epoch (stopped) leaves its share out from the next step on.
+
+    ``prepared``: the training set as ``augment.prepare`` made it for ``aug`` (index-only),
+    channels-last on CUDA: each batch is gathered from it in one op, bitwise the batch that
+    augmenting and normalising the uint8 images gives. None: the uint8 path, every batch.
     """
     n, device = len(data.train_y), data.train_y.device
-    perms, flips = {}, {}
-    for r in runs:
-        if aug.flip and aug.flip_mode == "alternate":
-            flips[r] = alternating_flips(n, r.cfg.seed, epoch, device)
-        perms[r] = torch.randperm(n, device=device, generator=r.gen)
+    perms = {r: torch.randperm(n, device=device, generator=r.gen) for r in runs}
+    flips = {r: r.coins[1 - epoch % 2] for r in runs if r.coins is not None}  # a view: no draw, no copy
+    channels_last = runs[0].memory_format == torch.channels_last
     b = runs[0].batch
     for i in range(runs[0].steps):
         live = list(runs)
@@ -210,9 +224,11 @@ def _device_batches(data: Dataset, aug, runs: list[_Run], epoch: int):
         if flips:
             shares = [flips[r][ix] for r, ix in zip(live, idxs)]
             flip = shares[0] if one else torch.cat(shares)
-        x = normalize(augment(data.train_x[idx], aug, gens, flip), stats=data.stats).contiguous(
-            memory_format=live[0].memory_format
-        )
+        if prepared is not None:
+            x = crops(prepared, idx, aug, gens, flip, channels_last)
+        else:
+            x = normalize(augment(data.train_x[idx], aug, gens, flip), stats=data.stats)
+            x = x.contiguous(memory_format=live[0].memory_format)
         y = data.train_y[idx]
         if not one:
             x, y = x.view(len(live), b, *x.shape[1:]), y.view(len(live), b)
@@ -231,6 +247,7 @@ def train(
     hooks: Hooks | None = None,
     resume: dict[str, Any] | None = None,
     compile: bool = False,
+    backend: str | None = None,
 ) -> RunResult:
     """Train ``cfg`` on ``data``, evaluating after every epoch: a group of one.
 
@@ -238,7 +255,7 @@ def train(
     that epoch and, on the CPU, ends with the numbers of a run that never stopped.
     A non-finite loss, train or test, ends the run as ``diverged`` at that epoch.
     """
-    return train_group([cfg], data, device, [hooks or Hooks()], [resume], compile)[0]
+    return train_group([cfg], data, device, [hooks or Hooks()], [resume], compile, backend)[0]
 
 
 def check_group(cfgs: Sequence[RunConfig]) -> None:
@@ -262,11 +279,19 @@ def train_group(
     hooks: Sequence[Hooks] | None = None,
     resumes: Sequence[dict[str, Any] | None] | None = None,
     compile: bool = False,
+    backend: str | None = None,
 ) -> list[RunResult]:
     """Train the runs ``cfgs`` together, one result each (see ``train``).
 
     More than one run: they must agree on ``fusion.SHARED``, and resume (if at all) from the
-    same epoch. ``compile``: torch.compile the step on CUDA (ignored on the CPU).
+    same epoch. ``compile``: torch.compile the step's forward and loss, as one function, on
+    CUDA (ignored on the CPU); ``backend`` compiles with that torch.compile backend on any
+    device (the tests: ``aot_eager`` on the CPU).
+
+    Compiling costs the first step of the first run in a process; a later run of the same
+    model in that process reuses it (its model is a new object, not a new graph). Each shape
+    change costs one more compile where it happens: a member leaving a group, a parameter
+    frozen (``requires_grad_(False)``), the last partial group of a study.
     """
     check_group(cfgs)
     hooks = list(hooks) if hooks is not None else [Hooks() for _ in cfgs]
@@ -275,7 +300,7 @@ def train_group(
     if device.type == "cuda":
         # Fixed shapes every step: let cuDNN time its kernels once and keep the fastest.
         torch.backends.cudnn.benchmark = True
-    compile = compile and device.type == "cuda"
+    compile = compile and (device.type == "cuda" or backend is not None)
     start = time.perf_counter()
     first = cfgs[0]
     data = with_channels(subset(data, first.train_subset), first.model.name).to(device)
@@ -288,17 +313,21 @@ def train_group(
         raise ValueError(f"cannot train fused: the runs resume from epochs {sorted({r.epoch for r in runs})}")
     amp = autocast_dtype(first.precision, device)
     autocast = lambda: _autocast(device, amp)  # noqa: E731
-    loader = None
+    loader, prepared, aug = None, None, first.data.aug
     if first.data.pipeline == "pil":  # alone: check_group refuses it in a group
         from ablate.pil_pipeline import pil_loader  # torchvision's transforms: only for this baseline
 
-        loader = pil_loader(data.train_x, data.train_y, first.data.aug, runs[0].batch, first.seed)
+        loader = pil_loader(data.train_x, data.train_y, aug, runs[0].batch, first.seed)
+    elif index_only(aug):
+        # Normalised and padded once per run, in the step's dtype; each step only gathers.
+        channels_last = runs[0].memory_format == torch.channels_last
+        prepared = prepare(data.train_x, aug, amp or torch.float32, data.stats, channels_last)
 
     def elapsed(run: _Run) -> float:
         return run.earlier_s + time.perf_counter() - start
 
     live = list(runs)
-    forwards: dict[tuple[int, ...], Callable] = {}  # by who is in the group: rebuilt only when that changes
+    steps: dict[tuple[int, ...], Callable] = {}  # by who is in the group: rebuilt only when that changes
     for epoch in range(runs[0].epoch + 1, first.epochs + 1):
         for run in live:
             if run.phase_of(epoch) != run.phase:
@@ -306,18 +335,17 @@ def train_group(
             run.model.train()
         t0 = time.perf_counter()
         lrs = [run.optimizer.param_groups[0]["lr"] for run in live]
-        forward = _forward(live, compile, forwards)
+        forward_loss = _step(live, compile, backend, steps)
         loss_sum = torch.zeros(len(live), device=device)
         correct = torch.zeros(len(live), device=device, dtype=torch.long)
         batches = (
-            _device_batches(data, first.data.aug, live, epoch)
+            _device_batches(data, aug, live, epoch, prepared)
             if loader is None
             else _pil_batches(loader, device, runs[0])
         )
         for i, (x, y) in enumerate(batches):
             with autocast():
-                out = forward(x)
-                loss = _loss(live, out, y)
+                out, loss = forward_loss(x, y)
             for run in live:
                 run.optimizer.zero_grad(set_to_none=True)
             (loss if loss.dim() == 0 else loss.sum()).backward()  # a member's loss reaches only its own weights
@@ -341,7 +369,7 @@ def train_group(
                 if not live:
                     return [run.result for run in runs]
                 loss_sum, correct, lrs = loss_sum[keep], correct[keep], [lrs[j] for j in keep]
-                forward = _forward(live, compile, forwards)
+                forward_loss = _step(live, compile, backend, steps)
         seen = runs[0].steps * runs[0].batch
         train_time = time.perf_counter() - t0
         for run, lr, total, right in zip(list(live), lrs, loss_sum.tolist(), correct.tolist()):  # one sync per epoch
@@ -362,14 +390,6 @@ def train_group(
             run.hooks.artifact("kernels.conv1", first_kernels(run.model))
         run.end("complete", first.epochs, elapsed(run))
     return [run.result for run in runs]
-
-
-def _loss(live: list[_Run], out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """A lone run's loss (a scalar), or each member's [G]."""
-    if len(live) == 1:
-        return live[0].loss_fn(out, y)
-    same = all(run.cfg.loss == live[0].cfg.loss for run in live)
-    return member_losses([run.loss_fn for run in live], out, y, same)
 
 
 def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_Run], float]) -> bool:
@@ -402,22 +422,55 @@ def _close_epoch(run: _Run, epoch: int, data: Dataset, amp, elapsed: Callable[[_
         run.metrics.update(evaluated_metrics.compute(torch.cat(logits), data.test_y, len(data.classes)))
     run.epoch = epoch
     # Checkpoint before reporting the epoch: an epoch on record always has a state to resume.
-    if hooks.checkpoint and epoch < cfg.epochs:
+    if hooks.checkpoint and epoch < cfg.epochs and elapsed(run) / epoch * cfg.epochs >= hooks.checkpoint_after_s:
         hooks.checkpoint(run.state(run.metrics, elapsed(run)))
     if hooks.epoch:
         hooks.epoch(epoch, run.metrics)
     return True
 
 
-def _forward(live: list[_Run], compile: bool, cache: dict) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The step's model: a lone run's own module, or the members stacked (``fusion.Stack``)."""
+def warm_up(cfgs: Sequence[RunConfig], data: Dataset, device: str | torch.device, backend: str | None = None) -> None:
+    """One whole compiled run of the group ``cfgs`` on dummy labels, nothing reported, so that
+    a timed run of the same configs after it in this process compiles nothing: every graph
+    its step needs, each shape change included (a parameter frozen after N steps), is made
+    here. As the record does it; ``ablate run --compile`` does not, so a worker's first run
+    of a model pays its compiles on its own clock."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, len(data.classes), data.train_y.shape, generator=g).to(data.train_y.device)
+    train_group(cfgs, replace(data, train_y=labels), device, compile=True, backend=backend)
+
+
+def _step(live: list[_Run], compile: bool, backend: str | None, cache: dict) -> Callable:
+    """The step's forward and loss as one function of (x, y): a lone run's own module and its
+    loss (a scalar), or the members stacked (``fusion.Stack``) and each member's loss [G].
+    Compiled, it is one graph: forward and loss, and their backward."""
     key = tuple(id(run) for run in live)
     if key not in cache:
-        if len(live) > 1:
-            cache[key] = Stack([run.model for run in live], compile)
+        if len(live) == 1:
+            step = _lone_step(live[0].model, live[0].loss_fn)
         else:
-            cache[key] = compiled(live[0].model) if compile else live[0].model
+            same = all(run.cfg.loss == live[0].cfg.loss for run in live)
+            step = _stacked_step(Stack([run.model for run in live]), [run.loss_fn for run in live], same)
+        cache[key] = compiled(step, backend) if compile else step
     return cache[key]
+
+
+def _lone_step(model: nn.Module, loss_fn: nn.Module) -> Callable:
+    # A closure, not a method: torch.compile keys its graphs by this code object and guards
+    # on the tensors, so the next run's new model finds the graph already compiled.
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model(x)
+        return out, loss_fn(out, y)
+
+    return step
+
+
+def _stacked_step(stack: Stack, loss_fns: list[nn.Module], same: bool) -> Callable:
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = stack(x)
+        return out, member_losses(loss_fns, out, y, same)
+
+    return step
 
 
 def _probe(run: _Run, step: int, x: torch.Tensor, y: torch.Tensor, autocast) -> None:

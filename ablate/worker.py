@@ -29,7 +29,7 @@ import torch
 
 import ablate
 from ablate import data as datasets
-from ablate.checkpoints import load_checkpoint, remove_checkpoint, save_checkpoint
+from ablate.checkpoints import checkpoint_after_s, load_checkpoint, remove_checkpoint, save_checkpoint
 from ablate.config import ConfigError, RunConfig, from_dict
 from ablate.models.registry import code_hash, code_version
 from ablate.store import HEARTBEAT_S
@@ -381,6 +381,7 @@ def _hooks(
         probe=on_probe,
         artifact=on_artifact,
         checkpoint=on_checkpoint if m.path is not None else None,
+        checkpoint_after_s=checkpoint_after_s(),  # a short run is cheaper to redo than to checkpoint
         should_stop=stop_after_step,
         end=on_end,
     )

@@ -33,6 +33,16 @@ def _scratch_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("ABLATE_PLUGINS", "")  # a test's plugins reach its own workers only
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _checkpoint_every_epoch():
+    # The tests' runs take seconds, far below checkpoints.SHORT_RUN_S: they checkpoint every
+    # epoch, as a long run does, so that resuming is tested at all. Session-wide: module
+    # fixtures run studies too.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ABLATE_CHECKPOINT_AFTER_S", "0")
+        yield
+
+
 @pytest.fixture
 def db_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'test.db'}"

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ablate.augment import alternating_flips, augment, normalize
+from ablate.augment import alternating_flips, augment, crops, index_only, normalize, prepare
 from ablate.config import AugCfg
 from ablate.data import MEAN, STD
 
@@ -278,6 +278,21 @@ def test_alternating_flips_start_from_the_seeds_coins():
 def test_alternating_flips_land_on_the_device_asked_for():
     flags = alternating_flips(16, seed=0, epoch=1, device="meta")  # any device but the CPU
     assert flags.device.type == "meta" and flags.dtype == torch.bool
+
+
+@pytest.mark.parametrize("aug", [AugCfg(crop_padding=4, flip=True), AugCfg(crop_padding=3, pad_mode="reflect")])
+def test_a_set_prepared_once_gives_the_augmented_batch_bitwise_and_channels_last_on_request(aug):
+    x, idx = batch(n=32), torch.randperm(32, generator=torch.Generator().manual_seed(1))[:16]
+    want = normalize(augment(x[idx], aug, gen("cpu", 3)))
+    for channels_last in (False, True):
+        got = crops(prepare(x, aug, channels_last=channels_last), idx, aug, gen("cpu", 3), channels_last=channels_last)
+        assert torch.equal(got, want)
+        assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if aug.pad_mode == "zeros":  # the padding is a black pixel normalised, not 0
+        corner = prepare(x, aug)[0, :, 0, 0]
+        assert torch.equal(corner, normalize(torch.zeros(1, 3, 1, 1, dtype=torch.uint8))[0, :, 0, 0])
+        assert torch.all(corner < 0)
+    assert index_only(aug) and not index_only(AugCfg(crop_padding=4, cutout=8))
 
 
 @pytest.mark.parametrize("device", DEVICES)

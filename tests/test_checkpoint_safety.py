@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import ablate.scheduler
 import ablate.worker
-from ablate.checkpoints import load_checkpoint
+from ablate.checkpoints import CHECKPOINT_AFTER_ENV, SHORT_RUN_S, checkpoint_after_s, load_checkpoint
 from ablate.cli import app
 from ablate.run import run_study
 from ablate.scheduler import QuietReporter
@@ -82,6 +82,19 @@ def test_two_databases_beside_each_other_never_share_a_checkpoint(tmp_path):
     assert second.exit_code == 0, second.output
     assert "resuming" not in second.output  # the same run ids and configs, but another database's runs
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == kept  # the first database's, untouched
+
+
+def test_a_run_projected_shorter_than_the_threshold_writes_no_checkpoint(tmp_path, monkeypatch):
+    # The default threshold (30 s): the smoke study's 2 tiny epochs take about a second each.
+    monkeypatch.delenv(CHECKPOINT_AFTER_ENV)
+    assert checkpoint_after_s() == SHORT_RUN_S == 30.0
+    out = invoke("run", "smoke", "--db", tmp_path / "s.db", "--epochs", "2", "--keep-checkpoints", *FAST)
+    assert out.exit_code == 0, out.output
+    folder = tmp_path / "checkpoints" / "s"
+    assert not folder.exists() or not any(folder.iterdir())
+    monkeypatch.setenv(CHECKPOINT_AFTER_ENV, "soon")
+    with pytest.raises(ValueError, match="ABLATE_CHECKPOINT_AFTER_S must be a number of seconds >= 0, got 'soon'"):
+        checkpoint_after_s()
 
 
 def test_a_checkpoint_made_for_another_database_is_not_loaded(tmp_path):

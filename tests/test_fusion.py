@@ -18,6 +18,7 @@ import math
 import pytest
 import torch
 
+from ablate.augment import prepare
 from ablate.config import from_dict
 from ablate.data import synthetic
 from ablate.fusion import fuse_key, group, why_alone
@@ -159,6 +160,43 @@ def test_data_order_and_augmentation_are_bitwise_those_of_the_lone_run(data):
                 assert torch.equal(x[j], lone[j][step][0]) and torch.equal(y[j], lone[j][step][1])
 
 
+INDEX_ONLY = [
+    {"crop_padding": 2, "flip": True},
+    {"crop_padding": 2, "pad_mode": "reflect", "flip": True, "flip_mode": "alternate"},
+    {"flip": True, "flip_mode": "alternate"},
+    {},
+]
+
+
+@pytest.mark.parametrize("aug", INDEX_ONLY)
+def test_batches_gathered_from_the_set_prepared_once_are_bitwise_the_per_batch_ones(aug, data):
+    cfgs = [cfg(seed=s, data={"dataset": "synthetic", "aug": aug}) for s in (0, 7)]
+    a = cfgs[0].data.aug
+    prepared = prepare(data.train_x, a, stats=data.stats)
+    for members in ([cfgs[0]], cfgs):  # a lone run, and each member of a fused group
+        for epoch in (1, 2):
+            per_batch = list(_device_batches(data, a, [_Run(c, data, torch.device("cpu")) for c in members], epoch))
+            runs = [_Run(c, data, torch.device("cpu")) for c in members]
+            gathered = list(_device_batches(data, a, runs, epoch, prepared))
+            assert len(gathered) == len(per_batch) == 512 // 64
+            for (x, y), (x0, y0) in zip(gathered, per_batch):
+                assert x.dtype == x0.dtype == torch.float32 and torch.equal(x, x0) and torch.equal(y, y0)
+
+
+def test_the_trainer_gathers_from_the_prepared_set_and_its_numbers_do_not_move(data, monkeypatch):
+    aug = {"crop_padding": 2, "pad_mode": "reflect", "flip": True, "flip_mode": "alternate"}
+    cfgs = [cfg(seed=s, epochs=2, data={"dataset": "synthetic", "aug": aug}) for s in (0, 1)]
+    gathered = [Record() for _ in cfgs]
+    train_group(cfgs, data, "cpu", [r.hooks() for r in gathered])
+    monkeypatch.setattr("ablate.train.index_only", lambda aug: False)  # today's per-batch uint8 path
+    per_batch = [Record() for _ in cfgs]
+    train_group(cfgs, data, "cpu", [r.hooks() for r in per_batch])
+    for g, b in zip(gathered, per_batch):
+        assert [(e, {k: v for k, v in m.items() if "time" not in k and "per_s" not in k}) for e, m in g.epochs] == [
+            (e, {k: v for k, v in m.items() if "time" not in k and "per_s" not in k}) for e, m in b.epochs
+        ]
+
+
 def test_a_fused_members_checkpoint_is_a_lone_checkpoint_and_resumes_alone(data):
     cfgs = [cfg(seed=s) for s in range(2)]
     alone = Record()
@@ -193,7 +231,7 @@ def test_a_resumed_members_checkpoints_keep_the_lone_runs_random_state(data):
 
 
 def test_compile_is_for_cuda_only_and_changes_nothing_on_the_cpu(data, monkeypatch):
-    def refuse(fn):
+    def refuse(fn, *args):
         raise AssertionError("torch.compile asked for on the CPU")
 
     monkeypatch.setattr("ablate.train.compiled", refuse)

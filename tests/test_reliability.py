@@ -41,7 +41,8 @@ WAIT_S = 240  # generous: a loaded 2-core CI machine takes seconds just to impor
 def env(**extra: str) -> dict[str, str]:
     out = {k: v for k, v in os.environ.items() if not k.startswith("ABLATE_")}
     # A runner that dies of a signal prints every thread's stack into its log.
-    out.update(OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1", **extra)
+    # ABLATE_CHECKPOINT_AFTER_S: a tiny run checkpoints every epoch, as a long one does.
+    out.update(OMP_NUM_THREADS="1", PYTHONFAULTHANDLER="1", ABLATE_CHECKPOINT_AFTER_S="0", **extra)
     return out
 
 

@@ -8,7 +8,7 @@ from ablate.config import ScheduleCfg, from_dict
 from ablate.data import synthetic
 from ablate.models import create_model
 from ablate.optim import lr_factor
-from ablate.train import Hooks, autocast_dtype, evaluate, steps_per_epoch, train
+from ablate.train import Hooks, autocast_dtype, evaluate, steps_per_epoch, train, train_group
 
 TINY = {
     "epochs": 2,
@@ -157,6 +157,36 @@ def test_schedules_start_and_end_where_they_should(name):
         assert factors[0] == 1.0 and factors[-1] < 0.01
     if name == "onecycle":
         assert max(factors) == pytest.approx(1.0) and factors.index(max(factors)) == 25 and factors[-1] < 0.05
+
+
+def test_the_loop_reads_nothing_back_from_the_device_per_step(data, monkeypatch):
+    """Metrics are gathered once per epoch: a value read back to the host (an .item(), a bool
+    of a tensor) inside the loop would make the CPU wait for the GPU at every step."""
+    reads = []
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *a, _real=real, **k):
+            reads.append(1)
+            return _real(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    for seeds in ([0], [0, 1]):  # a lone run and a fused group
+        counts = []
+        for steps in (2, 4):
+            cfgs = [from_dict({**TINY, "epochs": 1, "seed": s, "train_subset": steps * 64}) for s in seeds]
+            reads.clear()
+            train_group(cfgs, data, "cpu")
+            counts.append(len(reads))
+        assert counts[0] == counts[1] > 0, counts
+
+
+def test_a_run_projected_shorter_than_checkpoint_after_s_is_not_checkpointed(data):
+    cfg = from_dict({**TINY, "epochs": 3, "train_subset": 128})
+    for after_s, epochs in ((0.0, [1, 2]), (3600.0, [])):  # a tiny run lasts well under an hour
+        states = []
+        train(cfg, data, "cpu", Hooks(checkpoint=states.append, checkpoint_after_s=after_s))
+        assert [s["epoch"] for s in states] == epochs
 
 
 def test_warmup_ramps_up_linearly():

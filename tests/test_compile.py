@@ -1,0 +1,92 @@
+"""``compile``: the step's forward and loss compiled as one function, checked on the CPU
+with torch.compile's ``aot_eager`` backend (no code generation, so it runs anywhere): no
+graph break, no recompile for a second run of the same config, and one for a parameter
+frozen mid-run, as the whitening bias freeze does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+from torch._dynamo.utils import counters
+
+import ablate.train
+from ablate.config import from_dict
+from ablate.data import synthetic
+from ablate.train import Hooks, train, train_group, warm_up
+
+TINY = {
+    "epochs": 1,
+    "batch_size": 32,
+    "train_subset": 96,
+    "precision": "fp32",
+    "data": {"dataset": "synthetic", "aug": {"crop_padding": 2, "flip": True}},
+    "model": {"name": "plain_cnn", "depth": 2, "width": 4},
+    "optimizer": {"lr": 0.05},
+}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return synthetic(n_train=96, n_test=32)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()  # the graphs earlier tests compiled, and the counters
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+def graphs() -> int:
+    return counters["stats"]["unique_graphs"]
+
+
+@pytest.mark.parametrize("seeds", [[0], [0, 1]], ids=["alone", "fused"])
+def test_the_step_compiles_once_without_a_graph_break_and_a_second_run_reuses_it(seeds, data):
+    cfgs = [from_dict({**TINY, "seed": s}) for s in seeds]
+    eager = train_group(cfgs, data, "cpu")
+    first = train_group(cfgs, data, "cpu", compile=True, backend="aot_eager")
+    assert graphs() == 1 and not counters["graph_break"], dict(counters["graph_break"])
+    second = train_group(cfgs, data, "cpu", compile=True, backend="aot_eager")  # new models, same shapes
+    assert graphs() == 1 and not counters["graph_break"]
+    for e, a, b in zip(eager, first, second):
+        assert a.metrics["test_loss"] == b.metrics["test_loss"]
+        assert a.metrics["test_loss"] == pytest.approx(e.metrics["test_loss"], abs=1e-4)
+
+
+def test_a_parameter_frozen_mid_run_costs_one_recompile_and_no_more(data, monkeypatch):
+    made = []
+
+    def create_model(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    real = ablate.train.create_model
+    monkeypatch.setattr(ablate.train, "create_model", create_model)
+    steps = []
+
+    def freeze_after_step_1() -> bool:  # what a whitening bias freeze after N steps does
+        steps.append(1)
+        if len(steps) == 1:
+            bias = next(p for name, p in made[-1].named_parameters() if name.endswith("bias"))
+            bias.requires_grad_(False)
+        return False
+
+    cfg = from_dict({**TINY, "epochs": 2})
+    train(cfg, data, "cpu", Hooks(should_stop=freeze_after_step_1), compile=True, backend="aot_eager")
+    assert len(steps) == 6 and graphs() == 2 and not counters["graph_break"]
+    steps.clear()
+    train(cfg, data, "cpu", Hooks(should_stop=freeze_after_step_1), compile=True, backend="aot_eager")
+    assert graphs() == 2  # the next run, before and after its freeze: both graphs are there
+
+
+def test_a_warm_up_compiles_every_graph_the_timed_run_needs(data):
+    cfg = from_dict({**TINY, "seed": 3})
+    warm_up([cfg], data, "cpu", backend="aot_eager")
+    assert graphs() == 1
+    timed = train(cfg, data, "cpu", compile=True, backend="aot_eager")
+    assert graphs() == 1
+    # The warm-up trained other weights on other labels: none of it reaches the timed run.
+    assert timed.metrics["test_loss"] == pytest.approx(train(cfg, data, "cpu").metrics["test_loss"], abs=1e-4)
