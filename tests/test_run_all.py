@@ -110,9 +110,13 @@ def test_dry_run_estimates_from_the_runs_in_the_database(tiny, tmp_path):
 
 def test_run_all_covers_the_reports_studies():
     names = report_studies()
-    assert not {"smoke", "speedrun", "speedrun_legacy", "fast_sgd"} & set(names) and {"depth", "best", "bn_lr", "fast", "relu_lr"} <= set(
-        names
-    )
+    assert not {"smoke", "speedrun", "speedrun_legacy", "fast_sgd"} & set(names) and {
+        "depth",
+        "best",
+        "bn_lr",
+        "fast",
+        "relu_lr",
+    } <= set(names)
 
 
 def test_bad_input_is_one_line(tiny, tmp_path):

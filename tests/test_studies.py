@@ -45,7 +45,9 @@ def test_every_study_loads_and_expands(name):
     assert len({(p.config_hash, p.seed) for p in points}) == len(points)
     assert study.description
     # Each feeds the report: a figure, the results table (recipes) or the Claims table.
-    assert study.figures or study.reported or study.claims or name in ("speedrun", "speedrun_legacy", "fast_sgd")  # beside the report
+    assert (
+        study.figures or study.reported or study.claims or name in ("speedrun", "speedrun_legacy", "fast_sgd")
+    )  # beside the report
 
 
 @pytest.mark.parametrize("name", sorted(study_files()))
