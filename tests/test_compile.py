@@ -10,10 +10,9 @@ import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
 
-import ablate.train
 from ablate.config import from_dict
 from ablate.data import synthetic
-from ablate.train import Hooks, train, train_group, warm_up
+from ablate.train import train, train_group, warm_up
 
 TINY = {
     "epochs": 1,
@@ -56,37 +55,34 @@ def test_the_step_compiles_once_without_a_graph_break_and_a_second_run_reuses_it
         assert a.metrics["test_loss"] == pytest.approx(e.metrics["test_loss"], abs=1e-4)
 
 
-def test_a_parameter_frozen_mid_run_costs_one_recompile_and_no_more(data, monkeypatch):
-    made = []
+# speednet's whitening bias frozen after its first step (``whiten_bias_steps``), as the
+# speedrun study freezes it after 75: the step's graph changes there.
+FROZEN = {
+    **TINY,
+    "epochs": 2,
+    "data": {"dataset": "synthetic"},
+    "model": {"name": "speednet", "widths": [4, 8, 8], "whiten_bias_steps": 1},
+}
 
-    def create_model(*args, **kwargs):
-        made.append(real(*args, **kwargs))
-        return made[-1]
 
-    real = ablate.train.create_model
-    monkeypatch.setattr(ablate.train, "create_model", create_model)
-    steps = []
-
-    def freeze_after_step_1() -> bool:  # what a whitening bias freeze after N steps does
-        steps.append(1)
-        if len(steps) == 1:
-            bias = next(p for name, p in made[-1].named_parameters() if name.endswith("bias"))
-            bias.requires_grad_(False)
-        return False
-
-    cfg = from_dict({**TINY, "epochs": 2})
-    train(cfg, data, "cpu", Hooks(should_stop=freeze_after_step_1), compile=True, backend="aot_eager")
-    assert len(steps) == 6 and graphs() == 2 and not counters["graph_break"]
-    steps.clear()
-    train(cfg, data, "cpu", Hooks(should_stop=freeze_after_step_1), compile=True, backend="aot_eager")
+def test_the_whitening_bias_freeze_costs_one_recompile_and_the_next_run_none(data):
+    cfg = from_dict(FROZEN)
+    eager = train(cfg, data, "cpu")
+    first = train(cfg, data, "cpu", compile=True, backend="aot_eager")
+    assert graphs() == 2 and not counters["graph_break"], dict(counters["graph_break"])
+    second = train(cfg, data, "cpu", compile=True, backend="aot_eager")
     assert graphs() == 2  # the next run, before and after its freeze: both graphs are there
+    assert first.metrics["test_loss"] == second.metrics["test_loss"]
+    assert first.metrics["test_loss"] == pytest.approx(eager.metrics["test_loss"], abs=1e-4)
 
 
-def test_a_warm_up_compiles_every_graph_the_timed_run_needs(data):
-    cfg = from_dict({**TINY, "seed": 3})
+@pytest.mark.parametrize("spec", [TINY, FROZEN], ids=["plain", "frozen"])
+def test_a_warm_up_compiles_every_graph_the_timed_run_needs(spec, data):
+    cfg = from_dict({**spec, "seed": 3})
     warm_up([cfg], data, "cpu", backend="aot_eager")
-    assert graphs() == 1
+    made = graphs()
+    assert made == (2 if spec is FROZEN else 1)
     timed = train(cfg, data, "cpu", compile=True, backend="aot_eager")
-    assert graphs() == 1
+    assert graphs() == made
     # The warm-up trained other weights on other labels: none of it reaches the timed run.
     assert timed.metrics["test_loss"] == pytest.approx(train(cfg, data, "cpu").metrics["test_loss"], abs=1e-4)
