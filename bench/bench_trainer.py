@@ -8,7 +8,7 @@ the trainer (callbacks, schedule, metric accumulation, evaluation excluded from 
 
 ``--census STUDY`` counts instead of timing: the leaf aten ops (about the kernels) per training
 step of the study's first point through ablate's trainer, against a bare loop of the same
-model, augmentation, loss and plain SGD step. ablate's count is the difference between
+model, augmentation, loss and optimizer step (the study's, built as ablate builds it). ablate's count is the difference between
 epochs of 2 and 4 steps, so what an epoch does once (evaluation, the model's build) falls
 out; the bare loop is counted over its steps alone.
 
@@ -97,7 +97,9 @@ def _aten_ops(fn) -> int:
 
 def census(study: str, batch: int, steps: tuple[int, int] = (2, 4)) -> dict:
     """aten ops per training step: ablate's trainer against a bare loop, on the CPU."""
+    from ablate.freezing import Freeze
     from ablate.loss import build_loss
+    from ablate.optim import build_optimizer
     from ablate.studies import expand, load
 
     overrides = [
@@ -118,13 +120,9 @@ def census(study: str, batch: int, steps: tuple[int, int] = (2, 4)) -> dict:
     def bare_steps(k: int) -> int:
         data = synthetic(n_train=k * batch, n_test=batch)
         model = create_model(cfg.model.name, **cfg.model.args)
-        opt = torch.optim.SGD(
-            model.parameters(),
-            lr=cfg.optimizer.lr,
-            momentum=cfg.optimizer.momentum,
-            nesterov=cfg.optimizer.nesterov,
-            weight_decay=cfg.optimizer.weight_decay,
-        )
+        # The study's own optimizer (Muon for speedrun), as ablate builds it: the census counts
+        # the loop around the step, not one optimizer against another.
+        opt = build_optimizer(cfg.optimizer, model, k, Freeze(model).steps_left(0))
         loss_fn = build_loss(cfg.loss, len(data.classes))
         gen = torch.Generator().manual_seed(0)
         # Random flips: alternating ones need the epoch's flags, which a bare loop would draw once per epoch.
