@@ -53,7 +53,8 @@
 #   step          cap     expected
 #   environment   (none)    ~8 s
 #   data         90+60 s   ~10 s
-#   tests           45 s   ~20 s  pytest tests/test_speedrun.py tests/test_record_parity.py
+#   tests           45 s   ~30 s  pytest tests/test_augment.py test_speedrun.py test_record_parity.py test_compile.py
+#                                 (the prepared set on CUDA in bf16, bitwise the per-batch path)
 #   speedrun        90 s   ~30 s  ablate's speedrun eager: 1 full-length warm-up + 10 seeds
 #   airbench_muon  150 s  ~110 s? the record: 1 warm-up (its max-autotune compile) + 10 runs
 #   compiled       150 s   ~90 s? speedrun --compile: 1 full-length warm-up (the compile) + 10 seeds,
@@ -195,7 +196,7 @@ if [ "$PART" = fusion ]; then
 fi
 
 if [ "$PART" = speedrun ]; then
-    tests=(tests/test_speedrun.py tests/test_record_parity.py)
+    tests=(tests/test_augment.py tests/test_speedrun.py tests/test_record_parity.py tests/test_compile.py)
     [ "$QUICK" = 1 ] && tests=(tests/test_record_parity.py)
 fi
 [ "$PART" = suite ] || step "tests on $DEVICE"

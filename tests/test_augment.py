@@ -280,13 +280,17 @@ def test_alternating_flips_land_on_the_device_asked_for():
     assert flags.device.type == "meta" and flags.dtype == torch.bool
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # bf16: what a CUDA run stores
 @pytest.mark.parametrize("aug", [AugCfg(crop_padding=4, flip=True), AugCfg(crop_padding=3, pad_mode="reflect")])
-def test_a_set_prepared_once_gives_the_augmented_batch_bitwise_and_channels_last_on_request(aug):
-    x, idx = batch(n=32), torch.randperm(32, generator=torch.Generator().manual_seed(1))[:16]
-    want = normalize(augment(x[idx], aug, gen("cpu", 3)))
+def test_a_set_prepared_once_gives_the_augmented_batch_bitwise_and_channels_last_on_request(aug, dtype, device):
+    x = batch(n=32).to(device)
+    idx = torch.randperm(32, generator=torch.Generator().manual_seed(1))[:16].to(device)
+    want = normalize(augment(x[idx], aug, gen(device, 3)), dtype)
     for channels_last in (False, True):
-        got = crops(prepare(x, aug, channels_last=channels_last), idx, aug, gen("cpu", 3), channels_last=channels_last)
-        assert torch.equal(got, want)
+        prepared = prepare(x, aug, dtype, channels_last=channels_last)
+        got = crops(prepared, idx, aug, gen(device, 3), channels_last=channels_last)
+        assert got.dtype == dtype and torch.equal(got, want)
         assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     if aug.pad_mode == "zeros":  # the padding is a black pixel normalised, not 0
         corner = prepare(x, aug)[0, :, 0, 0]
