@@ -121,6 +121,18 @@ timed() {
     return 0
 }
 
+# the_record CAP RUNS: the record, airbench94_muon.py, unmodified, as prepare_device.sh brought it:
+# its compile warm-up, then RUNS runs on its own clock, into bench/airbench_muon.json.
+the_record() {
+    if [ -f .device/airbench/airbench94_muon.py ]; then
+        timed airbench_muon "$1" python3 bench/bench_airbench.py --airbench .device/airbench/airbench94_muon.py \
+            --root "$work/airbench" --runs "$2" --budget $(( $1 - 10 )) --out "$work/bench/airbench_muon.json"
+    else
+        echo "no .device/airbench/airbench94_muon.py (run bench/prepare_device.sh)"
+        echo '{"skipped": "airbench94_muon.py not brought (bench/prepare_device.sh)"}' > "$work/bench/airbench_muon.json"
+    fi
+}
+
 step "environment"
 if [ -d .whl ] && ! python3 -c "import sqlalchemy, alembic, pytorch_optimizer" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -221,13 +233,7 @@ if [ "$PART" = speedrun ]; then
     timed speedrun 90 python3 bench/bench_fast.py --study speedrun --data "$data" --device "$DEVICE" "${sr_args[@]}" \
         --budget 80 --out "$work/bench/speedrun.json"
     step "the record, airbench94_muon (unmodified; compiled in its warm-up, off its clock; $sr_runs runs)"
-    if [ -f .device/airbench/airbench94_muon.py ]; then
-        timed airbench_muon 150 python3 bench/bench_airbench.py --airbench .device/airbench/airbench94_muon.py \
-            --root "$work/airbench" --runs "$sr_runs" --budget 140 --out "$work/bench/airbench_muon.json"
-    else
-        echo "no .device/airbench/airbench94_muon.py (run bench/prepare_device.sh)"
-        echo '{"skipped": "airbench94_muon.py not brought (bench/prepare_device.sh)"}' > "$work/bench/airbench_muon.json"
-    fi
+    the_record 150 "$sr_runs"
     step "speedrun through ablate.train, --compile (1 warm-up + ${sr_args[1]} seeds, then $sr_profile steps profiled)"
     timed compiled 150 python3 bench/bench_fast.py --study speedrun --data "$data" --device "$DEVICE" "${sr_args[@]}" \
         --compile --profile-steps "$sr_profile" --budget 140 --out "$work/bench/speedrun_compiled.json"
@@ -265,13 +271,7 @@ fi
 fi
 if [ "$PART" != suite ] && [ "$PART" != speedrun ]; then
 step "the record, airbench94_muon (unmodified; compiled in its warm-up, off its clock; $air_runs runs)"
-if [ -f .device/airbench/airbench94_muon.py ]; then
-    timed airbench_muon 120 python3 bench/bench_airbench.py --airbench .device/airbench/airbench94_muon.py \
-        --root "$work/airbench" --runs "$air_runs" --budget 110 --out "$work/bench/airbench_muon.json"
-else
-    echo "no .device/airbench/airbench94_muon.py (run bench/prepare_device.sh)"
-    echo '{"skipped": "airbench94_muon.py not brought (bench/prepare_device.sh)"}' > "$work/bench/airbench_muon.json"
-fi
+the_record 120 "$air_runs"
 fi
 if [ "$PART" = fusion ] && [ -f studies/speedrun.toml ]; then
     step "speedrun recipe, its step compiled (torch.compile, CUDA graphs; --compile)"
