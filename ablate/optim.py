@@ -17,6 +17,7 @@ import math
 
 import torch
 from torch import nn
+from torch.optim.sgd import sgd  # torch's functional SGD step
 
 from ablate.config import OptimCfg, ScheduleCfg
 
@@ -105,28 +106,24 @@ class Muon(torch.optim.Optimizer):
         return loss
 
     def _sgd(self, group: dict) -> None:
-        """torch.optim.SGD's step on a whole group at once (torch._foreach ops: a few
-        launches, not a few per parameter); on the CPU bitwise the per-tensor step."""
-        lr, momentum, wd = group["lr"], group["momentum"], group["weight_decay"]
+        """torch.optim.SGD's step on a group, through torch's own functional ``sgd``: it takes
+        the whole group at once (foreach on CUDA) and starts a buffer as torch's SGD does."""
         params = [p for p in group["params"] if p.grad is not None]
-        if not params:
-            return
-        grads = [p.grad for p in params]
-        if wd:
-            grads = torch._foreach_add(grads, params, alpha=wd)
-        if momentum:
-            states = [self.state[p] for p in params]
-            old = [i for i, st in enumerate(states) if "momentum_buffer" in st]
-            for st, g in zip(states, grads):  # a first step's buffer is the gradient, as torch's SGD starts it
-                if "momentum_buffer" not in st:
-                    st["momentum_buffer"] = torch.clone(g).detach()
-            if old:
-                bufs = [states[i]["momentum_buffer"] for i in old]
-                torch._foreach_mul_(bufs, momentum)
-                torch._foreach_add_(bufs, [grads[i] for i in old])
-            bufs = [st["momentum_buffer"] for st in states]
-            grads = torch._foreach_add(grads, bufs, alpha=momentum) if group["nesterov"] else bufs
-        torch._foreach_add_(params, grads, alpha=-lr)
+        bufs = [self.state[p].get("momentum_buffer") for p in params]
+        sgd(
+            params,
+            [p.grad for p in params],
+            bufs,  # a None is filled in with the step's new buffer
+            weight_decay=group["weight_decay"],
+            momentum=group["momentum"],
+            lr=group["lr"],
+            dampening=0.0,
+            nesterov=group["nesterov"],
+            maximize=False,
+        )
+        if group["momentum"]:
+            for p, buf in zip(params, bufs):
+                self.state[p]["momentum_buffer"] = buf
 
     @staticmethod
     def _momentum(state: dict, grad: torch.Tensor, momentum: float, nesterov: bool) -> torch.Tensor:
